@@ -1,0 +1,197 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+/*
+ * The configuration schema. Every value may arrive as a string (from the environment), so the
+ * scalar builders below coerce strings to numbers, booleans and comma-separated lists; YAML's
+ * native types are accepted as they are.
+ */
+
+const text = () => z.string().trim().min(1, 'must not be empty');
+
+const integer = (min: number, max: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^\s*-?\d+\s*$/.test(v) ? Number(v) : v),
+    z.number().int('must be a whole number').min(min).max(max),
+  );
+
+const boolean = () =>
+  z.preprocess((v) => {
+    if (typeof v !== 'string') return v;
+    const lower = v.trim().toLowerCase();
+    if (['true', 'yes', '1', 'on'].includes(lower)) return true;
+    if (['false', 'no', '0', 'off'].includes(lower)) return false;
+    return v;
+  }, z.boolean());
+
+/** A list from YAML, or from an environment string: `a,b,c` or a JSON array. */
+const list = <T extends z.ZodTypeAny>(item: T, minItems = 0) =>
+  z.preprocess((v) => {
+    if (typeof v !== 'string') return v;
+    const trimmed = v.trim();
+    if (trimmed.startsWith('[')) {
+      try {
+        return JSON.parse(trimmed) as unknown;
+      } catch {
+        return v;
+      }
+    }
+    return trimmed === '' ? [] : trimmed.split(',').map((s) => s.trim());
+  }, z.array(item).min(minItems, `needs at least ${minItems} entry`));
+
+/** `host:port`, `[v6]:port` or `:port`; the host defaults to all addresses. */
+const hostPort = () =>
+  z.string().transform((value, ctx) => {
+    const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]*)):(\d{1,5})$/.exec(value.trim());
+    const port = match ? Number(match[3]) : NaN;
+    if (!match || port < 0 || port > 65535) {
+      ctx.addIssue({ code: 'custom', message: `expected "host:port", got "${value}"` });
+      return z.NEVER;
+    }
+    const host = match[1] ?? (match[2] || '0.0.0.0');
+    if (match[1] !== undefined && isIP(host) !== 6) {
+      ctx.addIssue({ code: 'custom', message: `"${host}" is not an IPv6 address` });
+      return z.NEVER;
+    }
+    return { host, port };
+  });
+
+const httpsUrl = () =>
+  z.string().transform((value, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(value.trim());
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a URL` });
+      return z.NEVER;
+    }
+    const loopback = ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
+      ctx.addIssue({ code: 'custom', message: 'must be an https:// URL (http:// only on loopback)' });
+      return z.NEVER;
+    }
+    return url.href.replace(/\/$/, '');
+  });
+
+/** Algorithms accepted for JWT access tokens unless `oauth.algorithms` says otherwise. */
+export const ASYMMETRIC_ALGORITHMS = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA',
+] as const;
+const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'] as const;
+const ALGORITHMS = [...ASYMMETRIC_ALGORITHMS, ...HMAC_ALGORITHMS] as const;
+
+const listenerSchema = z.object({
+  protocol: z.enum(['imap', 'smtp']),
+  bind: hostPort(),
+  tls: z.enum(['implicit', 'starttls']).default('implicit'),
+  name: text().optional(),
+});
+
+const limitsSchema = z
+  .object({
+    maxLineLength: integer(1024, 1 << 24).default(65536),
+    maxLiteralSize: integer(1024, 1 << 24).default(65536),
+    maxPreAuthCommands: integer(1, 100000).default(50),
+    preAuthTimeoutSeconds: integer(1, 3600).default(60),
+  })
+  .default({ maxLineLength: 65536, maxLiteralSize: 65536, maxPreAuthCommands: 50, preAuthTimeoutSeconds: 60 });
+
+const imapBackendSchema = z.object({
+  host: text(),
+  port: integer(1, 65535).default(143),
+  connectTimeoutSeconds: integer(1, 300).default(10),
+  responseTimeoutSeconds: integer(1, 300).default(30),
+  capabilityRefreshSeconds: integer(10, 86400).default(300),
+});
+
+const smtpBackendSchema = z.object({
+  host: text(),
+  port: integer(1, 65535).default(587),
+  login: z.enum(['xclient', 'master']).default('xclient'),
+});
+
+const oauthSchema = z
+  .object({
+    issuer: httpsUrl(),
+    audience: list(text()).default([]),
+    validation: list(z.enum(['jwt', 'introspection', 'userinfo'])).default(['jwt']),
+    clientId: text().optional(),
+    clientSecret: text().optional(),
+    usernameClaims: list(text(), 1).default(['email', 'preferred_username']),
+    algorithms: list(z.enum(ALGORITHMS), 1).default([...ASYMMETRIC_ALGORITHMS]),
+    clockSkewSeconds: integer(0, 600).default(30),
+    scope: text().default('openid email'),
+    discoveryTimeoutSeconds: integer(1, 120).default(10),
+  })
+  .superRefine((o, ctx) => {
+    if (o.audience.length === 0 && !o.clientId) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['audience'],
+        message: 'set oauth.audience (or oauth.clientId): tokens issued for other clients must not be accepted',
+      });
+    }
+    if (o.algorithms.some((a) => a.startsWith('HS')) && !o.clientSecret) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['algorithms'],
+        message: 'HS256/384/512 need oauth.clientSecret, the shared secret that verifies them',
+      });
+    }
+  });
+
+const masterSchema = z
+  .object({
+    user: text(),
+    password: z.string().min(1).optional(),
+    passwordFile: text().optional(),
+    separator: z.string().length(1).default('*'),
+  })
+  .superRefine((m, ctx) => {
+    if (m.password === undefined && m.passwordFile === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['password'], message: 'set master.password or master.passwordFile' });
+    }
+    if (m.user.includes(m.separator)) {
+      ctx.addIssue({ code: 'custom', path: ['user'], message: `must not contain the separator "${m.separator}"` });
+    }
+  });
+
+/** The whole configuration file, before secrets are read from files. */
+export const configSchema = z
+  .object({
+    listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
+    tls: z
+      .object({ cert: text().optional(), key: text().optional(), devCertDir: text().default('certs') })
+      .default({ devCertDir: 'certs' })
+      .superRefine((t, ctx) => {
+        if ((t.cert === undefined) !== (t.key === undefined)) {
+          ctx.addIssue({ code: 'custom', path: [t.cert ? 'key' : 'cert'], message: 'tls.cert and tls.key go together' });
+        }
+      }),
+    backends: z.object({ imap: imapBackendSchema.optional(), smtp: smtpBackendSchema.optional() }),
+    master: masterSchema,
+    oauth: oauthSchema,
+    admin: z.object({ bind: hostPort().optional() }).default({}),
+    limits: limitsSchema,
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .default({ level: 'info' }),
+  })
+  .superRefine((c, ctx) => {
+    c.listeners.forEach((l, i) => {
+      if (!c.backends[l.protocol]) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['backends', l.protocol],
+          message: `listener ${i} speaks ${l.protocol}, so backends.${l.protocol} is needed`,
+        });
+      }
+    });
+  });
+
+/** The validated configuration as the rest of the program sees it. */
+export type Config = z.infer<typeof configSchema>;
+export type ListenerConfig = Config['listeners'][number];
+export type ImapBackendConfig = z.infer<typeof imapBackendSchema>;
+export type OAuthConfig = Config['oauth'];
+export type LimitsConfig = Config['limits'];

@@ -1,0 +1,74 @@
+/**
+ * Typed errors. Each carries a stable `code` (also the reason code in logs), whether the failure
+ * is temporary (provider or backend trouble: the client must not drop its credentials) and a
+ * message that is safe to show the client. Protocol replies are chosen from these in one place
+ * per protocol.
+ */
+
+/** Reason codes that end an authentication attempt. */
+export type AuthFailureCode =
+  | 'bad_token'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'wrong_issuer'
+  | 'wrong_audience'
+  | 'wrong_user'
+  | 'bad_algorithm'
+  | 'unknown_key'
+  | 'no_identity'
+  | 'bad_identity'
+  | 'bad_sasl'
+  | 'master_user_refused'
+  | 'backend_refused'
+  | 'provider_unavailable'
+  | 'backend_unavailable';
+
+/** Error with a stable code; `temporary` failures map to NO [UNAVAILABLE] / 454. */
+export class GateError extends Error {
+  readonly code: string;
+  readonly temporary: boolean;
+  /** Text that may be shown to the client; never contains secrets. */
+  readonly clientMessage: string | undefined;
+
+  constructor(
+    code: string,
+    message: string,
+    options: { temporary?: boolean; clientMessage?: string; cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'GateError';
+    this.code = code;
+    this.temporary = options.temporary ?? false;
+    this.clientMessage = options.clientMessage;
+  }
+}
+
+/** A failed authentication: a rejected credential, or a temporary failure of a dependency. */
+export class AuthError extends GateError {
+  declare readonly code: AuthFailureCode;
+  constructor(code: AuthFailureCode, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, {
+      temporary: code === 'provider_unavailable' || code === 'backend_unavailable',
+      cause: options.cause,
+    });
+    this.name = 'AuthError';
+  }
+}
+
+/** A configuration problem, naming the offending key. */
+export class ConfigError extends GateError {
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super('config_invalid', `${key}: ${message}`);
+    this.name = 'ConfigError';
+    this.key = key;
+  }
+}
+
+/** Malformed SASL data from a client (bad base64, bad GS2 header, ...). */
+export class SaslError extends GateError {
+  constructor(message: string) {
+    super('bad_sasl', message, { clientMessage: message });
+    this.name = 'SaslError';
+  }
+}
