@@ -1,0 +1,11 @@
+/**
+ * vitest globalSetup: makes sure the real programs the integration tests run against are present
+ * before any test file starts (installing them once, not per worker).
+ */
+import { ensureDovecotInstalled } from '../../src/devstack/dovecot.js';
+
+/** Prepares the machine for the integration tests. */
+export default async function setup(): Promise<void> {
+  const steps: Array<() => Promise<void>> = [ensureDovecotInstalled];
+  for (const step of steps) await step();
+}
