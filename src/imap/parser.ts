@@ -121,6 +121,14 @@ export function parseCommand(segments: CommandSegment[]): ImapCommand {
   };
 
   const args: ImapValue[] = [];
+  if (name === 'AUTHENTICATE' && segments.length === 1) {
+    // The initial response is base64 or "=", judged by the SASL layer, which gives a clearer
+    // reply than a generic syntax error; so the words are taken as they are.
+    const rest = first.subarray(pos).toString('latin1');
+    if (rest !== '' && !/^( [\x21-\x7e]+)+$/.test(rest)) fail('Invalid AUTHENTICATE arguments');
+    const words = rest.split(' ').slice(1);
+    return { tag, name, args: words.map((value) => ({ type: 'atom', value })) };
+  }
   for (;;) {
     const line = text();
     if (pos >= line.length) {

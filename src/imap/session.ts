@@ -1,0 +1,473 @@
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { bindIdentity } from '../auth/identity.js';
+import { checkPasswordLogin } from '../auth/password-policy.js';
+import type { TokenValidator } from '../auth/validator.js';
+import type { LimitsConfig } from '../config/schema.js';
+import { AuthError, GateError, SaslError } from '../errors.js';
+import { relay, type RelayStats } from '../relay/pipe.js';
+import { decodeSaslResponse } from '../sasl/base64.js';
+import { decodeOauthbearer, decodeXoauth2, type BearerCredentials } from '../sasl/bearer.js';
+import { isDummyReply, oauthbearerErrorChallenge, xoauth2ErrorChallenge } from '../sasl/challenge.js';
+import { decodeLoginField, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT } from '../sasl/login.js';
+import { decodePlain } from '../sasl/plain.js';
+import type { BackendConnector } from './backend.js';
+import { loginToBackend, type BackendCredentials, type ClientOrigin } from './backend-login.js';
+import { ImapFramer, type Frame } from './framer.js';
+import { astringValue, ImapSyntaxError, parseCommand, type ImapCommand, type ImapValue } from './parser.js';
+
+/** Everything a session needs from the rest of the program; each I/O seam is injected. */
+export interface ImapSessionContext {
+  listener: string;
+  limits: LimitsConfig;
+  master: { user: string; password: string; separator: string };
+  oauth: { issuer: string; scope: string };
+  /** Current pre-login capabilities (the backend's, adjusted) and what the backend supports. */
+  capabilities: { current(): readonly string[] };
+  validator: TokenValidator;
+  connectBackend: BackendConnector;
+  backendResponseTimeoutMs: number;
+  log: Logger;
+}
+
+/** Commands that exist in IMAP but need a login first: answered with a clearer BAD. */
+const AFTER_LOGIN = new Set([
+  'SELECT', 'EXAMINE', 'CREATE', 'DELETE', 'RENAME', 'SUBSCRIBE', 'UNSUBSCRIBE', 'LIST', 'LSUB',
+  'STATUS', 'APPEND', 'CHECK', 'CLOSE', 'EXPUNGE', 'SEARCH', 'FETCH', 'STORE', 'COPY', 'MOVE',
+  'UID', 'IDLE', 'ENABLE', 'NAMESPACE', 'GETQUOTA', 'GETQUOTAROOT', 'SETQUOTA', 'GETACL', 'SETACL',
+  'MYRIGHTS', 'LISTRIGHTS', 'UNSELECT', 'COMPRESS', 'NOTIFY', 'METADATA', 'GETMETADATA', 'SETMETADATA',
+]);
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** How a session ended, for the one log line per connection. */
+type Outcome = 'logout' | 'relayed' | 'client_closed' | 'timeout' | 'too_many_commands' | 'error' | 'shutdown';
+
+/** Thrown inside the session to end the connection after a final untagged BYE. */
+class SessionEnd extends Error {
+  constructor(readonly outcome: Outcome) {
+    super(outcome);
+  }
+}
+
+/**
+ * One client connection before login: sasl-gate answers it itself, authenticates the client,
+ * logs into the backend on its behalf and then hands both sockets to the relay.
+ */
+export class ImapSession {
+  readonly id = randomBytes(6).toString('base64url');
+  private readonly framer: ImapFramer;
+  private readonly log: Logger;
+  private readonly started = Date.now();
+  private wake: (() => void) | undefined;
+  private closed = false;
+  private commands = 0;
+  private clientId: Array<[string, string]> = [];
+  private preAuthTimer: NodeJS.Timeout | undefined;
+  private mechanism: string | undefined;
+  private user: string | undefined;
+  private readonly onData = (chunk: Buffer) => {
+    this.framer.push(chunk);
+    // Bounded: a client that sends faster than commands are answered is paused, not buffered.
+    if (this.framer.buffered > this.ctx.limits.maxLineLength + this.ctx.limits.maxLiteralSize) this.socket.pause();
+    this.wake?.();
+  };
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly ctx: ImapSessionContext,
+  ) {
+    this.framer = new ImapFramer(ctx.limits);
+    this.log = ctx.log.child({ session: this.id });
+  }
+
+  /** Greets the client and serves it until login, logout, timeout or disconnect. */
+  async run(): Promise<void> {
+    const client = { address: this.socket.remoteAddress, port: this.socket.remotePort };
+    this.log.debug({ client: client.address, listener: this.ctx.listener }, 'connection opened');
+    this.socket.on('data', this.onData);
+    this.socket.on('close', () => {
+      this.closed = true;
+      this.wake?.();
+    });
+    this.socket.on('error', (err) => this.log.debug({ err: err.message }, 'client socket error'));
+    this.preAuthTimer = setTimeout(() => this.end('timeout', '* BYE Login timeout: authentication took too long.'), this.ctx.limits.preAuthTimeoutSeconds * 1000);
+    this.preAuthTimer.unref();
+
+    let outcome: Outcome = 'error';
+    let relayStats: RelayStats | undefined;
+    try {
+      this.send(`* OK [CAPABILITY ${this.ctx.capabilities.current().join(' ')}] sasl-gate ready.`);
+      relayStats = await this.serve();
+      outcome = 'relayed';
+    } catch (err) {
+      if (err instanceof SessionEnd) outcome = err.outcome;
+      else {
+        this.log.error({ err }, 'session failed');
+        this.end('error', '* BYE Internal error.');
+      }
+    } finally {
+      clearTimeout(this.preAuthTimer);
+    }
+    this.log.info(
+      {
+        client: client.address,
+        clientPort: client.port,
+        listener: this.ctx.listener,
+        mechanism: this.mechanism,
+        user: this.user,
+        outcome,
+        durationMs: Date.now() - this.started,
+        bytesFromClient: relayStats?.bytesFromClient ?? 0,
+        bytesToClient: relayStats?.bytesToClient ?? 0,
+      },
+      'connection closed',
+    );
+  }
+
+  /** Closes the session from outside (shutdown). */
+  shutdown(): void {
+    // Inside the relay the byte stream belongs to the backend: a BYE could land mid-response.
+    if (this.relaying) this.socket.destroy();
+    else this.end('shutdown', '* BYE Server shutting down.');
+  }
+
+  private send(line: string): void {
+    if (!this.closed && !this.socket.destroyed) this.socket.write(`${line}\r\n`);
+  }
+
+  private end(outcome: Outcome, bye?: string): void {
+    if (this.closed) return;
+    if (bye !== undefined) this.send(bye);
+    this.closed = true;
+    this.endOutcome = outcome;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+    this.wake?.();
+  }
+
+  private endOutcome: Outcome | undefined;
+  private relaying = false;
+
+  /** Waits for the next frame of the given kind; throws SessionEnd when the connection is over. */
+  private async next(kind: 'command' | 'line'): Promise<Frame> {
+    for (;;) {
+      if (this.closed) throw new SessionEnd(this.endOutcome ?? 'client_closed');
+      const frame = kind === 'command' ? this.framer.readCommand() : this.framer.readLine();
+      if (this.socket.isPaused() && this.framer.buffered <= this.ctx.limits.maxLineLength) this.socket.resume();
+      if (frame) return frame;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
+
+  /** The pre-login command loop; after a successful login it returns when the relay ends. */
+  private async serve(): Promise<RelayStats> {
+    for (;;) {
+      const frame = await this.next('command');
+      if (frame.type === 'continue') {
+        this.send('+ Ready for literal data');
+        continue;
+      }
+      if (frame.type === 'error') {
+        const what = frame.error === 'line_too_long' ? 'Command line too long' : 'Literal too large';
+        this.send(`${frame.tag ?? '*'} BAD [TOOBIG] ${what}.`);
+        this.countCommand();
+        continue;
+      }
+      if (frame.type !== 'command') continue;
+      this.countCommand();
+      let command: ImapCommand;
+      try {
+        command = parseCommand(frame.segments);
+      } catch (err) {
+        if (!(err instanceof ImapSyntaxError)) throw err;
+        this.send(`${err.tag ?? '*'} BAD Syntax error: ${err.message}.`);
+        continue;
+      }
+      const relayed = await this.dispatch(command);
+      if (relayed) return relayed;
+    }
+  }
+
+  private countCommand(): void {
+    this.commands += 1;
+    if (this.commands > this.ctx.limits.maxPreAuthCommands) {
+      this.end('too_many_commands', '* BYE Too many commands before login.');
+      throw new SessionEnd('too_many_commands');
+    }
+  }
+
+  private async dispatch(command: ImapCommand): Promise<RelayStats | void> {
+    const { tag, name, args } = command;
+    switch (name) {
+      case 'CAPABILITY':
+        if (args.length > 0) return this.send(`${tag} BAD CAPABILITY takes no arguments.`);
+        this.send(`* CAPABILITY ${this.ctx.capabilities.current().join(' ')}`);
+        return this.send(`${tag} OK Capability completed.`);
+      case 'NOOP':
+        return this.send(`${tag} OK NOOP completed.`);
+      case 'LOGOUT':
+        this.send('* BYE Logging out.');
+        this.send(`${tag} OK Logout completed.`);
+        this.end('logout');
+        throw new SessionEnd('logout');
+      case 'ID':
+        return this.handleId(tag, args);
+      case 'STARTTLS':
+        return this.send(`${tag} BAD TLS is already active.`);
+      case 'LOGIN':
+        return this.handleLogin(tag, args);
+      case 'AUTHENTICATE':
+        return this.handleAuthenticate(tag, args);
+      default:
+        if (AFTER_LOGIN.has(name)) return this.send(`${tag} BAD ${name} needs a login first.`);
+        return this.send(`${tag} BAD Unknown command.`);
+    }
+  }
+
+  private handleId(tag: string, args: ImapValue[]): void {
+    const [list] = args;
+    if (args.length !== 1 || (list?.type !== 'list' && list?.type !== 'nil')) {
+      return this.send(`${tag} BAD ID expects a parenthesized list or NIL.`);
+    }
+    const fields: Array<[string, string]> = [];
+    if (list.type === 'list') {
+      for (let i = 0; i + 1 < list.items.length && fields.length < 30; i += 2) {
+        const key = astringValue(list.items[i]);
+        const value = astringValue(list.items[i + 1]);
+        if (key && value) fields.push([key.toString('utf8').slice(0, 30), value.toString('utf8').slice(0, 1024)]);
+      }
+    }
+    this.clientId = fields;
+    this.send('* ID ("name" "sasl-gate")');
+    this.send(`${tag} OK ID completed.`);
+  }
+
+  private async handleLogin(tag: string, args: ImapValue[]): Promise<RelayStats | void> {
+    const user = astringValue(args[0]);
+    const password = astringValue(args[1]);
+    if (args.length !== 2 || !user || !password) return this.send(`${tag} BAD LOGIN expects a user name and a password.`);
+    this.mechanism = 'LOGIN-COMMAND';
+    let userName: string;
+    try {
+      userName = strictUtf8.decode(user);
+      checkPasswordLogin({ authcid: userName }, this.passwordPolicy());
+    } catch (err) {
+      return this.refuse(tag, err);
+    }
+    this.user = userName;
+    const literals = args.some((a) => a.type === 'string' && a.form === 'literal');
+    return this.backendLogin(tag, { kind: 'login', user, password, literals });
+  }
+
+  private async handleAuthenticate(tag: string, args: ImapValue[]): Promise<RelayStats | void> {
+    const [mechanismArg, initial] = args;
+    if (mechanismArg?.type !== 'atom' || args.length > 2 || (initial !== undefined && initial.type !== 'atom')) {
+      return this.send(`${tag} BAD AUTHENTICATE expects a mechanism and an optional initial response.`);
+    }
+    const mechanism = mechanismArg.value.toUpperCase();
+    if (!this.ctx.capabilities.current().includes(`AUTH=${mechanism}`)) {
+      return this.send(`${tag} NO Unsupported authentication mechanism.`);
+    }
+    this.mechanism = mechanism;
+    const initialResponse = initial?.type === 'atom' ? initial.value : undefined;
+
+    if (mechanism === 'LOGIN') return this.loginMechanism(tag, initialResponse);
+    const response = await this.saslResponse(tag, initialResponse, '');
+    if (response === undefined) return;
+    switch (mechanism) {
+      case 'XOAUTH2':
+      case 'OAUTHBEARER':
+        return this.tokenLogin(tag, mechanism, response.bytes);
+      case 'PLAIN': {
+        try {
+          const credentials = decodePlain(response.bytes);
+          checkPasswordLogin(credentials, this.passwordPolicy());
+          this.user = credentials.authcid;
+        } catch (err) {
+          return this.refuse(tag, err);
+        }
+        return this.backendLogin(tag, { kind: 'plain', initialResponse: response.text });
+      }
+      default:
+        return this.send(`${tag} NO Unsupported authentication mechanism.`);
+    }
+  }
+
+  /** The LOGIN mechanism: user name (possibly as initial response), then password, on request. */
+  private async loginMechanism(tag: string, initialResponse: string | undefined): Promise<RelayStats | void> {
+    const userResponse = await this.saslResponse(tag, initialResponse, LOGIN_USERNAME_PROMPT);
+    if (userResponse === undefined) return;
+    const passwordResponse = await this.saslResponse(tag, undefined, LOGIN_PASSWORD_PROMPT);
+    if (passwordResponse === undefined) return;
+    try {
+      const userName = decodeLoginField(userResponse.bytes);
+      decodeLoginField(passwordResponse.bytes);
+      checkPasswordLogin({ authcid: userName }, this.passwordPolicy());
+      this.user = userName;
+    } catch (err) {
+      return this.refuse(tag, err);
+    }
+    return this.backendLogin(tag, {
+      kind: 'login-mechanism',
+      userResponse: userResponse.text || '=',
+      passwordResponse: passwordResponse.text || '=',
+    });
+  }
+
+  /**
+   * One SASL response: the initial response if given, else asked for with `+ challenge`.
+   * Handles `*` (cancel) and bad base64 itself and returns undefined after replying.
+   */
+  private async saslResponse(
+    tag: string,
+    initial: string | undefined,
+    challenge: string,
+  ): Promise<{ bytes: Buffer; text: string } | undefined> {
+    let text = initial;
+    if (text === undefined) {
+      this.send(`+ ${challenge}`);
+      const frame = await this.next('line');
+      if (frame.type === 'error') {
+        this.send(`${tag} BAD [TOOBIG] Authentication response too long.`);
+        return undefined;
+      }
+      if (frame.type !== 'line') return undefined;
+      text = frame.line.toString('latin1');
+      if (text === '*') {
+        this.send(`${tag} BAD Authentication cancelled.`);
+        return undefined;
+      }
+      // LOGIN's legacy clients answer with an empty line for an empty field.
+      if (text === '' && challenge !== '') return { bytes: Buffer.alloc(0), text: '' };
+    }
+    try {
+      return { bytes: decodeSaslResponse(text), text };
+    } catch {
+      this.send(`${tag} BAD Invalid base64 in authentication response.`);
+      return undefined;
+    }
+  }
+
+  private async tokenLogin(tag: string, mechanism: 'XOAUTH2' | 'OAUTHBEARER', message: Buffer): Promise<RelayStats | void> {
+    let credentials: BearerCredentials;
+    try {
+      credentials = mechanism === 'XOAUTH2' ? decodeXoauth2(message) : decodeOauthbearer(message);
+    } catch (err) {
+      if (err instanceof SaslError) {
+        this.log.info({ mechanism, reason: 'bad_sasl', detail: err.message }, 'authentication failed');
+        return this.send(`${tag} NO [AUTHENTICATIONFAILED] Invalid ${mechanism} message: ${err.message}.`);
+      }
+      throw err;
+    }
+    this.user = credentials.user;
+    let identity: string;
+    try {
+      const result = await this.ctx.validator.validate(credentials.token);
+      identity = bindIdentity(credentials.user, result.identity);
+      this.user = identity;
+    } catch (err) {
+      const error = err instanceof AuthError ? err : new AuthError('provider_unavailable', String(err), { cause: err });
+      this.log.info({ mechanism, user: credentials.user, reason: error.code, detail: error.message }, 'authentication failed');
+      if (error.temporary) {
+        return this.send(`${tag} NO [UNAVAILABLE] Authentication service temporarily unavailable, try again later.`);
+      }
+      return this.failWithChallenge(tag, mechanism);
+    }
+    return this.backendLogin(tag, {
+      kind: 'master',
+      user: identity,
+      masterUser: this.ctx.master.user,
+      masterPassword: this.ctx.master.password,
+    });
+  }
+
+  /** RFC 7628 / XOAUTH2: an error challenge, the client's dummy reply, then the final NO. */
+  private async failWithChallenge(tag: string, mechanism: 'XOAUTH2' | 'OAUTHBEARER') {
+    const challenge =
+      mechanism === 'XOAUTH2'
+        ? xoauth2ErrorChallenge({ scope: this.ctx.oauth.scope })
+        : oauthbearerErrorChallenge({
+            scope: this.ctx.oauth.scope,
+            openidConfiguration: `${this.ctx.oauth.issuer}/.well-known/openid-configuration`,
+          });
+    this.send(`+ ${challenge}`);
+    const reply = await this.next('line');
+    if (reply.type === 'line' && !isDummyReply(reply.line)) {
+      this.log.debug('client answered the error challenge with something other than the dummy reply');
+    }
+    this.send(`${tag} NO [AUTHENTICATIONFAILED] Authentication failed.`);
+  }
+
+  private refuse(tag: string, err: unknown): void {
+    if (err instanceof GateError) {
+      this.log.info({ mechanism: this.mechanism, reason: err.code, detail: err.message }, 'authentication refused');
+      if (err instanceof SaslError) return this.send(`${tag} NO [AUTHENTICATIONFAILED] ${err.message}.`);
+      return this.send(`${tag} NO [AUTHENTICATIONFAILED] Authentication failed.`);
+    }
+    if (err instanceof TypeError) {
+      // TextDecoder's verdict on invalid UTF-8.
+      return this.send(`${tag} NO [AUTHENTICATIONFAILED] Invalid user name.`);
+    }
+    throw err;
+  }
+
+  private passwordPolicy() {
+    return { masterUser: this.ctx.master.user, masterSeparator: this.ctx.master.separator };
+  }
+
+  private origin(): ClientOrigin {
+    return {
+      address: this.socket.remoteAddress ?? '',
+      port: this.socket.remotePort ?? 0,
+      localAddress: this.socket.localAddress ?? '',
+      localPort: this.socket.localPort ?? 0,
+      sessionId: this.id,
+      clientId: this.clientId,
+    };
+  }
+
+  /** Logs into the backend and, on success, answers the client and starts the relay. */
+  private async backendLogin(tag: string, credentials: BackendCredentials): Promise<RelayStats | void> {
+    const started = Date.now();
+    let result: Awaited<ReturnType<typeof loginToBackend>>;
+    try {
+      result = await loginToBackend({
+        connect: this.ctx.connectBackend,
+        responseTimeoutMs: this.ctx.backendResponseTimeoutMs,
+        origin: this.origin(),
+        credentials,
+      });
+    } catch (err) {
+      const code = err instanceof AuthError ? err.code : 'backend_unavailable';
+      this.log.warn({ mechanism: this.mechanism, user: this.user, reason: code, detail: (err as Error).message }, 'backend login failed');
+      return this.send(`${tag} NO [UNAVAILABLE] Mail server temporarily unavailable, try again later.`);
+    }
+    if (this.closed) {
+      if (result.ok) result.socket.destroy();
+      return;
+    }
+    if (!result.ok) {
+      const level = credentials.kind === 'master' ? 'warn' : 'info';
+      this.log[level](
+        { mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply: result.text.slice(0, 200) },
+        credentials.kind === 'master'
+          ? 'backend refused the master login: check master.user / master.password and that the user exists there'
+          : 'authentication failed',
+      );
+      return this.send(`${tag} ${result.status} ${result.text}`);
+    }
+    this.log.info(
+      { mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started },
+      'authenticated',
+    );
+    clearTimeout(this.preAuthTimer);
+    this.send(`${tag} OK ${result.text}`);
+    this.socket.off('data', this.onData);
+    this.relaying = true;
+    const toBackend = this.framer.takeRest();
+    return relay(this.socket, result.socket, { toBackend, toClient: result.rest });
+  }
+}

@@ -1,0 +1,33 @@
+import { pino, type DestinationStream, type Logger } from 'pino';
+
+/**
+ * Field names that must never carry a value into a log. sasl-gate never logs secrets on
+ * purpose; this list is the second line of defence for an object logged by mistake.
+ */
+export const REDACTED_FIELDS = [
+  'password',
+  'token',
+  'accessToken',
+  'clientSecret',
+  'secret',
+  'authorization',
+  'initialResponse',
+  'response',
+  'sasl',
+];
+
+/** Creates the process logger: JSON lines, with secret-looking fields censored at any depth. */
+export function createLogger(options: { level: string; destination?: DestinationStream }): Logger {
+  const paths = REDACTED_FIELDS.flatMap((f) => [f, `*.${f}`, `*.*.${f}`]);
+  return pino(
+    {
+      name: 'sasl-gate',
+      level: options.level,
+      base: { pid: process.pid },
+      redact: { paths, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    options.destination ?? pino.destination({ fd: 1, sync: false }),
+  );
+}

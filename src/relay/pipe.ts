@@ -1,0 +1,56 @@
+import type { Duplex } from 'node:stream';
+
+export interface RelayStats {
+  /** Bytes from the client to the backend, including those buffered before the relay began. */
+  bytesFromClient: number;
+  /** Bytes from the backend to the client. */
+  bytesToClient: number;
+  /** Which side closed first. */
+  closedBy: 'client' | 'backend';
+}
+
+/** How long a side may take to flush after the other closed, before it is cut. */
+const LINGER_MS = 5000;
+
+/**
+ * Joins the client and the backend after login: bytes flow untouched both ways with the
+ * streams' own backpressure, and when one side closes, the other is ended too.
+ */
+export function relay(
+  client: Duplex,
+  backend: Duplex,
+  pending: { toBackend: Buffer; toClient: Buffer },
+): Promise<RelayStats> {
+  return new Promise((resolve) => {
+    const stats: RelayStats = {
+      bytesFromClient: pending.toBackend.length,
+      bytesToClient: pending.toClient.length,
+      closedBy: 'client',
+    };
+    let closed = 0;
+    let first: 'client' | 'backend' | undefined;
+    const onClose = (side: 'client' | 'backend', other: Duplex) => () => {
+      first ??= side;
+      closed += 1;
+      if (!other.destroyed) {
+        other.end();
+        setTimeout(() => other.destroy(), LINGER_MS).unref();
+      }
+      if (closed === 2) {
+        stats.closedBy = first;
+        resolve(stats);
+      }
+    };
+    client.on('data', (chunk: Buffer) => (stats.bytesFromClient += chunk.length));
+    backend.on('data', (chunk: Buffer) => (stats.bytesToClient += chunk.length));
+    // Errors end the connection; the close handlers do the rest.
+    client.on('error', () => client.destroy());
+    backend.on('error', () => backend.destroy());
+    client.once('close', onClose('client', backend));
+    backend.once('close', onClose('backend', client));
+    if (pending.toBackend.length > 0) backend.write(pending.toBackend);
+    if (pending.toClient.length > 0) client.write(pending.toClient);
+    client.pipe(backend);
+    backend.pipe(client);
+  });
+}

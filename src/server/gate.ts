@@ -1,0 +1,142 @@
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { JwtValidator } from '../auth/jwt.js';
+import type { TokenValidator } from '../auth/validator.js';
+import type { GateConfig } from '../config/load.js';
+import type { ListenerConfig } from '../config/schema.js';
+import { tcpConnector, type BackendConnector } from '../imap/backend.js';
+import { CapabilityCache } from '../imap/capabilities.js';
+import { ImapSession } from '../imap/session.js';
+import { ensureDevCertificate } from './devcert.js';
+
+/** Seams a caller (tests, the demo) may replace. */
+export interface GateDependencies {
+  log: Logger;
+  validator?: TokenValidator;
+  imapConnector?: BackendConnector;
+}
+
+export interface RunningGate {
+  /** Bound addresses of the listeners, in configuration order (skipped ones are absent). */
+  listeners: Array<{ protocol: 'imap' | 'smtp'; host: string; port: number }>;
+  admin: { host: string; port: number } | undefined;
+  /** Stops accepting, ends sessions, releases the ports. */
+  close(): Promise<void>;
+}
+
+async function tlsMaterial(config: GateConfig, log: Logger): Promise<{ cert: Buffer; key: Buffer }> {
+  if (config.tls.cert && config.tls.key) {
+    return { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) };
+  }
+  const dev = await ensureDevCertificate(config.tls.devCertDir);
+  log.warn(
+    { cert: dev.certPath, ca: dev.caPath, generated: dev.generated },
+    'tls.cert and tls.key are not set: using a development certificate that clients will not trust; configure real ones for production',
+  );
+  return { cert: readFileSync(dev.certPath), key: readFileSync(dev.keyPath) };
+}
+
+function listen(server: TlsServer | HttpServer, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+/** Starts every configured listener and the admin endpoint; resolves once all are bound. */
+export async function startGate(config: GateConfig, deps: GateDependencies): Promise<RunningGate> {
+  const { log } = deps;
+  const material = await tlsMaterial(config, log);
+  const validator =
+    deps.validator ?? new JwtValidator({ oauth: config.oauth, masterSeparator: config.master.separator });
+  if (validator instanceof JwtValidator) {
+    validator.warmUp().then(
+      (meta) => log.info({ issuer: meta.issuer, jwks: meta.jwksUri }, 'openid provider discovered'),
+      (err: Error) => log.warn({ err: err.message }, 'openid provider not reachable yet; token logins fail temporarily until it is'),
+    );
+  }
+
+  const servers: TlsServer[] = [];
+  const sessions = new Set<ImapSession>();
+  const bound: RunningGate['listeners'] = [];
+  const caches: CapabilityCache[] = [];
+
+  for (const [index, listener] of config.listeners.entries()) {
+    if (listener.protocol !== 'imap' || listener.tls !== 'implicit') continue;
+    const backend = config.backends.imap!;
+    const connect =
+      deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000);
+    const capabilities = new CapabilityCache(connect, {
+      timeoutMs: backend.responseTimeoutSeconds * 1000,
+      refreshMs: backend.capabilityRefreshSeconds * 1000,
+      log,
+    });
+    await capabilities.start();
+    caches.push(capabilities);
+    const name = listenerName(listener, index);
+    const server = createTlsServer({ cert: material.cert, key: material.key, minVersion: 'TLSv1.2' }, (socket: TLSSocket) => {
+      socket.setNoDelay(true);
+      socket.setKeepAlive(true, 60_000);
+      const session = new ImapSession(socket, {
+        listener: name,
+        limits: config.limits,
+        master: config.master,
+        oauth: { issuer: config.oauth.issuer, scope: config.oauth.scope },
+        capabilities,
+        validator,
+        connectBackend: connect,
+        backendResponseTimeoutMs: backend.responseTimeoutSeconds * 1000,
+        log,
+      });
+      sessions.add(session);
+      void session.run().finally(() => sessions.delete(session));
+    });
+    server.on('tlsClientError', (err) => log.debug({ listener: name, err: err.message }, 'TLS handshake failed'));
+    const address = await listen(server, listener.bind.host, listener.bind.port);
+    log.info({ listener: name, address: `${address.address}:${address.port}` }, 'listening');
+    servers.push(server);
+    bound.push({ protocol: 'imap', host: address.address, port: address.port });
+  }
+
+  let admin: HttpServer | undefined;
+  let adminAddress: RunningGate['admin'];
+  if (config.admin.bind) {
+    admin = createHttpServer((req, res) => {
+      if (req.url === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      } else if (req.url === '/readyz') {
+        const ready = caches.every((c) => c.isProbed) && (validator.isReady?.() ?? true);
+        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    const address = await listen(admin, config.admin.bind.host, config.admin.bind.port);
+    adminAddress = { host: address.address, port: address.port };
+    log.info({ address: `${address.address}:${address.port}` }, 'admin endpoint listening');
+  }
+
+  return {
+    listeners: bound,
+    admin: adminAddress,
+    async close() {
+      for (const cache of caches) cache.stop();
+      const closing = [...servers, ...(admin ? [admin] : [])].map(
+        (s) => new Promise<void>((resolve) => s.close(() => resolve())),
+      );
+      for (const session of sessions) session.shutdown();
+      admin?.closeAllConnections();
+      await Promise.all(closing);
+    },
+  };
+}
+
+function listenerName(listener: ListenerConfig, index: number): string {
+  return listener.name ?? `${listener.protocol}-${listener.bind.port || index}`;
+}

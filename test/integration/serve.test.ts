@@ -1,0 +1,163 @@
+/**
+ * `sasl-gate serve` as an admin runs it: a separate process, a YAML file with only the contract
+ * keys of the design, an OpenID issuer over HTTPS trusted through NODE_EXTRA_CA_CERTS, and curl
+ * as the mail client.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.js';
+import { startDevIdp, type DevIdp } from '../../src/devstack/idp.js';
+import { freePort } from '../../src/devstack/ports.js';
+import { ensureDevCertificate } from '../../src/server/devcert.js';
+import { MASTER, USERS } from '../support/stack.js';
+
+const run = promisify(execFile);
+const BIN = join(process.cwd(), 'bin', 'sasl-gate.js');
+const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
+
+let dir: string;
+let dovecot: DovecotInstance;
+let idp: DevIdp;
+let gate: ChildProcess;
+let output = '';
+let imapPort: number;
+let adminPort: number;
+let caPath: string;
+
+function waitFor(pattern: RegExp, timeoutMs = 20_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${pattern} in output:\n${output}`)), timeoutMs);
+    const check = () => {
+      if (pattern.test(output)) {
+        clearTimeout(timer);
+        gate.stdout?.off('data', check);
+        resolve();
+      }
+    };
+    gate.stdout?.on('data', check);
+    check();
+  });
+}
+
+function curl(args: string[]) {
+  return run('curl', ['-sS', '--max-time', '20', '--cacert', caPath, ...args]).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'sasl-gate-serve-'));
+  const certs = await ensureDevCertificate(join(dir, 'certs'));
+  caPath = certs.caPath;
+  [dovecot, idp] = await Promise.all([
+    startDovecot({ users: USERS, master: MASTER, authPenalty: false }),
+    startDevIdp({
+      users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })),
+      audience: 'mail',
+      host: 'localhost',
+      https: { cert: readFileSync(certs.certPath, 'utf8'), key: readFileSync(certs.keyPath, 'utf8'), ca: readFileSync(certs.caPath, 'utf8') },
+    }),
+  ]);
+  expect(idp.issuer).toMatch(/^https:\/\/localhost:\d+$/);
+  [imapPort, adminPort] = await Promise.all([freePort(), freePort()]);
+  const smtpPort = await freePort();
+  // Only the contract keys of DESIGN.md, written the way its example writes them.
+  const yaml = `
+listeners:
+  - { protocol: imap, bind: "127.0.0.1:${imapPort}", tls: implicit }
+  - { protocol: smtp, bind: "127.0.0.1:${smtpPort}", tls: implicit }
+tls: { cert: ${certs.certPath}, key: ${certs.keyPath} }
+backends:
+  imap: { host: 127.0.0.1, port: ${dovecot.imapPort} }
+  smtp: { host: 127.0.0.1, port: 1, login: xclient }
+master: { user: ${MASTER.user}, password: "${MASTER.password}" }
+oauth:
+  issuer: ${idp.issuer}
+  audience: [mail]
+  validation: [jwt, introspection, userinfo]
+  clientId: ${idp.clientId}
+  clientSecret: "${idp.clientSecret}"
+  usernameClaims: [email, preferred_username]
+admin: { bind: "127.0.0.1:${adminPort}" }
+`;
+  writeFileSync(join(dir, 'sasl-gate.yaml'), yaml);
+  gate = spawn(process.execPath, [BIN, 'serve', '--config', join(dir, 'sasl-gate.yaml')], {
+    env: { ...process.env, NODE_EXTRA_CA_CERTS: certs.caPath },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  gate.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  gate.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  await waitFor(/"msg":"openid provider discovered"/);
+});
+
+afterAll(async () => {
+  if (gate && gate.exitCode === null) gate.kill('SIGKILL');
+  await Promise.all([dovecot?.stop(), idp?.close()]);
+});
+
+describe('sasl-gate serve', () => {
+  it('serves curl with an OAuth token from an HTTPS issuer (OAUTHBEARER)', async () => {
+    const token = await idp.mintAccessToken({ user: ALICE.name });
+    const r = await curl(['--user', ALICE.name, '--oauth2-bearer', token, `imaps://localhost:${imapPort}/`]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toContain('INBOX');
+  });
+
+  it('refuses alice\'s token for bob, and lets a password through', async () => {
+    const token = await idp.mintAccessToken({ user: ALICE.name });
+    const refused = await curl(['--user', BOB.name, '--oauth2-bearer', token, `imaps://localhost:${imapPort}/`]);
+    expect(refused.code).toBe(67); // CURLE_LOGIN_DENIED
+    const password = await curl(['--user', `${BOB.name}:${BOB.password}`, `imaps://localhost:${imapPort}/`]);
+    expect(password.stdout).toContain('INBOX');
+  });
+
+  it('says which configured features it skipped, and answers health checks', async () => {
+    expect(output).toContain('introspection, userinfo not available in this version');
+    const health = await fetch(`http://127.0.0.1:${adminPort}/healthz`);
+    expect(health.status).toBe(200);
+    const ready = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
+    expect(ready.status).toBe(200);
+  });
+
+  it('keeps secrets out of its output', () => {
+    expect(output).not.toContain(MASTER.password);
+    expect(output).not.toContain(idp.clientSecret);
+    expect(output).not.toMatch(/eyJ[A-Za-z0-9_-]{20,}\./);
+  });
+
+  it('stops cleanly on SIGTERM', async () => {
+    const exited = new Promise<number | null>((resolve) => gate.once('exit', (code) => resolve(code)));
+    gate.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+});
+
+describe('sasl-gate with a bad configuration', () => {
+  it.each([
+    ['a bad port', 'listeners:\n  - { protocol: imap, bind: "127.0.0.1:http" }\n', 'listeners.0.bind'],
+    ['an issuer over plain http', 'oauth: { issuer: "http://idp.example.com", audience: [mail] }\n', 'oauth.issuer'],
+    ['no master password', 'master: { user: gate }\n', 'master.password'],
+  ])('refuses to start with %s and names the key', async (_name, fragment, key) => {
+    const base = {
+      listeners: 'listeners:\n  - { protocol: imap, bind: "127.0.0.1:0" }\n',
+      backends: 'backends:\n  imap: { host: 127.0.0.1, port: 143 }\n',
+      master: 'master: { user: gate, password: pw }\n',
+      oauth: 'oauth: { issuer: "https://idp.example.com", audience: [mail] }\n',
+    };
+    const section = fragment.split(':')[0] as keyof typeof base;
+    const text = Object.entries(base).map(([k, v]) => (k === section ? fragment : v)).join('');
+    const file = join(dir, `bad-${key}.yaml`);
+    writeFileSync(file, text);
+    const result = await run(process.execPath, [BIN, 'serve', '--config', file]).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(key);
+  });
+});

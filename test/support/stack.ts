@@ -1,0 +1,209 @@
+/**
+ * The whole chain for integration tests: a real Dovecot, a real OpenID provider and sasl-gate
+ * itself, configured through the same YAML loader users use, with every log line captured so
+ * tests can check what was (and was not) logged.
+ */
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
+import { stringify } from 'yaml';
+import { loadConfig } from '../../src/config/load.js';
+import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.js';
+import { startDevIdp, type DevIdp } from '../../src/devstack/idp.js';
+import { createLogger } from '../../src/observe/logger.js';
+import { ensureDevCertificate } from '../../src/server/devcert.js';
+import { startGate, type RunningGate } from '../../src/server/gate.js';
+
+export const USERS = [
+  { name: 'alice@example.test', password: 'alice-Pa55word' },
+  { name: 'bob@example.test', password: 'bob-Pa55word' },
+];
+export const MASTER = { user: 'sasl-gate-master', password: 'master-Pa55-9f3k2' };
+
+export interface Stack {
+  dovecot: DovecotInstance;
+  idp: DevIdp;
+  gate: RunningGate;
+  host: string;
+  imapPort: number;
+  /** PEM of the CA that signed the proxy's certificate. */
+  ca: string;
+  /** Every log line sasl-gate wrote, parsed. */
+  logs: Array<Record<string, unknown>>;
+  /** The raw log text, for secret scans. */
+  rawLog(): string;
+  close(): Promise<void>;
+}
+
+/** Starts Dovecot, the development IdP and sasl-gate; `extra` is merged into the YAML config. */
+export async function startStack(extra: Record<string, unknown> = {}): Promise<Stack> {
+  const dir = mkdtempSync(join(tmpdir(), 'sasl-gate-stack-'));
+  const [dovecot, idp] = await Promise.all([
+    startDovecot({ users: USERS, master: MASTER, authPenalty: false }),
+    startDevIdp({
+      users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })),
+      audience: 'mail',
+    }),
+  ]);
+  const certs = await ensureDevCertificate(join(dir, 'certs'));
+  const yaml = {
+    listeners: [{ protocol: 'imap', bind: '127.0.0.1:0', tls: 'implicit' }],
+    tls: { cert: certs.certPath, key: certs.keyPath },
+    backends: { imap: { host: dovecot.host, port: dovecot.imapPort } },
+    master: MASTER,
+    oauth: {
+      issuer: idp.issuer,
+      audience: ['mail'],
+      validation: ['jwt'],
+      clientId: idp.clientId,
+      clientSecret: idp.clientSecret,
+      usernameClaims: ['email', 'preferred_username'],
+    },
+    ...extra,
+  };
+  const configPath = join(dir, 'sasl-gate.yaml');
+  writeFileSync(configPath, stringify(yaml));
+  const { config } = loadConfig({ file: configPath, env: {} });
+
+  let raw = '';
+  const logs: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      const text = chunk.toString('utf8');
+      raw += text;
+      for (const line of text.split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
+      callback();
+    },
+  });
+  const log = createLogger({ level: 'debug', destination: sink });
+  const gate = await startGate(config, { log });
+  const imap = gate.listeners.find((l) => l.protocol === 'imap')!;
+  return {
+    dovecot,
+    idp,
+    gate,
+    host: '127.0.0.1',
+    imapPort: imap.port,
+    ca: readFileSync(certs.caPath, 'utf8'),
+    logs,
+    rawLog: () => raw,
+    async close() {
+      await gate.close();
+      await Promise.all([dovecot.stop(), idp.close()]);
+    },
+  };
+}
+
+/** A raw IMAP client over TLS that shows the exact lines sasl-gate sends. */
+export class TlsImap {
+  greeting = '';
+  private buffer = '';
+  private readonly lines: string[] = [];
+  private waiter: (() => void) | undefined;
+  private closed = false;
+  private tagCounter = 0;
+
+  private constructor(readonly socket: import('node:tls').TLSSocket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.buffer += chunk.toString('latin1');
+      for (let end = this.buffer.indexOf('\r\n'); end >= 0; end = this.buffer.indexOf('\r\n')) {
+        this.lines.push(this.buffer.slice(0, end));
+        this.buffer = this.buffer.slice(end + 2);
+      }
+      this.waiter?.();
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      this.closed = true;
+      this.waiter?.();
+    });
+  }
+
+  /** Connects with TLS, checking the certificate against `ca`, and reads the greeting. */
+  static async connect(stack: Pick<Stack, 'host' | 'imapPort' | 'ca'>): Promise<TlsImap> {
+    const socket = tlsConnect({ host: stack.host, port: stack.imapPort, ca: stack.ca, servername: 'localhost' });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('secureConnect', resolve);
+      socket.once('error', reject);
+    });
+    const client = new TlsImap(socket);
+    client.greeting = await client.readLine();
+    return client;
+  }
+
+  /** Next line, without CRLF; rejects when the server closed or nothing came within the timeout. */
+  async readLine(timeoutMs = 10_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const line = this.lines.shift();
+      if (line !== undefined) return line;
+      if (this.closed) throw new Error('connection closed');
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) throw new Error('timeout waiting for a line');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, remaining);
+        this.waiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.waiter = undefined;
+    }
+  }
+
+  /** Whether the server has closed the connection (after draining what it sent). */
+  async waitClosed(timeoutMs = 5000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    return this.closed;
+  }
+
+  write(text: string | Buffer): void {
+    this.socket.write(text);
+  }
+
+  /** A fresh tag. */
+  tag(): string {
+    this.tagCounter += 1;
+    return `t${this.tagCounter}`;
+  }
+
+  /** Sends `tag command` and returns all lines up to and including the tagged one. */
+  async command(command: string): Promise<{ lines: string[]; tagged: string }> {
+    const tag = this.tag();
+    this.write(`${tag} ${command}\r\n`);
+    return this.until(tag);
+  }
+
+  /** Reads lines until the tagged reply for `tag`. */
+  async until(tag: string): Promise<{ lines: string[]; tagged: string }> {
+    const lines: string[] = [];
+    for (;;) {
+      const line = await this.readLine();
+      lines.push(line);
+      if (line.startsWith(`${tag} `)) return { lines, tagged: line };
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** XOAUTH2 initial response for a user and token. */
+export function xoauth2(user: string, token: string): string {
+  return Buffer.from(`user=${user}\x01auth=Bearer ${token}\x01\x01`).toString('base64');
+}
+
+/** OAUTHBEARER initial response (RFC 7628), optionally without `a=`. */
+export function oauthbearer(user: string | undefined, token: string, host = 'localhost', port = 993): string {
+  const gs2 = user === undefined ? 'n,,' : `n,a=${user.replace(/=/g, '=3D').replace(/,/g, '=2C')},`;
+  return Buffer.from(`${gs2}\x01host=${host}\x01port=${port}\x01auth=Bearer ${token}\x01\x01`).toString('base64');
+}
+
+/** Base64 of SASL PLAIN. */
+export function plain(authzid: string, authcid: string, password: string): string {
+  return Buffer.from(`${authzid}\0${authcid}\0${password}`).toString('base64');
+}
