@@ -1,9 +1,8 @@
-import type { JWTPayload } from 'jose';
 import { AuthError, SaslError } from '../errors.js';
 import { checkUsername } from '../sasl/username.js';
 
 /** The first present, non-empty string claim of `claimNames`; throws `no_identity` when none is. */
-export function identityFromClaims(claims: JWTPayload, claimNames: readonly string[], masterSeparator: string): {
+export function identityFromClaims(claims: Record<string, unknown>, claimNames: readonly string[], masterSeparator: string): {
   identity: string;
   claim: string;
 } {

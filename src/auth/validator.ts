@@ -1,5 +1,3 @@
-import type { JWTPayload } from 'jose';
-
 /** What a validated token says about its holder. */
 export interface TokenIdentity {
   /** The user name taken from the first present claim of `oauth.usernameClaims`. */
@@ -9,7 +7,7 @@ export interface TokenIdentity {
   /** Which strategy accepted the token. */
   strategy: 'jwt' | 'introspection' | 'userinfo';
   expiresAt: Date | undefined;
-  claims: JWTPayload;
+  claims: Record<string, unknown>;
 }
 
 /**

@@ -119,12 +119,8 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   }
 
   const warnings: string[] = [];
-  const later = config.oauth.validation.filter((v) => v !== 'jwt');
-  if (later.length > 0) {
-    warnings.push(`oauth.validation: ${later.join(', ')} not available in this version; only jwt is used`);
-  }
-  if (!config.oauth.validation.includes('jwt')) {
-    throw new ConfigError('oauth.validation', 'this version validates tokens with jwt; include it');
+  if (config.oauth.validation.includes('userinfo') && config.oauth.validation.length === 1) {
+    warnings.push('oauth.validation: userinfo alone cannot check who a token was issued for (its audience); prefer jwt or introspection');
   }
   config.listeners.forEach((l, i) => {
     if (l.protocol === 'smtp' || l.tls === 'starttls') {

@@ -114,14 +114,35 @@ const oauthSchema = z
   .object({
     issuer: httpsUrl(),
     audience: list(text()).default([]),
-    validation: list(z.enum(['jwt', 'introspection', 'userinfo'])).default(['jwt']),
+    validation: list(z.enum(['jwt', 'introspection', 'userinfo']), 1).default(['jwt']),
     clientId: text().optional(),
     clientSecret: text().optional(),
     usernameClaims: list(text(), 1).default(['email', 'preferred_username']),
     algorithms: list(z.enum(ALGORITHMS), 1).default([...ASYMMETRIC_ALGORITHMS]),
     clockSkewSeconds: integer(0, 600).default(30),
     scope: text().default('openid email'),
-    discoveryTimeoutSeconds: integer(1, 120).default(10),
+    requestTimeoutSeconds: integer(1, 120).default(10),
+    clientAuthMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
+    jwksUri: httpsUrl().optional(),
+    introspectionEndpoint: httpsUrl().optional(),
+    userinfoEndpoint: httpsUrl().optional(),
+    requiredScopes: list(text()).default([]),
+    requireEmailVerified: boolean().default(false),
+    allowedEmailDomains: list(text()).default([]),
+    requiredClaim: z.object({ name: text(), value: text() }).optional(),
+    cache: z
+      .object({
+        maxEntries: integer(0, 10_000_000).default(10_000),
+        maxTtlSeconds: integer(0, 86_400).default(300),
+        negativeTtlSeconds: integer(0, 3600).default(10),
+      })
+      .default({ maxEntries: 10_000, maxTtlSeconds: 300, negativeTtlSeconds: 10 }),
+    breaker: z
+      .object({
+        failureThreshold: integer(1, 1000).default(5),
+        openSeconds: integer(1, 3600).default(15),
+      })
+      .default({ failureThreshold: 5, openSeconds: 15 }),
   })
   .superRefine((o, ctx) => {
     if (o.audience.length === 0 && !o.clientId) {
@@ -129,6 +150,13 @@ const oauthSchema = z
         code: 'custom',
         path: ['audience'],
         message: 'set oauth.audience (or oauth.clientId): tokens issued for other clients must not be accepted',
+      });
+    }
+    if (o.validation.includes('introspection') && (!o.clientId || !o.clientSecret)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['validation'],
+        message: 'introspection authenticates with oauth.clientId and oauth.clientSecret; set both',
       });
     }
     if (o.algorithms.some((a) => a.startsWith('HS')) && !o.clientSecret) {

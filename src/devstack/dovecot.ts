@@ -11,6 +11,7 @@ import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } f
 import { connect } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
+import { aptAvailable, aptInstall } from './apt.js';
 import { freePort } from './ports.js';
 
 /** A mailbox owner known to the private Dovecot (names may be e-mail addresses). */
@@ -53,7 +54,6 @@ const DOVECONF = '/usr/bin/doveconf';
 const LIBEXEC = '/usr/lib/dovecot';
 const REQUIRED_FILES = [DOVECOT, DOVECONF, `${LIBEXEC}/imap`, `${LIBEXEC}/imap-login`, `${LIBEXEC}/lmtp`];
 const PACKAGES = ['dovecot-imapd', 'dovecot-lmtpd'];
-const APT_GET = '/usr/bin/apt-get';
 const STARTUP_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 10_000;
 const PORT_ATTEMPTS = 3;
@@ -101,32 +101,17 @@ async function missingDovecotFiles(): Promise<string[]> {
   return REQUIRED_FILES.filter((_, i) => !present[i]);
 }
 
-// One `apt-get update` per process is enough, however many installs follow.
-let aptUpdated: Promise<void> | undefined;
 let installing: Promise<void> | undefined;
-
-async function aptGet(args: string[]): Promise<void> {
-  const result = await run(APT_GET, args, { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
-  if (result.code !== 0) {
-    const tail = `${result.stdout}\n${result.stderr}`.trim().split('\n').slice(-20).join('\n');
-    throw new Error(`apt-get ${args.join(' ')} failed (exit ${String(result.code)}):\n${tail}`);
-  }
-}
 
 async function installDovecot(missing: string[]): Promise<void> {
   const advice = `install Debian's ${PACKAGES.join(' and ')} (e.g. \`sudo apt-get install -y ${PACKAGES.join(' ')}\`)`;
   if (process.getuid?.() !== 0) {
     throw new Error(`Dovecot is not installed (missing ${missing.join(', ')}): ${advice}`);
   }
-  if (!(await exists(APT_GET))) {
+  if (!(await aptAvailable())) {
     throw new Error(`Dovecot is not installed (missing ${missing.join(', ')}) and apt-get is unavailable: ${advice}`);
   }
-  aptUpdated ??= aptGet(['update']).catch((err: unknown) => {
-    aptUpdated = undefined;
-    throw err;
-  });
-  await aptUpdated;
-  await aptGet(['install', '-y', ...PACKAGES]);
+  await aptInstall(PACKAGES);
   const still = await missingDovecotFiles();
   if (still.length > 0) {
     throw new Error(`apt-get installed ${PACKAGES.join(' ')} but ${still.join(', ')} is still missing`);

@@ -3,7 +3,7 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import type { AddressInfo } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { JwtValidator } from '../auth/jwt.js';
+import { ChainValidator } from '../auth/chain.js';
 import type { TokenValidator } from '../auth/validator.js';
 import type { GateConfig } from '../config/load.js';
 import type { ListenerConfig } from '../config/schema.js';
@@ -54,10 +54,14 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const { log } = deps;
   const material = await tlsMaterial(config, log);
   const validator =
-    deps.validator ?? new JwtValidator({ oauth: config.oauth, masterSeparator: config.master.separator });
-  if (validator instanceof JwtValidator) {
-    validator.warmUp().then(
-      (meta) => log.info({ issuer: meta.issuer, jwks: meta.jwksUri }, 'openid provider discovered'),
+    deps.validator ?? new ChainValidator(config.oauth, { masterSeparator: config.master.separator, log });
+  if (validator instanceof ChainValidator) {
+    validator.provider.warmUp().then(
+      (meta) =>
+        log.info(
+          { issuer: meta.issuer, jwks: meta.jwksUri, introspection: meta.introspectionEndpoint, userinfo: meta.userinfoEndpoint },
+          'openid provider discovered',
+        ),
       (err: Error) => log.warn({ err: err.message }, 'openid provider not reachable yet; token logins fail temporarily until it is'),
     );
   }

@@ -1,0 +1,114 @@
+import type { Logger } from 'pino';
+import type { OAuthConfig } from '../config/schema.js';
+import { AuthError } from '../errors.js';
+import { TokenCache } from './cache.js';
+import { checkRequirements } from './claims.js';
+import { identityFromClaims } from './identity.js';
+import { JwtStrategy } from './jwt.js';
+import { ProviderClient } from './provider.js';
+import { IntrospectionStrategy, UserinfoStrategy } from './remote.js';
+import type { Strategy } from './strategy.js';
+import type { TokenIdentity, TokenValidator } from './validator.js';
+
+/** One strategy's verdict, for `check-token` and for logs. */
+export interface StrategyReport {
+  strategy: Strategy['name'];
+  verdict: 'accepted' | 'skipped' | 'rejected' | 'unavailable' | 'no identity';
+  reason?: string;
+  code?: string;
+}
+
+/**
+ * Validates a token with the strategies of `oauth.validation`, in order. A strategy that cannot
+ * judge the token (an opaque token for `jwt`) or whose claims name no user (a lightweight JWT)
+ * passes it to the next; a definite rejection ends the search; a provider failure is remembered
+ * and, if no later strategy decides, becomes the answer, so an outage is never a rejection.
+ */
+export class ChainValidator implements TokenValidator {
+  readonly provider: ProviderClient;
+  readonly cache: TokenCache;
+  private readonly strategies: Strategy[];
+
+  constructor(
+    private readonly oauth: OAuthConfig,
+    options: { masterSeparator: string; fetch?: typeof fetch; log?: Logger; provider?: ProviderClient },
+  ) {
+    this.masterSeparator = options.masterSeparator;
+    this.provider = options.provider ?? new ProviderClient(oauth, options.fetch ? { fetch: options.fetch } : {});
+    this.strategies = oauth.validation.map((name) => {
+      if (name === 'jwt') return new JwtStrategy(oauth, this.provider);
+      if (name === 'introspection') return new IntrospectionStrategy(oauth, this.provider);
+      return new UserinfoStrategy(this.provider);
+    });
+    this.cache = new TokenCache({
+      maxEntries: oauth.cache.maxEntries,
+      maxTtlMs: oauth.cache.maxTtlSeconds * 1000,
+      negativeTtlMs: oauth.cache.negativeTtlSeconds * 1000,
+    });
+  }
+
+  private readonly masterSeparator: string;
+
+  isReady(): boolean {
+    return this.provider.isReady();
+  }
+
+  validate(token: string): Promise<TokenIdentity> {
+    return this.cache.get(token, () => this.explain(token).then((r) => r.result));
+  }
+
+  /** Runs the strategies without the cache and reports what each one concluded. */
+  async explain(token: string): Promise<{ result: TokenIdentity; reports: StrategyReport[] }> {
+    const reports: StrategyReport[] = [];
+    let temporary: AuthError | undefined;
+    let verified: Record<string, unknown> = {};
+    let noIdentity: AuthError | undefined;
+    for (const strategy of this.strategies) {
+      let outcome;
+      try {
+        outcome = await strategy.check(token);
+      } catch (err) {
+        const error = err instanceof AuthError ? err : new AuthError('provider_unavailable', String(err), { cause: err });
+        if (error.temporary) {
+          reports.push({ strategy: strategy.name, verdict: 'unavailable', reason: error.message, code: error.code });
+          temporary ??= error;
+          continue;
+        }
+        reports.push({ strategy: strategy.name, verdict: 'rejected', reason: error.message, code: error.code });
+        throw Object.assign(error, { reports });
+      }
+      if ('skip' in outcome) {
+        reports.push({ strategy: strategy.name, verdict: 'skipped', reason: outcome.skip });
+        continue;
+      }
+      verified = { ...verified, ...outcome.claims };
+      let identity;
+      try {
+        identity = identityFromClaims(verified, this.oauth.usernameClaims, this.masterSeparator);
+      } catch (err) {
+        if (err instanceof AuthError && err.code === 'no_identity') {
+          reports.push({ strategy: strategy.name, verdict: 'no identity', reason: err.message, code: err.code });
+          noIdentity = err;
+          continue;
+        }
+        throw err;
+      }
+      try {
+        checkRequirements(verified, this.oauth);
+      } catch (err) {
+        reports.push({ strategy: strategy.name, verdict: 'rejected', reason: (err as Error).message, code: (err as AuthError).code });
+        throw Object.assign(err as AuthError, { reports });
+      }
+      reports.push({ strategy: strategy.name, verdict: 'accepted' });
+      return {
+        reports,
+        result: { ...identity, strategy: strategy.name, expiresAt: outcome.expiresAt, claims: verified },
+      };
+    }
+    const error =
+      temporary ??
+      noIdentity ??
+      new AuthError('bad_token', `no strategy could judge the token (${reports.map((r) => `${r.strategy}: ${r.reason}`).join('; ')})`);
+    throw Object.assign(error, { reports });
+  }
+}

@@ -1,0 +1,61 @@
+import type { OAuthConfig } from '../config/schema.js';
+import { AuthError } from '../errors.js';
+
+/** The audiences a token must be for: `oauth.audience`, or the client id when that is empty. */
+export function acceptedAudiences(oauth: OAuthConfig): string[] {
+  return oauth.audience.length > 0 ? [...oauth.audience] : oauth.clientId ? [oauth.clientId] : [];
+}
+
+/**
+ * `aud` must contain an accepted audience, or the authorized party `azp` be one (Keycloak names
+ * the client there and puts `account` in `aud`). An introspection answer without `aud` names
+ * the client in `client_id` instead; `client_id` never overrides an `aud` that names another
+ * resource.
+ */
+export function checkAudience(claims: Record<string, unknown>, audiences: readonly string[]): void {
+  const raw = claims['aud'];
+  const aud = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw.map(String) : [];
+  const parties = [claims['azp'], aud.length === 0 ? claims['client_id'] : undefined].filter(
+    (p): p is string => typeof p === 'string',
+  );
+  if (!audiences.some((a) => aud.includes(a) || parties.includes(a))) {
+    throw new AuthError('wrong_audience', 'token issued for another audience');
+  }
+}
+
+/** Reads a claim by a dotted path (`realm_access.roles`), as Keycloak nests its roles. */
+export function claimAt(claims: Record<string, unknown>, path: string): unknown {
+  if (path in claims) return claims[path];
+  let node: unknown = claims;
+  for (const part of path.split('.')) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return node;
+}
+
+/** The admin's extra requirements: scopes, a verified e-mail, its domain, a group or role. */
+export function checkRequirements(claims: Record<string, unknown>, oauth: OAuthConfig): void {
+  if (oauth.requiredScopes.length > 0) {
+    const scope = claims['scope'] ?? claims['scp'];
+    const granted = new Set(typeof scope === 'string' ? scope.split(' ') : Array.isArray(scope) ? scope.map(String) : []);
+    const missing = oauth.requiredScopes.filter((s) => !granted.has(s));
+    if (missing.length > 0) throw new AuthError('insufficient_scope', `token lacks scope ${missing.join(', ')}`);
+  }
+  if (oauth.requireEmailVerified && claims['email_verified'] !== true && claims['email_verified'] !== 'true') {
+    throw new AuthError('email_not_verified', 'the e-mail address in the token is not verified');
+  }
+  if (oauth.allowedEmailDomains.length > 0) {
+    const email = claims['email'];
+    const domain = typeof email === 'string' ? email.slice(email.lastIndexOf('@') + 1).toLowerCase() : undefined;
+    if (!domain || !oauth.allowedEmailDomains.some((d) => d.toLowerCase() === domain)) {
+      throw new AuthError('domain_not_allowed', 'the e-mail domain of the token is not allowed here');
+    }
+  }
+  if (oauth.requiredClaim) {
+    const { name, value } = oauth.requiredClaim;
+    const found = claimAt(claims, name);
+    const values = Array.isArray(found) ? found.map(String) : typeof found === 'string' ? found.split(' ') : [];
+    if (!values.includes(value)) throw new AuthError('missing_claim', `token lacks ${name} = ${value}`);
+  }
+}
