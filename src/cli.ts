@@ -10,6 +10,8 @@ const HELP = `sasl-gate: OAuth2 (XOAUTH2 / OAUTHBEARER) front door for IMAP and 
 Usage:
   sasl-gate serve --config FILE        run the proxy
   sasl-gate check-config --config FILE validate the configuration and print it, secrets masked
+  sasl-gate check-token --config FILE  read an access token on stdin and say whether sasl-gate
+                                       accepts it, which strategy decided, and why
   sasl-gate demo                       local demo: Dovecot, a development OpenID provider, the proxy
   sasl-gate --version | --help
 
@@ -75,6 +77,8 @@ export async function main(argv: string[]): Promise<number> {
         throw err;
       }
     }
+    case 'check-token':
+      return checkToken(file);
     case 'demo': {
       const { runDemo } = await import('./devstack/demo.js');
       return runDemo();
@@ -82,6 +86,57 @@ export async function main(argv: string[]): Promise<number> {
     default:
       process.stderr.write(`unknown command "${command}"\n\n${HELP}`);
       return 2;
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8').trim().replace(/^Bearer\s+/i, '');
+}
+
+function relative(date: Date): string {
+  const seconds = Math.round((date.getTime() - Date.now()) / 1000);
+  const span = Math.abs(seconds) >= 3600 ? `${Math.round(Math.abs(seconds) / 360) / 10} h` : `${Math.abs(seconds)} s`;
+  return seconds >= 0 ? `in ${span}` : `${span} ago`;
+}
+
+/** `check-token`: the verdict of every strategy on a token from stdin; the token is never printed. */
+async function checkToken(file: string | undefined): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(file === undefined ? {} : { file }).config;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const token = await readStdin();
+  if (token === '') {
+    process.stderr.write('no token on stdin\n');
+    return 2;
+  }
+  const { ChainValidator } = await import('./auth/chain.js');
+  const validator = new ChainValidator(config.oauth, { masterSeparator: config.master.separator });
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  const print = (reports: Array<{ strategy: string; verdict: string; reason?: string; code?: string }>) => {
+    for (const r of reports) out(`${r.strategy.padEnd(13)} ${r.verdict}${r.code ? ` (${r.code})` : ''}${r.reason ? `: ${r.reason}` : ''}`);
+  };
+  try {
+    const { result, reports } = await validator.explain(token);
+    print(reports);
+    out(`accepted by   ${result.strategy}`);
+    out(`identity      ${result.identity} (claim ${result.claim})`);
+    out(`expires       ${result.expiresAt ? `${result.expiresAt.toISOString()} (${relative(result.expiresAt)})` : 'not stated'}`);
+    return 0;
+  } catch (err) {
+    const reports = (err as { reports?: Array<{ strategy: string; verdict: string; reason?: string }> }).reports;
+    if (reports) print(reports);
+    const code = (err as { code?: string }).code ?? 'error';
+    out(`rejected      ${code}: ${(err as Error).message}`);
+    return (err as { temporary?: boolean }).temporary ? 3 : 1;
   }
 }
 

@@ -5,7 +5,8 @@
  */
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MASTER, oauthbearer, plain, startStack, TlsImap, USERS, xoauth2, type Stack } from '../support/stack.js';
+import { freePort } from '../../src/devstack/ports.js';
+import { MASTER, oauthbearer, plain, startStack, TlsImap, tokenLogin, USERS, xoauth2, type Stack } from '../support/stack.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 
@@ -334,6 +335,25 @@ describe('the master user can never be reached through pass-through', () => {
     await new Promise((r) => setTimeout(r, 100));
     const newLog = (await stack.dovecot.readLog()).slice(logBefore);
     expect(newLog).not.toMatch(/auth|Login|Aborted/);
+  });
+});
+
+describe('a backend that cannot be reached', () => {
+  it('gives token and password users a temporary failure, not a rejection', async () => {
+    const closed = await freePort();
+    const down = await startStack({ config: { backends: { imap: { host: '127.0.0.1', port: closed, connectTimeoutSeconds: 2 } } } });
+    try {
+      const token = await down.idp.mintAccessToken({ user: ALICE.name });
+      const r = await tokenLogin(down, ALICE.name, token);
+      expect(r.tagged).toBe('a1 NO [UNAVAILABLE] Mail server temporarily unavailable, try again later.');
+      expect(r.challenge).toBeUndefined();
+      const c = await TlsImap.connect(down);
+      expect((await c.command(`LOGIN "${ALICE.name}" "${ALICE.password}"`)).tagged).toMatch(/^t1 NO \[UNAVAILABLE\]/);
+      c.close();
+      expect(down.logs.some((l) => l['reason'] === 'backend_unavailable')).toBe(true);
+    } finally {
+      await down.close();
+    }
   });
 });
 

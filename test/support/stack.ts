@@ -11,7 +11,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.js';
-import { startDevIdp, type DevIdp } from '../../src/devstack/idp.js';
+import { startDevIdp, type DevIdp, type DevIdpOptions } from '../../src/devstack/idp.js';
 import { createLogger } from '../../src/observe/logger.js';
 import { ensureDevCertificate } from '../../src/server/devcert.js';
 import { startGate, type RunningGate } from '../../src/server/gate.js';
@@ -37,14 +37,24 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-/** Starts Dovecot, the development IdP and sasl-gate; `extra` is merged into the YAML config. */
-export async function startStack(extra: Record<string, unknown> = {}): Promise<Stack> {
+export interface StackOptions {
+  /** Top-level configuration keys, replacing the defaults. */
+  config?: Record<string, unknown>;
+  /** Keys merged into the default `oauth` section. */
+  oauth?: Record<string, unknown>;
+  /** Options for the development IdP. */
+  idp?: Partial<DevIdpOptions>;
+}
+
+/** Starts Dovecot, the development IdP and sasl-gate, configured through the YAML loader. */
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'sasl-gate-stack-'));
   const [dovecot, idp] = await Promise.all([
     startDovecot({ users: USERS, master: MASTER, authPenalty: false }),
     startDevIdp({
       users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })),
       audience: 'mail',
+      ...options.idp,
     }),
   ]);
   const certs = await ensureDevCertificate(join(dir, 'certs'));
@@ -60,8 +70,9 @@ export async function startStack(extra: Record<string, unknown> = {}): Promise<S
       clientId: idp.clientId,
       clientSecret: idp.clientSecret,
       usernameClaims: ['email', 'preferred_username'],
+      ...options.oauth,
     },
-    ...extra,
+    ...options.config,
   };
   const configPath = join(dir, 'sasl-gate.yaml');
   writeFileSync(configPath, stringify(yaml));
@@ -206,4 +217,30 @@ export function oauthbearer(user: string | undefined, token: string, host = 'loc
 /** Base64 of SASL PLAIN. */
 export function plain(authzid: string, authcid: string, password: string): string {
   return Buffer.from(`${authzid}\0${authcid}\0${password}`).toString('base64');
+}
+
+/**
+ * One XOAUTH2 (or OAUTHBEARER) login on a fresh connection. Returns the final tagged line, and
+ * the decoded error challenge when there was one (answered with the dummy reply).
+ */
+export async function tokenLogin(
+  stack: Pick<Stack, 'host' | 'imapPort' | 'ca'>,
+  user: string,
+  token: string,
+  mechanism: 'XOAUTH2' | 'OAUTHBEARER' = 'XOAUTH2',
+): Promise<{ tagged: string; challenge?: unknown }> {
+  const c = await TlsImap.connect(stack);
+  try {
+    const response = mechanism === 'XOAUTH2' ? xoauth2(user, token) : oauthbearer(user, token);
+    c.write(`a1 AUTHENTICATE ${mechanism} ${response}\r\n`);
+    const first = await c.readLine(30_000);
+    if (first.startsWith('+ ')) {
+      const challenge = JSON.parse(Buffer.from(first.slice(2), 'base64').toString('utf8')) as unknown;
+      c.write('AQ==\r\n');
+      return { tagged: (await c.until('a1')).tagged, challenge };
+    }
+    return { tagged: first.startsWith('a1 ') ? first : (await c.until('a1')).tagged };
+  } finally {
+    c.close();
+  }
 }
