@@ -1,3 +1,5 @@
+import { LF, LineFramer, stripCr } from '../server/line-framer.js';
+
 /**
  * Splits a client's byte stream into IMAP commands (lines joined by literals) or raw lines (SASL
  * responses), within limits, without any I/O. The session pushes bytes in and pulls frames out;
@@ -29,13 +31,8 @@ export interface FramerLimits {
   maxLiteralSize: number;
 }
 
-const LF = 0x0a;
 const LITERAL_AT_END = /\{(\d{1,20})(\+?)\}$/;
 const TAG = /^[\x21-\x7e]+?(?= |$)/;
-
-function stripCr(line: Buffer): Buffer {
-  return line.length > 0 && line[line.length - 1] === 0x0d ? line.subarray(0, line.length - 1) : line;
-}
 
 /** Extracts what looks like a command tag from the start of a line, for error replies. */
 export function tagOf(text: Buffer): string | undefined {
@@ -45,61 +42,25 @@ export function tagOf(text: Buffer): string | undefined {
   return tag !== undefined && !/[(){%*"\\+]/.test(tag) ? tag : undefined;
 }
 
-/** Incremental IMAP command framer with line, literal and discard handling. */
-export class ImapFramer {
-  private buffer: Buffer = Buffer.alloc(0);
+/** Incremental IMAP command framer: lines joined by literals, within limits. */
+export class ImapFramer extends LineFramer {
   private segments: CommandSegment[] = [];
   private commandText = 0;
   private commandLiterals = 0;
   /** Bytes of an announced literal still to arrive (for the pending segment). */
   private literalNeeded: number | undefined;
   private pendingText: Buffer | undefined;
-  /** Bytes to drop before framing resumes (an over-limit non-synchronizing literal). */
-  private discardBytes = 0;
-  /** Drop input up to and including the next LF (the rest of an over-long line). */
-  private discardLine = false;
   /** After a rejected literal, the rest of that command is dropped as well. */
   private discardCommand = false;
-  /** Where to resume looking for LF in `buffer`, so a slow line is scanned once. */
-  private scanFrom = 0;
 
-  constructor(private readonly limits: FramerLimits) {}
-
-  /** Appends bytes received from the client. */
-  push(chunk: Buffer): void {
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
-  }
-
-  /** Bytes received and not yet framed. */
-  get buffered(): number {
-    return this.buffer.length;
-  }
-
-  /** Everything received and not yet framed: handed to the backend when the relay starts. */
-  takeRest(): Buffer {
-    const rest = this.buffer;
-    this.buffer = Buffer.alloc(0);
-    this.scanFrom = 0;
-    return rest;
+  constructor(private readonly limits: FramerLimits) {
+    super(limits.maxLineLength);
   }
 
   /** The next raw line (SASL responses), without CRLF; null when more input is needed. */
-  readLine(): Frame | null {
-    if (!this.skipDiscarded()) return null;
-    const end = this.buffer.indexOf(LF, this.scanFrom);
-    if (end < 0) {
-      if (this.buffer.length > this.limits.maxLineLength) {
-        return this.lineTooLong(undefined);
-      }
-      this.scanFrom = this.buffer.length;
-      return null;
-    }
-    const line = stripCr(this.buffer.subarray(0, end));
-    this.consume(end + 1);
-    if (line.length > this.limits.maxLineLength) {
-      return { type: 'error', error: 'line_too_long', tag: undefined, synchronizing: false };
-    }
-    return { type: 'line', line: Buffer.from(line) };
+  override readLine(): Extract<Frame, { type: 'line' }> | (Extract<Frame, { type: 'error' }> & { error: 'line_too_long' }) | null {
+    const frame = super.readLine();
+    return frame?.type === 'error' ? { ...frame, tag: undefined, synchronizing: false } : frame;
   }
 
   /** The next complete command, a request for a literal continuation, a limit error, or null. */
@@ -167,36 +128,8 @@ export class ImapFramer {
 
   private lineTooLong(tag: string | undefined): Frame {
     this.resetCommand();
-    this.discardLine = true;
-    this.buffer = Buffer.alloc(0);
-    this.scanFrom = 0;
+    this.discardRestOfLine();
     return { type: 'error', error: 'line_too_long', tag, synchronizing: false };
-  }
-
-  /** Drops input that belongs to rejected data; false when the buffer ran out doing so. */
-  private skipDiscarded(): boolean {
-    if (this.discardBytes > 0) {
-      const n = Math.min(this.discardBytes, this.buffer.length);
-      this.consume(n);
-      this.discardBytes -= n;
-      if (this.discardBytes > 0) return false;
-    }
-    if (this.discardLine) {
-      const end = this.buffer.indexOf(LF);
-      if (end < 0) {
-        this.buffer = Buffer.alloc(0);
-        this.scanFrom = 0;
-        return false;
-      }
-      this.consume(end + 1);
-      this.discardLine = false;
-    }
-    return true;
-  }
-
-  private consume(n: number): void {
-    this.buffer = this.buffer.subarray(n);
-    this.scanFrom = 0;
   }
 
   private resetCommand(): void {
