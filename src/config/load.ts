@@ -123,7 +123,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
     warnings.push('oauth.validation: userinfo alone cannot check who a token was issued for (its audience); prefer jwt or introspection');
   }
   config.listeners.forEach((l, i) => {
-    if (l.protocol === 'smtp' || l.tls === 'starttls') {
+    if (l.tls === 'starttls') {
       warnings.push(`listeners.${i}: ${l.protocol} with tls ${l.tls} is not available in this version; skipped`);
     }
   });

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { z } from 'zod';
 
 /*
@@ -108,6 +109,9 @@ const smtpBackendSchema = z.object({
   host: text(),
   port: integer(1, 65535).default(587),
   login: z.enum(['xclient', 'master']).default('xclient'),
+  connectTimeoutSeconds: integer(1, 300).default(10),
+  responseTimeoutSeconds: integer(1, 300).default(30),
+  capabilityRefreshSeconds: integer(10, 86400).default(300),
 });
 
 const oauthSchema = z
@@ -188,6 +192,10 @@ const masterSchema = z
 export const configSchema = z
   .object({
     listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
+    hostname: z
+      .string()
+      .regex(/^[A-Za-z0-9.-]{1,253}$/, 'must be a host name')
+      .default(() => hostname().replace(/[^A-Za-z0-9.-]/g, '-') || 'localhost'),
     tls: z
       .object({ cert: text().optional(), key: text().optional(), devCertDir: text().default('certs') })
       .default({ devCertDir: 'certs' })
@@ -221,5 +229,6 @@ export const configSchema = z
 export type Config = z.infer<typeof configSchema>;
 export type ListenerConfig = Config['listeners'][number];
 export type ImapBackendConfig = z.infer<typeof imapBackendSchema>;
+export type SmtpBackendConfig = z.infer<typeof smtpBackendSchema>;
 export type OAuthConfig = Config['oauth'];
 export type LimitsConfig = Config['limits'];

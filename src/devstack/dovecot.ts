@@ -41,6 +41,11 @@ export interface DovecotInstance {
   host: string;
   imapPort: number;
   lmtpPort: number;
+  /**
+   * Dovecot's SASL authentication service on TCP (`service auth { inet_listener }`), for Postfix's
+   * `smtpd_sasl_type = dovecot` with `smtpd_sasl_path = inet:host:port`; startDovecot always sets it.
+   */
+  authPort?: number;
   dir: string;
   logPath: string;
   /** The whole Dovecot log so far (after stop(), the log as it was when the instance ended). */
@@ -249,6 +254,7 @@ function renderConfig(
   host: string,
   imapPort: number,
   lmtpPort: number,
+  authPort: number,
   postmaster: string,
   authPenalty: boolean,
 ): string {
@@ -321,6 +327,13 @@ service lmtp {
     port = ${lmtpPort}
   }
 }
+service auth {
+  # For Postfix's Dovecot SASL client: over TCP no socket file needs modes shared by both servers' accounts.
+  inet_listener auth-client {
+    address = ${host}
+    port = ${authPort}
+  }
+}
 ${anvilSection}service stats {
   # Mail processes run as an account outside Dovecot's group and would log an error per login.
   unix_listener stats-writer {
@@ -355,6 +368,7 @@ async function writeFiles(
   host: string,
   imapPort: number,
   lmtpPort: number,
+  authPort: number,
 ): Promise<void> {
   // Unprivileged Dovecot processes must traverse the directory, but need not list it.
   await chmod(l.dir, 0o711);
@@ -382,7 +396,7 @@ async function writeFiles(
   }
 
   const domain = users.map((u) => u.name.split('@')[1]).find((d) => d !== undefined && d !== '') ?? 'example.test';
-  const config = renderConfig(l, a, host, imapPort, lmtpPort, `postmaster@${domain}`, authPenalty);
+  const config = renderConfig(l, a, host, imapPort, lmtpPort, authPort, `postmaster@${domain}`, authPenalty);
   await writeFile(l.conf, config, { mode: 0o644 });
 }
 
@@ -567,11 +581,14 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
   let launched: Launched | undefined;
   let imapPort = 0;
   let lmtpPort = 0;
+  let authPort = 0;
   for (let attempt = 1; launched === undefined; attempt++) {
     imapPort = await freePort(host);
     do lmtpPort = await freePort(host);
     while (lmtpPort === imapPort);
-    await writeFiles(l, a, logins, opts.authPenalty ?? true, host, imapPort, lmtpPort);
+    do authPort = await freePort(host);
+    while (authPort === imapPort || authPort === lmtpPort);
+    await writeFiles(l, a, logins, opts.authPenalty ?? true, host, imapPort, lmtpPort, authPort);
     try {
       launched = await launch(l, host, imapPort, lmtpPort);
     } catch (err) {
@@ -608,6 +625,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     host,
     imapPort,
     lmtpPort,
+    authPort,
     dir,
     logPath: l.logPath,
     readLog: async () => finalLog ?? (await readFile(l.logPath, 'utf8').catch(() => '')),

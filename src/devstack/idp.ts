@@ -1,20 +1,32 @@
 /**
  * A development OpenID provider: the real `oidc-provider` on a loopback port with a fixed
- * user list, one confidential client, RS256 JWT access tokens and a development grant that
- * hands out a token for a named user without a browser. Integration tests, the demo and the
- * load harness use it; it has no place in production (anyone holding the client secret can
- * get a token for any listed user).
+ * user list, one confidential client, RS256 JWT (or opaque) access tokens, introspection,
+ * revocation, userinfo and a development grant that hands out a token for a named user
+ * without a browser. Tests can rotate its signing key, count the calls it receives and make
+ * it fail like a provider in trouble. Integration tests, the demo and the load harness use
+ * it; it has no place in production (anyone holding the client secret can get a token for
+ * any listed user).
  */
-import { createPrivateKey, randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
+import {
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  randomBytes,
+  type JsonWebKey,
+  type KeyObject,
+} from 'node:crypto';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { isIP, type AddressInfo } from 'node:net';
+import { isIP, type AddressInfo, type Socket } from 'node:net';
 import {
   SignJWT,
   UnsecuredJWT,
   calculateJwkThumbprint,
+  createLocalJWKSet,
+  decodeProtectedHeader,
   exportJWK,
   generateKeyPair,
+  jwtVerify,
   type CryptoKey,
   type JWK,
 } from 'jose';
@@ -24,7 +36,9 @@ import type {
   Configuration,
   GrantContext,
   Provider,
+  ProviderClient,
   ResourceServerInfo,
+  StructuredToken,
 } from 'oidc-provider';
 
 /** A user the development IdP knows. */
@@ -36,6 +50,9 @@ export interface DevIdpUser {
   preferredUsername?: string;
   name?: string;
 }
+
+/** `jwt`: RFC 9068 JWTs anyone can verify with the JWKS; `opaque`: handles only the provider can resolve. */
+export type AccessTokenFormat = 'jwt' | 'opaque';
 
 /** Options of {@link startDevIdp}. */
 export interface DevIdpOptions {
@@ -59,30 +76,71 @@ export interface DevIdpOptions {
   redirectUris?: string[];
   /** Lifetime of access tokens unless asked otherwise; default 3600 s. */
   accessTokenTtlSeconds?: number;
+  /**
+   * Format of access tokens unless a mint asks otherwise; default `jwt`. With `opaque`, browser
+   * flows without a `resource` parameter get tokens for the userinfo endpoint (no `aud`).
+   */
+  accessTokenFormat?: AccessTokenFormat;
 }
 
 /** Options of {@link DevIdp.mintAccessToken}. */
 export interface MintOptions {
   /** User id or email. */
   user: string;
-  /** Default: the IdP's audience. */
+  /**
+   * Default: the IdP's audience for JWTs, none for opaque tokens (the provider's userinfo
+   * endpoint only accepts tokens without audience, so an opaque token with one is for
+   * introspection only).
+   */
   audience?: string;
   ttlSeconds?: number;
   /** Default `openid email profile`. */
   scope?: string;
+  /** Default: the IdP's `accessTokenFormat`, or `jwt` when `lightweight`. */
+  format?: AccessTokenFormat;
+  /**
+   * A JWT without user claims, like Keycloak's lightweight access tokens: only introspection
+   * (or userinfo) tells who the user is.
+   */
+  lightweight?: boolean;
 }
 
 /** Options of {@link DevIdp.signToken}. */
 export interface SignOptions {
-  /** Default: the provider key's kid, or a random one for a foreign key. */
+  /** Default: the provider key's kid, a random one for a foreign key, none for a shared secret. */
   kid?: string;
-  /** Default RS256; `none` produces an unsigned token. */
+  /** Default RS256 (HS256 with `secret` or `public-as-secret`); `none` produces an unsigned token. */
   alg?: string;
-  /** `provider`: the key published in the JWKS (default); `foreign`: a key nobody publishes. */
-  key?: 'provider' | 'foreign';
+  /**
+   * `provider`: the current key published in the JWKS (default); `foreign`: a key nobody
+   * publishes; `public-as-secret`: HMAC with the provider's public key PEM (SPKI) as secret,
+   * the algorithm-confusion attack.
+   */
+  key?: 'provider' | 'foreign' | 'public-as-secret';
+  /** HMAC secret for HS256/384/512, e.g. the client secret as Authentik uses it without a signing key. */
+  secret?: string;
   /** JWS `typ` header; default `at+jwt` like the provider's own access tokens. */
   typ?: string;
 }
+
+/** A provider endpoint whose calls are counted and can be made to fail. */
+export type DevIdpEndpoint = 'discovery' | 'jwks' | 'token' | 'introspection' | 'userinfo' | 'revocation';
+
+/**
+ * `down`: connections refused (for some endpoints only: connections dropped); `hang`: requests
+ * accepted and never answered; `http500`: a 500 with a JSON error; `garbage`: a 200 claiming
+ * JSON that is not.
+ */
+export type DevIdpFault = 'down' | 'hang' | 'http500' | 'garbage';
+
+/** Options of {@link DevIdp.setFault}. */
+export interface FaultOptions {
+  /** Default `['all']`: every request, the token endpoint (and so minting) included. */
+  endpoints?: Array<DevIdpEndpoint | 'all'>;
+}
+
+/** Calls each endpoint received, the IdP's own minting and revoking included. */
+export type DevIdpRequestCounts = Record<DevIdpEndpoint, number>;
 
 /** A running development IdP. */
 export interface DevIdp {
@@ -90,29 +148,66 @@ export interface DevIdp {
   issuer: string;
   clientId: string;
   clientSecret: string;
-  /** The default `aud` of minted tokens. */
+  /** The default `aud` of minted JWTs. */
   audience: string;
   discoveryUrl: string;
   tokenEndpoint: string;
   jwksUri: string;
-  /** `kid` of the provider's signing key. */
-  kid: string;
-  /** A real JWT access token from the provider's token endpoint (development grant). */
+  /** RFC 7662 endpoint; takes client_secret_basic or client_secret_post. */
+  introspectionEndpoint: string;
+  /** RFC 7009 endpoint. */
+  revocationEndpoint: string;
+  userinfoEndpoint: string;
+  /** `kid` of the provider's current signing key. */
+  readonly kid: string;
+  /** Live request counts per endpoint. */
+  readonly requests: Readonly<DevIdpRequestCounts>;
+  /** Sets every request count to zero. */
+  resetCounters(): void;
+  /** A real access token from the provider's token endpoint (development grant). */
   mintAccessToken(opts: MintOptions): Promise<string>;
-  /** The claim set a minted token for `user` would carry, to tamper with and {@link signToken}. */
+  /** The claim set a minted JWT for `user` would carry, to tamper with and {@link signToken}. */
   claimsFor(user: string, opts?: Omit<MintOptions, 'user'>): Record<string, unknown>;
-  /** Signs arbitrary claims with the provider's key or a foreign one. */
+  /** Signs arbitrary claims with the provider's key, a foreign one or a shared secret. */
   signToken(claims: Record<string, unknown>, opts?: SignOptions): Promise<string>;
+  /** Revokes an access token (JWT or opaque) at the provider's revocation endpoint. */
+  revoke(token: string): Promise<void>;
+  /**
+   * Makes a new RSA key the signing key, published first in the JWKS; the previous keys stay
+   * published unless `dropOld`. Resolves to the new kid.
+   */
+  rotateKeys(opts?: { dropOld?: boolean }): Promise<string>;
+  /** Makes endpoints fail (or, with `null`, work again); resolves once that is in effect. */
+  setFault(fault: DevIdpFault | null, opts?: FaultOptions): Promise<void>;
   /** Stops listening, drops open connections. */
   close(): Promise<void>;
 }
 
-/** Grant type of the development login at the token endpoint (params: username, audience, scope, expires_in). */
+/** Grant type of the development login at the token endpoint (params: username, audience, scope, expires_in, format, lightweight). */
 export const devGrantType = 'urn:sasl-gate:params:oauth:grant-type:dev-login';
 
 const DEFAULT_SCOPE = 'openid email profile';
 const SIGNING_ALG = 'RS256';
 const MAX_TTL_SECONDS = 7 * 24 * 3600;
+const HMAC_ALGS = new Set(['HS256', 'HS384', 'HS512']);
+/** Bodies this large are no legitimate introspection or revocation request. */
+const MAX_FORM_BYTES = 64 * 1024;
+const OWN_REQUEST_TIMEOUT_MS = 10_000;
+const CONFIDENTIAL_AUTH_METHODS = ['client_secret_basic', 'client_secret_post'];
+
+interface SigningKey {
+  jwk: JWK;
+  publicJwk: JWK;
+  kid: string;
+  keyObject: KeyObject;
+  publicPem: string;
+}
+
+interface ActiveFault {
+  kind: DevIdpFault;
+  all: boolean;
+  endpoints: Set<DevIdpEndpoint>;
+}
 
 /** Starts a development OpenID provider; resolves once it listens. */
 export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
@@ -123,16 +218,68 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
   const audience = opts.audience ?? clientId;
   const defaultTtl = opts.accessTokenTtlSeconds ?? 3600;
   checkTtl(defaultTtl, 'accessTokenTtlSeconds');
+  const defaultFormat = opts.accessTokenFormat ?? 'jwt';
+  if (defaultFormat !== 'jwt' && defaultFormat !== 'opaque') {
+    throw new RangeError('accessTokenFormat must be jwt or opaque');
+  }
 
-  const signingKey = await createSigningKey();
+  // Newest first: the provider signs with the first key that fits, and the JWKS lists them in
+  // this order.
+  let signingKeys: SigningKey[] = [await createSigningKey()];
+  const currentKey = (): SigningKey => signingKeys[0]!;
+  let publishedKeys = createLocalJWKSet({ keys: signingKeys.map((k) => k.publicJwk) });
+
+  // Owned here rather than by a provider object, so that rebuilding the provider for a key
+  // rotation keeps grants, sessions and tokens.
+  const storage = memoryAdapterFactory();
+  const shadowSecret = randomBytes(32);
+  const lightweightTokens = new WeakSet<AccessToken>();
+
+  const requests: DevIdpRequestCounts = {
+    discovery: 0,
+    jwks: 0,
+    token: 0,
+    introspection: 0,
+    userinfo: 0,
+    revocation: 0,
+  };
+  const endpointByPath = new Map<string, DevIdpEndpoint>();
+  let fault: ActiveFault | null = null;
+  const hungSockets = new Set<Socket>();
+  const releaseHungSockets = () => {
+    for (const socket of hungSockets) socket.destroy();
+    hungSockets.clear();
+  };
 
   // The issuer must contain the port, which is only known after listening, and the provider
   // needs the issuer at construction: listen first, answer 503 until the provider is there.
-  let handler: http.RequestListener = (_req, res) => {
-    res.statusCode = 503;
-    res.end();
+  let handler: http.RequestListener | undefined;
+  let resolveTokens: ((req: http.IncomingMessage) => Promise<http.IncomingMessage>) | undefined;
+  const listener: http.RequestListener = (req, res) => {
+    const endpoint = endpointByPath.get(pathOf(req.url));
+    if (endpoint) requests[endpoint] += 1;
+    if (fault && (fault.all || (endpoint !== undefined && fault.endpoints.has(endpoint)))) {
+      injectFault(fault.kind, req, res, hungSockets);
+      return;
+    }
+    if (!handler) {
+      res.statusCode = 503;
+      res.end();
+      return;
+    }
+    const serve = handler;
+    if (resolveTokens && req.method === 'POST' && (endpoint === 'introspection' || endpoint === 'revocation')) {
+      resolveTokens(req).then(
+        (replay) => serve(replay, res),
+        () => {
+          if (!res.headersSent) res.writeHead(400, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: 'invalid_request', error_description: 'unreadable request body' }));
+        },
+      );
+      return;
+    }
+    serve(req, res);
   };
-  const listener: http.RequestListener = (req, res) => handler(req, res);
   const server = opts.https
     ? https.createServer({ cert: opts.https.cert, key: opts.https.key }, listener)
     : http.createServer(listener);
@@ -148,18 +295,78 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
     const { default: ProviderClass, errors } = await import('oidc-provider');
 
     const defaultResource = resourceIndicatorFor(audience);
-    const resourceServerInfo = (aud: string, scope: string, ttl?: number): ResourceServerInfo => ({
+    const resourceServerInfo = (aud: string, scope: string, format: AccessTokenFormat): ResourceServerInfo => ({
       scope,
       audience: aud,
-      accessTokenFormat: 'jwt',
-      jwt: { sign: { alg: SIGNING_ALG } },
-      ...(ttl === undefined ? {} : { accessTokenTTL: ttl }),
+      accessTokenFormat: format,
+      // Pinning the kid keeps tokens on the current key whatever order the library prefers.
+      ...(format === 'jwt' ? { jwt: { sign: { alg: SIGNING_ALG, kid: currentKey().kid } } } : {}),
     });
 
-    const configuration: Configuration = {
-      adapter: memoryAdapterFactory(),
-      jwks: { keys: [signingKey.jwk] },
-      cookies: { keys: [randomBytes(32).toString('base64url')] },
+    /** Handle under which the provider keeps the record of a JWT access token with this `jti`. */
+    const shadowIdFor = (jti: string): string =>
+      createHmac('sha256', shadowSecret).update(jti).digest('base64url');
+
+    /**
+     * The provider keeps no record of JWT access tokens and refuses them at introspection and
+     * revocation. Storing the token's record as if it were an opaque one, under a handle only
+     * this process can derive from the JWT's `jti`, lets those endpoints treat the JWT like
+     * the opaque token it would otherwise have been.
+     */
+    const rememberJwt = async (token: AccessToken, payload: Record<string, unknown>): Promise<void> => {
+      const { jti, iat, exp } = payload;
+      if (typeof jti !== 'string' || typeof iat !== 'number' || typeof exp !== 'number') return;
+      const fields = token as unknown as Record<string, unknown>;
+      const record: Record<string, unknown> = {};
+      for (const name of (token.constructor as typeof AccessToken).IN_PAYLOAD) {
+        if (fields[name] !== undefined) record[name] = fields[name];
+      }
+      const id = shadowIdFor(jti);
+      Object.assign(record, { jti: id, kind: 'AccessToken', iat, exp });
+      await storage('AccessToken').upsert(id, record, Math.max(1, exp - Math.floor(Date.now() / 1000)));
+    };
+
+    /**
+     * Swaps a JWT in an introspection or revocation form for the handle of its record. A JWT
+     * whose signature does not check out against the published keys becomes a handle that
+     * matches nothing, so the provider answers `active: false` as RFC 7662 wants for tokens it
+     * does not know. The body has been consumed by then, so the request is always replayed.
+     */
+    async function resolveStructuredTokens(req: http.IncomingMessage): Promise<http.IncomingMessage> {
+      const body = await readBody(req, MAX_FORM_BYTES);
+      const mediaType = req.headers['content-type']?.split(';')[0]?.trim().toLowerCase();
+      if (mediaType !== 'application/x-www-form-urlencoded') return replayWithBody(req, body);
+      const form = new URLSearchParams(body.toString('utf8'));
+      const tokens = form.getAll('token');
+      // Duplicates are left for the provider to reject.
+      if (tokens.length !== 1 || !looksLikeJwt(tokens[0]!)) return replayWithBody(req, body);
+      let handle = randomBytes(32).toString('base64url');
+      try {
+        const { payload } = await jwtVerify(tokens[0]!, publishedKeys, { issuer, algorithms: [SIGNING_ALG] });
+        if (typeof payload.jti === 'string') handle = shadowIdFor(payload.jti);
+      } catch {
+        // Forged, tampered, expired or signed with a dropped key: unknown to the provider.
+      }
+      form.set('token', handle);
+      return replayWithBody(req, Buffer.from(form.toString(), 'utf8'));
+    }
+
+    const customizeJwt = async (_ctx: unknown, token: AccessToken, jwt: StructuredToken): Promise<void> => {
+      await rememberJwt(token, jwt.payload);
+      // `username` is an introspection response member (RFC 7662), not an access token claim.
+      delete jwt.payload['username'];
+      if (lightweightTokens.has(token)) {
+        // `extra` holds exactly the user claims (see extraTokenClaims); the record above keeps
+        // them for introspection.
+        for (const claim of Object.keys(token.extra ?? {})) delete jwt.payload[claim];
+      }
+    };
+
+    const cookieKey = randomBytes(32).toString('base64url');
+    const configuration = (): Configuration => ({
+      adapter: storage,
+      jwks: { keys: signingKeys.map((k) => ({ ...k.jwk })) },
+      cookies: { keys: [cookieKey] },
       clients: [
         {
           client_id: clientId,
@@ -169,6 +376,7 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
           grant_types: ['authorization_code', 'refresh_token', devGrantType],
           response_types: ['code'],
           redirect_uris: opts.redirectUris ?? ['http://127.0.0.1/callback', 'http://localhost/callback'],
+          // The provider accepts client_secret_post from this client as well.
           token_endpoint_auth_method: 'client_secret_basic',
         },
       ],
@@ -177,6 +385,11 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
         openid: ['sub'],
         email: ['email', 'email_verified'],
         profile: ['preferred_username', 'name'],
+      },
+      discovery: {
+        claim_types_supported: ['normal'],
+        introspection_endpoint_auth_methods_supported: CONFIDENTIAL_AUTH_METHODS,
+        revocation_endpoint_auth_methods_supported: CONFIDENTIAL_AUTH_METHODS,
       },
       async findAccount(_ctx: unknown, id: string) {
         const user = users.find(id);
@@ -187,22 +400,41 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
       },
       async extraTokenClaims(_ctx: unknown, token: AccessToken) {
         const user = token.accountId === undefined ? undefined : users.find(token.accountId);
-        return user ? userClaims(user) : undefined;
+        // Introspection answers with these as well, where `username` is what RFC 7662 names it.
+        return user ? { ...userClaims(user), username: preferredUsername(user) } : undefined;
       },
+      formats: { customizers: { jwt: customizeJwt } },
       features: {
         devInteractions: { enabled: true },
+        introspection: {
+          enabled: true,
+          // The library's default, stated so that it does not print a notice: confidential
+          // clients may introspect any token, public ones only their own.
+          async allowedPolicy(_ctx: unknown, client: ProviderClient, token: AccessToken) {
+            return client.clientAuthMethod !== 'none' || token.clientId === client.clientId;
+          },
+        },
+        revocation: {
+          enabled: true,
+          // RFC 7009 2.1: only the client a token was issued to may revoke it.
+          async allowedPolicy(_ctx: unknown, client: ProviderClient, token: AccessToken) {
+            return token.clientId === client.clientId;
+          },
+        },
         resourceIndicators: {
           enabled: true,
-          // Browser flows get a mail token without having to know about `resource`.
+          // Browser flows get a mail token without having to know about `resource`; in the
+          // opaque set-up a userinfo token, which must not have an audience.
           async defaultResource(_ctx: unknown, _client: unknown, oneOf?: string[]) {
-            return oneOf ? oneOf[0] : defaultResource;
+            if (oneOf) return oneOf[0];
+            return defaultFormat === 'opaque' ? undefined : defaultResource;
           },
           async useGrantedResource() {
             return true;
           },
           async getResourceServerInfo(_ctx: unknown, indicator: string) {
             const aud = indicator === defaultResource ? audience : indicator;
-            return resourceServerInfo(aud, `${DEFAULT_SCOPE} offline_access`);
+            return resourceServerInfo(aud, `${DEFAULT_SCOPE} offline_access`, defaultFormat);
           },
         },
       },
@@ -223,53 +455,105 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
           JSON.stringify(out, null, 2),
         )}</pre>`;
       },
+    });
+    const devGrant = (provider: Provider) => async (ctx: GrantContext) => {
+      const { params, client } = ctx.oidc;
+      const username = stringParam(params, 'username');
+      if (!username) throw new errors.InvalidRequest('missing required parameter: username');
+      const user = users.find(username);
+      if (!user) throw new errors.CustomOIDCProviderError('invalid_grant', 'unknown user');
+      const scope = normalizeScope(stringParam(params, 'scope') ?? DEFAULT_SCOPE);
+      const ttlParam = stringParam(params, 'expires_in');
+      let ttl = defaultTtl;
+      if (ttlParam !== undefined) {
+        ttl = Number(ttlParam);
+        if (!isValidTtl(ttl)) {
+          throw new errors.InvalidRequest(`expires_in must be an integer from 1 to ${MAX_TTL_SECONDS}`);
+        }
+      }
+      const lightweightParam = stringParam(params, 'lightweight');
+      if (lightweightParam !== undefined && lightweightParam !== 'true' && lightweightParam !== 'false') {
+        throw new errors.InvalidRequest('lightweight must be true or false');
+      }
+      const lightweight = lightweightParam === 'true';
+      const formatParam = stringParam(params, 'format');
+      if (formatParam !== undefined && formatParam !== 'jwt' && formatParam !== 'opaque') {
+        throw new errors.InvalidRequest('format must be jwt or opaque');
+      }
+      if (lightweight && formatParam === 'opaque') {
+        throw new errors.InvalidRequest('lightweight tokens are JWTs');
+      }
+      const format: AccessTokenFormat = formatParam ?? (lightweight ? 'jwt' : defaultFormat);
+      const aud = stringParam(params, 'audience') || (format === 'jwt' ? audience : undefined);
+
+      // A grant per token, as a browser login would leave: userinfo releases claims only
+      // under one, and revoking a token takes its grant's other tokens along.
+      const grant = new provider.Grant({ accountId: user.id, clientId: client.clientId, expiresIn: ttl });
+      if (scope) grant.addOIDCScope(scope);
+      const grantId = await grant.save();
+
+      const token = new provider.AccessToken({
+        accountId: user.id,
+        client,
+        grantId,
+        gty: devGrantType,
+        scope: scope || undefined,
+        expiresIn: ttl,
+        ...(aud === undefined
+          ? {}
+          : {
+              resourceServer: new provider.ResourceServer(
+                resourceIndicatorFor(aud),
+                resourceServerInfo(aud, scope, format),
+              ),
+            }),
+      });
+      if (lightweight) lightweightTokens.add(token);
+      ctx.oidc.entity('AccessToken', token);
+      const value = await token.save();
+      ctx.body = {
+        access_token: value,
+        token_type: token.tokenType,
+        expires_in: token.expiration,
+        ...(scope ? { scope } : {}),
+      };
     };
 
-    const provider: Provider = new ProviderClass(issuer, configuration);
+    const buildProvider = (): Provider => {
+      const provider: Provider = new ProviderClass(issuer, configuration());
+      provider.registerGrantType(devGrantType, devGrant(provider), [
+        'username',
+        'audience',
+        'scope',
+        'expires_in',
+        'format',
+        'lightweight',
+      ]);
+      return provider;
+    };
 
-    provider.registerGrantType(
-      devGrantType,
-      async (ctx: GrantContext) => {
-        const { params, client } = ctx.oidc;
-        const username = stringParam(params, 'username');
-        if (!username) throw new errors.InvalidRequest('missing required parameter: username');
-        const user = users.find(username);
-        if (!user) throw new errors.CustomOIDCProviderError('invalid_grant', 'unknown user');
-        const aud = stringParam(params, 'audience') || audience;
-        const scope = normalizeScope(stringParam(params, 'scope') ?? DEFAULT_SCOPE);
-        const ttlParam = stringParam(params, 'expires_in');
-        let ttl: number | undefined;
-        if (ttlParam !== undefined) {
-          ttl = Number(ttlParam);
-          if (!isValidTtl(ttl)) {
-            throw new errors.InvalidRequest(`expires_in must be an integer from 1 to ${MAX_TTL_SECONDS}`);
-          }
-        }
-        const token = new provider.AccessToken({
-          accountId: user.id,
-          client,
-          gty: devGrantType,
-          scope: scope || undefined,
-          resourceServer: new provider.ResourceServer(
-            resourceIndicatorFor(aud),
-            resourceServerInfo(aud, scope, ttl),
-          ),
-        });
-        ctx.oidc.entity('AccessToken', token);
-        const value = await token.save();
-        ctx.body = {
-          access_token: value,
-          token_type: token.tokenType,
-          expires_in: token.expiration,
-          ...(scope ? { scope } : {}),
-        };
-      },
-      ['username', 'audience', 'scope', 'expires_in'],
-    );
-
+    let provider = buildProvider();
+    const endpointUrl = (name: string) => provider.urlFor(name);
+    const tokenEndpoint = endpointUrl('token');
+    const jwksUri = endpointUrl('jwks');
+    const introspectionEndpoint = endpointUrl('introspection');
+    const revocationEndpoint = endpointUrl('revocation');
+    const userinfoEndpoint = endpointUrl('userinfo');
+    const discoveryUrl = `${issuer}/.well-known/openid-configuration`;
+    for (const [url, endpoint] of [
+      [discoveryUrl, 'discovery'],
+      [`${issuer}/.well-known/oauth-authorization-server`, 'discovery'],
+      [jwksUri, 'jwks'],
+      [tokenEndpoint, 'token'],
+      [introspectionEndpoint, 'introspection'],
+      [revocationEndpoint, 'revocation'],
+      [userinfoEndpoint, 'userinfo'],
+    ] as const) {
+      endpointByPath.set(new URL(url).pathname, endpoint);
+    }
     handler = provider.callback();
+    resolveTokens = resolveStructuredTokens;
 
-    const tokenEndpoint = provider.urlFor('token');
     const agent = opts.https
       ? new https.Agent({
           keepAlive: true,
@@ -289,7 +573,7 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
       if (!found) throw new Error(`unknown development user: ${user}`);
       const now = Math.floor(Date.now() / 1000);
       return {
-        ...userClaims(found),
+        ...(o.lightweight ? {} : userClaims(found)),
         jti: randomBytes(16).toString('base64url'),
         sub: found.id,
         iat: now,
@@ -301,16 +585,35 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
       };
     };
 
+    let serverDown = false;
+    let faultChange: Promise<void> = Promise.resolve();
     let closed = false;
+
+    const stopListening = () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((err) => (err ? reject(err) : resolve()));
+        server.closeAllConnections();
+      });
+
     return {
       issuer,
       clientId,
       clientSecret,
       audience,
-      discoveryUrl: `${issuer}/.well-known/openid-configuration`,
+      discoveryUrl,
       tokenEndpoint,
-      jwksUri: provider.urlFor('jwks'),
-      kid: signingKey.kid,
+      jwksUri,
+      introspectionEndpoint,
+      revocationEndpoint,
+      userinfoEndpoint,
+      get kid() {
+        return currentKey().kid;
+      },
+      requests,
+
+      resetCounters(): void {
+        for (const endpoint of Object.keys(requests) as DevIdpEndpoint[]) requests[endpoint] = 0;
+      },
 
       async mintAccessToken(o: MintOptions): Promise<string> {
         if (o.ttlSeconds !== undefined) checkTtl(o.ttlSeconds, 'ttlSeconds');
@@ -318,6 +621,8 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
         if (o.audience !== undefined) form.set('audience', o.audience);
         if (o.scope !== undefined) form.set('scope', o.scope);
         if (o.ttlSeconds !== undefined) form.set('expires_in', String(o.ttlSeconds));
+        if (o.format !== undefined) form.set('format', o.format);
+        if (o.lightweight !== undefined) form.set('lightweight', String(o.lightweight));
         const { status, body } = await postForm(new URL(tokenEndpoint), form, basicAuth, agent);
         let parsed: unknown;
         try {
@@ -336,17 +641,31 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
       claimsFor,
 
       async signToken(claims: Record<string, unknown>, o: SignOptions = {}): Promise<string> {
-        const alg = o.alg ?? SIGNING_ALG;
+        const keyChoice = o.key ?? 'provider';
+        const hmac = o.secret !== undefined || keyChoice === 'public-as-secret';
+        if (o.secret !== undefined && keyChoice !== 'provider') {
+          throw new Error('signToken: give either a secret or a key, not both');
+        }
+        const alg = o.alg ?? (hmac ? 'HS256' : SIGNING_ALG);
         const typ = o.typ ?? 'at+jwt';
         if (alg === 'none') {
           // Unsecured tokens have no key to name, so neither kid nor typ is set.
           return new UnsecuredJWT(claims).encode();
         }
+        if (hmac) {
+          if (!HMAC_ALGS.has(alg)) throw new Error(`signToken: a shared secret signs HS256/384/512, not ${alg}`);
+          const secret = o.secret ?? currentKey().publicPem;
+          // The confusion attack names the RSA key so that a careless verifier picks it up.
+          const kid = o.kid ?? (o.secret === undefined ? currentKey().kid : undefined);
+          return new SignJWT(claims)
+            .setProtectedHeader({ alg, typ, ...(kid === undefined ? {} : { kid }) })
+            .sign(new TextEncoder().encode(secret));
+        }
         let key: KeyObject | CryptoKey;
         let kid: string;
-        if ((o.key ?? 'provider') === 'provider') {
-          key = signingKey.keyObject;
-          kid = o.kid ?? signingKey.kid;
+        if (keyChoice === 'provider') {
+          key = currentKey().keyObject;
+          kid = o.kid ?? currentKey().kid;
         } else {
           let pending = foreignKeys.get(alg);
           if (!pending) {
@@ -363,14 +682,59 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
         return new SignJWT(claims).setProtectedHeader({ alg, kid, typ }).sign(key);
       },
 
+      async revoke(token: string): Promise<void> {
+        const form = new URLSearchParams({ token, token_type_hint: 'access_token' });
+        const { status, body } = await postForm(new URL(revocationEndpoint), form, basicAuth, agent);
+        if (status !== 200) {
+          throw new Error(`dev IdP revocation failed (HTTP ${status}): ${body.slice(0, 200)}`);
+        }
+      },
+
+      async rotateKeys(o: { dropOld?: boolean } = {}): Promise<string> {
+        const fresh = await createSigningKey();
+        signingKeys = o.dropOld ? [fresh] : [fresh, ...signingKeys];
+        publishedKeys = createLocalJWKSet({ keys: signingKeys.map((k) => k.publicJwk) });
+        // oidc-provider reads its keys once, at construction. A new provider object behind the
+        // same server, issuer and storage is the same provider to everyone outside.
+        provider = buildProvider();
+        handler = provider.callback();
+        return fresh.kid;
+      },
+
+      setFault(kind: DevIdpFault | null, o: FaultOptions = {}): Promise<void> {
+        const apply = async () => {
+          if (closed) throw new Error('dev IdP is closed');
+          releaseHungSockets();
+          const endpoints = o.endpoints ?? ['all'];
+          fault =
+            kind === null
+              ? null
+              : {
+                  kind,
+                  all: endpoints.includes('all'),
+                  endpoints: new Set(endpoints.filter((e): e is DevIdpEndpoint => e !== 'all')),
+                };
+          const down = fault?.kind === 'down' && fault.all;
+          if (down && !serverDown) {
+            serverDown = true;
+            await stopListening();
+          } else if (!down && serverDown) {
+            await listen(server, host, port);
+            serverDown = false;
+          }
+        };
+        faultChange = faultChange.then(apply, apply);
+        return faultChange;
+      },
+
       async close(): Promise<void> {
         if (closed) return;
         closed = true;
+        await faultChange.catch(() => undefined);
+        fault = null;
+        releaseHungSockets();
         agent.destroy();
-        await new Promise<void>((resolve, reject) => {
-          server.close((err) => (err ? reject(err) : resolve()));
-          server.closeAllConnections();
-        });
+        if (server.listening) await stopListening();
       },
     };
   } catch (err) {
@@ -404,9 +768,13 @@ function userClaims(user: DevIdpUser): Record<string, unknown> {
   return {
     email: user.email,
     email_verified: true,
-    preferred_username: user.preferredUsername ?? user.id,
+    preferred_username: preferredUsername(user),
     ...(user.name === undefined ? {} : { name: user.name }),
   };
+}
+
+function preferredUsername(user: DevIdpUser): string {
+  return user.preferredUsername ?? user.id;
 }
 
 /** RFC 8707 wants an absolute URI as resource indicator; plain audiences like `mail` get a URN. */
@@ -414,14 +782,16 @@ function resourceIndicatorFor(audience: string): string {
   return URL.canParse(audience) ? audience : `urn:sasl-gate:audience:${encodeURIComponent(audience)}`;
 }
 
-async function createSigningKey(): Promise<{ jwk: JWK; kid: string; keyObject: KeyObject }> {
+async function createSigningKey(): Promise<SigningKey> {
   const { privateKey } = await generateKeyPair(SIGNING_ALG, { extractable: true, modulusLength: 2048 });
   const exported = await exportJWK(privateKey);
   const kid = await calculateJwkThumbprint(exported);
   const jwk: JWK = { ...exported, kid, alg: SIGNING_ALG, use: 'sig' };
+  const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...publicJwk } = jwk;
   // A KeyObject signs with any RSA JWS algorithm; the CryptoKey is bound to RS256.
   const keyObject = createPrivateKey({ key: jwk as JsonWebKey, format: 'jwk' });
-  return { jwk, kid, keyObject };
+  const publicPem = createPublicKey(keyObject).export({ type: 'spki', format: 'pem' }).toString();
+  return { jwk, publicJwk, kid, keyObject, publicPem };
 }
 
 /**
@@ -518,6 +888,87 @@ function listen(server: http.Server, host: string, port: number): Promise<void> 
   });
 }
 
+function pathOf(url: string | undefined): string {
+  const path = url ?? '/';
+  const query = path.indexOf('?');
+  return query === -1 ? path : path.slice(0, query);
+}
+
+/** Answers (or deliberately does not answer) a request the way a provider in trouble would. */
+function injectFault(
+  kind: DevIdpFault,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  hungSockets: Set<Socket>,
+): void {
+  switch (kind) {
+    case 'down':
+      // Refusing connections is per server; for single endpoints the nearest thing is a
+      // connection that dies without an answer.
+      req.socket.destroy();
+      return;
+    case 'hang': {
+      const { socket } = req;
+      hungSockets.add(socket);
+      socket.once('close', () => hungSockets.delete(socket));
+      return;
+    }
+    case 'http500':
+      res.writeHead(500, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify({ error: 'server_error', error_description: 'injected fault' }));
+      return;
+    case 'garbage':
+      // What a misconfigured proxy in front of a provider sends: HTML labelled as JSON.
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end('<html><body><h1>502 Bad Gateway</h1></body></html>\n');
+      return;
+  }
+}
+
+async function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new Error('request body too large');
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+/**
+ * A copy of an already consumed request with another body, for the provider to read as if it
+ * had come from the client. Bound to the client's socket, so address and TLS state stay true.
+ */
+function replayWithBody(req: http.IncomingMessage, body: Buffer): http.IncomingMessage {
+  const replay = new http.IncomingMessage(req.socket);
+  replay.method = req.method;
+  replay.url = req.url;
+  replay.httpVersion = req.httpVersion;
+  replay.httpVersionMajor = req.httpVersionMajor;
+  replay.httpVersionMinor = req.httpVersionMinor;
+  const headers: http.IncomingHttpHeaders = { ...req.headers, 'content-length': String(body.length) };
+  delete headers['transfer-encoding'];
+  replay.headers = headers;
+  replay.rawHeaders = Object.entries(headers).flatMap(([name, value]) =>
+    value === undefined ? [] : (Array.isArray(value) ? value : [value]).flatMap((v) => [name, v]),
+  );
+  replay.complete = true;
+  if (body.length > 0) replay.push(body);
+  replay.push(null);
+  return replay;
+}
+
+/** The provider's own test for "structured token", which it refuses at introspection and revocation. */
+function looksLikeJwt(token: string): boolean {
+  try {
+    decodeProtectedHeader(token);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function postForm(
   url: URL,
   form: URLSearchParams,
@@ -548,6 +999,8 @@ function postForm(
         res.on('error', reject);
       },
     );
+    // An injected `hang` fault must fail the IdP's own calls instead of stalling a test.
+    req.setTimeout(OWN_REQUEST_TIMEOUT_MS, () => req.destroy(new Error('dev IdP request timed out')));
     req.on('error', reject);
     req.end(body);
   });

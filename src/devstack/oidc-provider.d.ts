@@ -8,6 +8,8 @@ declare module 'oidc-provider' {
   /** A client as the provider resolved and authenticated it. */
   export interface ProviderClient {
     readonly clientId: string;
+    /** How the client authenticated at this request (`none` for public clients). */
+    readonly clientAuthMethod?: string;
   }
 
   /** The `ctx.oidc` part of a Koa context seen by a grant handler. */
@@ -41,22 +43,47 @@ declare module 'oidc-provider' {
     accountId?: string;
     clientId?: string;
     client?: ProviderClient;
+    grantId?: string;
     gty?: string;
     scope?: string;
     resourceServer?: ResourceServer;
     kind?: string;
+    /** Lifetime in seconds, overriding `ttl.AccessToken`. */
+    expiresIn?: number;
   }
 
   export class AccessToken implements AccessTokenFields {
     constructor(fields: AccessTokenFields);
+    /** Names of the fields the provider persists for this model. */
+    static readonly IN_PAYLOAD: string[];
     accountId?: string;
     clientId?: string;
+    grantId?: string;
     gty?: string;
     scope?: string;
     kind?: string;
+    jti?: string;
+    aud?: string | string[];
+    /** What `extraTokenClaims` returned, set while the token is being saved. */
+    extra?: Record<string, unknown>;
     resourceServer?: ResourceServer;
     readonly expiration: number;
     readonly tokenType: string;
+    save(): Promise<string>;
+  }
+
+  /** What `formats.customizers.jwt` may change before a JWT access token is signed. */
+  export interface StructuredToken {
+    header: Record<string, unknown> | undefined;
+    payload: Record<string, unknown>;
+  }
+
+  /** The consent record behind tokens: which account allowed which client which scopes. */
+  export class Grant {
+    constructor(fields: { accountId: string; clientId: string; expiresIn?: number });
+    addOIDCScope(scope: string): void;
+    addResourceScope(resource: string, scope: string): void;
+    /** Stores the grant; resolves to its id. */
     save(): Promise<string>;
   }
 
@@ -77,6 +104,7 @@ declare module 'oidc-provider' {
     constructor(issuer: string, configuration?: Configuration);
     readonly issuer: string;
     readonly AccessToken: typeof AccessToken;
+    readonly Grant: typeof Grant;
     readonly ResourceServer: typeof ResourceServer;
     callback(): (req: IncomingMessage, res: ServerResponse) => void;
     registerGrantType(

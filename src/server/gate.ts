@@ -8,8 +8,11 @@ import type { TokenValidator } from '../auth/validator.js';
 import type { GateConfig } from '../config/load.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { tcpConnector, type BackendConnector } from '../imap/backend.js';
-import { CapabilityCache } from '../imap/capabilities.js';
+import { advertisedCapabilities, IMAP_FALLBACK, probeImapCapabilities } from '../imap/capabilities.js';
+import { CapabilityCache } from './capability-cache.js';
 import { ImapSession } from '../imap/session.js';
+import { advertisedSmtpExtensions, probeSmtpExtensions } from '../smtp/capabilities.js';
+import { SmtpSession } from '../smtp/session.js';
 import { ensureDevCertificate } from './devcert.js';
 
 /** Seams a caller (tests, the demo) may replace. */
@@ -17,6 +20,7 @@ export interface GateDependencies {
   log: Logger;
   validator?: TokenValidator;
   imapConnector?: BackendConnector;
+  smtpConnector?: BackendConnector;
 }
 
 export interface RunningGate {
@@ -67,37 +71,81 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   }
 
   const servers: TlsServer[] = [];
-  const sessions = new Set<ImapSession>();
+  const sessions = new Set<{ shutdown(): void }>();
   const bound: RunningGate['listeners'] = [];
   const caches: CapabilityCache[] = [];
 
+  /** One session factory per protocol, sharing a capability cache across that protocol's listeners. */
+  const factories = new Map<'imap' | 'smtp', (socket: TLSSocket, name: string) => { run(): Promise<void>; shutdown(): void }>();
+  const factoryFor = async (protocol: 'imap' | 'smtp') => {
+    const existing = factories.get(protocol);
+    if (existing) return existing;
+    let factory: (socket: TLSSocket, name: string) => { run(): Promise<void>; shutdown(): void };
+    if (protocol === 'imap') {
+      const backend = config.backends.imap!;
+      const connect = deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000);
+      const capabilities = new CapabilityCache({
+        name: 'imap',
+        probe: () => probeImapCapabilities(connect, backend.responseTimeoutSeconds * 1000),
+        advertise: advertisedCapabilities,
+        fallback: IMAP_FALLBACK,
+        refreshMs: backend.capabilityRefreshSeconds * 1000,
+        log,
+      });
+      await capabilities.start();
+      caches.push(capabilities);
+      factory = (socket, name) =>
+        new ImapSession(socket, {
+          listener: name,
+          limits: config.limits,
+          master: config.master,
+          oauth: { issuer: config.oauth.issuer, scope: config.oauth.scope },
+          capabilities,
+          validator,
+          connectBackend: connect,
+          backendResponseTimeoutMs: backend.responseTimeoutSeconds * 1000,
+          log,
+        });
+    } else {
+      const backend = config.backends.smtp!;
+      const connect = deps.smtpConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000);
+      const extensions = new CapabilityCache({
+        name: 'smtp',
+        probe: () => probeSmtpExtensions(connect, backend.responseTimeoutSeconds * 1000, config.hostname),
+        advertise: advertisedSmtpExtensions,
+        fallback: [],
+        refreshMs: backend.capabilityRefreshSeconds * 1000,
+        log,
+      });
+      await extensions.start();
+      caches.push(extensions);
+      factory = (socket, name) =>
+        new SmtpSession(socket, {
+          listener: name,
+          hostname: config.hostname,
+          limits: config.limits,
+          master: config.master,
+          oauth: { issuer: config.oauth.issuer, scope: config.oauth.scope },
+          login: backend.login,
+          extensions,
+          validator,
+          connectBackend: connect,
+          backendResponseTimeoutMs: backend.responseTimeoutSeconds * 1000,
+          log,
+        });
+    }
+    factories.set(protocol, factory);
+    return factory;
+  };
+
   for (const [index, listener] of config.listeners.entries()) {
-    if (listener.protocol !== 'imap' || listener.tls !== 'implicit') continue;
-    const backend = config.backends.imap!;
-    const connect =
-      deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000);
-    const capabilities = new CapabilityCache(connect, {
-      timeoutMs: backend.responseTimeoutSeconds * 1000,
-      refreshMs: backend.capabilityRefreshSeconds * 1000,
-      log,
-    });
-    await capabilities.start();
-    caches.push(capabilities);
+    if (listener.tls !== 'implicit') continue;
+    const createSession = await factoryFor(listener.protocol);
     const name = listenerName(listener, index);
     const server = createTlsServer({ cert: material.cert, key: material.key, minVersion: 'TLSv1.2' }, (socket: TLSSocket) => {
       socket.setNoDelay(true);
       socket.setKeepAlive(true, 60_000);
-      const session = new ImapSession(socket, {
-        listener: name,
-        limits: config.limits,
-        master: config.master,
-        oauth: { issuer: config.oauth.issuer, scope: config.oauth.scope },
-        capabilities,
-        validator,
-        connectBackend: connect,
-        backendResponseTimeoutMs: backend.responseTimeoutSeconds * 1000,
-        log,
-      });
+      const session = createSession(socket, name);
       sessions.add(session);
       void session.run().finally(() => sessions.delete(session));
     });
@@ -105,7 +153,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     const address = await listen(server, listener.bind.host, listener.bind.port);
     log.info({ listener: name, address: `${address.address}:${address.port}` }, 'listening');
     servers.push(server);
-    bound.push({ protocol: 'imap', host: address.address, port: address.port });
+    bound.push({ protocol: listener.protocol, host: address.address, port: address.port });
   }
 
   let admin: HttpServer | undefined;
@@ -115,8 +163,13 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       if (req.url === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       } else if (req.url === '/readyz') {
-        const ready = caches.every((c) => c.isProbed) && (validator.isReady?.() ?? true);
-        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
+        const checks = [
+          ...caches.map((c) => [`${c.name} backend`, c.isProbed] as const),
+          ['openid provider', validator.isReady?.() ?? true] as const,
+        ];
+        const ready = checks.every(([, ok]) => ok);
+        const body = checks.map(([what, ok]) => `${what}: ${ok ? 'ok' : 'not reachable yet'}`).join('\n');
+        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(`${body}\n`);
       } else {
         res.writeHead(404).end();
       }

@@ -26,6 +26,7 @@ let gate: ChildProcess;
 let output = '';
 let imapPort: number;
 let adminPort: number;
+let smtpPort: number;
 let caPath: string;
 
 function waitFor(pattern: RegExp, timeoutMs = 20_000): Promise<void> {
@@ -65,7 +66,7 @@ beforeAll(async () => {
   ]);
   expect(idp.issuer).toMatch(/^https:\/\/localhost:\d+$/);
   [imapPort, adminPort] = await Promise.all([freePort(), freePort()]);
-  const smtpPort = await freePort();
+  smtpPort = await freePort();
   // Only the contract keys of DESIGN.md, written the way its example writes them.
   const yaml = `
 listeners:
@@ -116,12 +117,22 @@ describe('sasl-gate serve', () => {
     expect(password.stdout).toContain('INBOX');
   });
 
-  it('says which configured features it skipped, and answers health checks', async () => {
-    expect(output).toMatch(/listeners\.1: smtp with tls implicit is not available in this version; skipped/);
+  it('answers SMTPS even while its backend is down, with a temporary failure for logins', async () => {
+    const token = await idp.mintAccessToken({ user: ALICE.name });
+    const r = await curl(['-v', '--user', ALICE.name, '--oauth2-bearer', token, '--mail-from', ALICE.name, '--mail-rcpt', BOB.name, '-T', '/dev/null', `smtps://localhost:${smtpPort}/`]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('< 220 ');
+    expect(r.stderr).toContain('< 454 4.7.0 ');
+    expect(output).toContain('backend capability probe failed');
+  });
+
+  it('answers health checks', async () => {
     const health = await fetch(`http://127.0.0.1:${adminPort}/healthz`);
     expect(health.status).toBe(200);
+    // The SMTP backend of this configuration does not exist: not ready, and it says which part.
     const ready = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
-    expect(ready.status).toBe(200);
+    expect(ready.status).toBe(503);
+    expect(await ready.text()).toBe('imap backend: ok\nsmtp backend: not reachable yet\nopenid provider: ok\n');
   });
 
   it('keeps secrets out of its output', () => {

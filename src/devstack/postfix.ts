@@ -1,0 +1,540 @@
+/**
+ * A private Postfix 3.x instance from Debian's package, for integration tests and the demo: its own
+ * config, queue, data directory and log under one temp directory, a submission-style smtpd on a free
+ * loopback port, never touching /etc/postfix, the system's queue or ports 25, 465 and 587. It is
+ * configured the way sasl-gate expects a production backend to be: SASL through the private
+ * Dovecot's auth service, the proxy allowed to send XCLIENT, senders bound to their login, and mail
+ * for one domain delivered into Dovecot over LMTP.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { aptAvailable, aptInstall } from './apt.js';
+import type { DovecotInstance } from './dovecot.js';
+import { freePort } from './ports.js';
+
+/** What to start: the Dovecot to authenticate against and deliver into, and the domain it holds. */
+export interface PostfixOptions {
+  dovecot: DovecotInstance;
+  /** Mail for this domain goes to Dovecot over LMTP; e.g. `example.test`. */
+  domain: string;
+  /** IPv4 address the submission listener binds to; 127.0.0.1 by default. */
+  host?: string;
+  /** Networks allowed to send XCLIENT (`smtpd_authorized_xclient_hosts`); `127.0.0.0/8` by default. */
+  xclientHosts?: string[];
+}
+
+/** A running private Postfix. */
+export interface PostfixInstance {
+  host: string;
+  /** Plain (no TLS) submission-style smtpd with SASL and XCLIENT: where sasl-gate connects. */
+  submissionPort: number;
+  configDir: string;
+  queueDir: string;
+  logPath: string;
+  /** The whole Postfix log so far (after stop(), the log as it was when the instance ended). */
+  readLog(): Promise<string>;
+  /** Terminates the master and every daemon it started and waits until they are gone; safe to call twice. */
+  stop(): Promise<void>;
+}
+
+const POSTFIX = '/usr/sbin/postfix';
+const POSTCONF = '/usr/sbin/postconf';
+const DAEMON_DIR = '/usr/lib/postfix/sbin';
+const MASTER = `${DAEMON_DIR}/master`;
+const REQUIRED_FILES = [
+  POSTFIX,
+  POSTCONF,
+  MASTER,
+  ...['smtpd', 'cleanup', 'qmgr', 'trivial-rewrite', 'lmtp', 'postlogd', 'anvil', 'bounce'].map(
+    (d) => `${DAEMON_DIR}/${d}`,
+  ),
+];
+const PACKAGES = ['postfix'];
+// "No configuration" leaves /etc/postfix/main.cf absent, so the package neither asks nor starts a system instance.
+const DEBCONF = ['postfix postfix/main_mailer_type select No configuration'];
+const STARTUP_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 10_000;
+const PORT_ATTEMPTS = 3;
+const DOMAIN_RE = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$/;
+const IPV4_RE = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+const NETWORK_RE = /^[0-9.]+(?:\/\d{1,2})?$/;
+/** main.cf expands `$`, splits lists on whitespace and commas, and treats `#` as a comment. */
+const UNSAFE_PATH_RE = /[\s$,#"'\\{}=]/;
+/** Unix socket paths are limited to 107 bytes; the longest Postfix puts under the queue is private/proxywrite. */
+const MAX_QUEUE_DIR_LENGTH = 107 - '/private/proxywrite'.length;
+
+const exists = (path: string): Promise<boolean> =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
+interface RunResult {
+  code: number | null;
+  output: string;
+}
+
+function run(file: string, args: string[]): Promise<RunResult> {
+  return new Promise((resolve) => {
+    execFile(file, args, { maxBuffer: 16 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
+      const output = `${stdout}${stderr}`.trim();
+      if (error === null) resolve({ code: 0, output });
+      // A non-numeric code means the program could not be run at all (ENOENT, EACCES, ...).
+      else resolve({ code: typeof error.code === 'number' ? error.code : null, output: output || error.message });
+    });
+  });
+}
+
+async function missingPostfixFiles(): Promise<string[]> {
+  const present = await Promise.all(REQUIRED_FILES.map(exists));
+  return REQUIRED_FILES.filter((_, i) => !present[i]);
+}
+
+let installing: Promise<void> | undefined;
+
+async function installPostfix(missing: string[]): Promise<void> {
+  const advice =
+    "install Debian's postfix (e.g. `echo 'postfix postfix/main_mailer_type select No configuration' | " +
+    'sudo debconf-set-selections && sudo apt-get install -y postfix`)';
+  if (!(await aptAvailable())) {
+    throw new Error(`Postfix is not installed (missing ${missing.join(', ')}) and cannot be installed here: ${advice}`);
+  }
+  await aptInstall(PACKAGES, DEBCONF);
+  const still = await missingPostfixFiles();
+  if (still.length > 0) throw new Error(`apt-get installed postfix but ${still.join(', ')} is still missing`);
+}
+
+/** Makes sure Debian's Postfix is present, installing it unattended ("No configuration") with apt-get when root. */
+export async function ensurePostfixInstalled(): Promise<void> {
+  const missing = await missingPostfixFiles();
+  if (missing.length === 0) return;
+  installing ??= installPostfix(missing).finally(() => {
+    installing = undefined;
+  });
+  await installing;
+}
+
+async function uidOf(account: string): Promise<number> {
+  const result = await run('id', ['-u', account]);
+  const value = Number.parseInt(result.output, 10);
+  if (result.code !== 0 || !Number.isInteger(value)) {
+    throw new Error(`system account "${account}" not found (${result.output || 'id failed'}); Debian's postfix package creates it`);
+  }
+  return value;
+}
+
+/** The first ancestor of `dir` that other accounts cannot traverse, if any. */
+async function closedAncestor(dir: string): Promise<string | undefined> {
+  for (let current = dirname(dir); ; current = dirname(current)) {
+    const info = await stat(current);
+    if ((info.mode & 0o001) === 0) return current;
+    if (dirname(current) === current) return undefined;
+  }
+}
+
+interface Layout {
+  dir: string;
+  configDir: string;
+  queueDir: string;
+  dataDir: string;
+  logPath: string;
+  senderLoginMap: string;
+}
+
+function layoutOf(dir: string): Layout {
+  const configDir = join(dir, 'conf');
+  return {
+    dir,
+    configDir,
+    queueDir: join(dir, 'queue'),
+    dataDir: join(dir, 'data'),
+    logPath: join(dir, 'postfix.log'),
+    senderLoginMap: join(configDir, 'sender_login_maps.regexp'),
+  };
+}
+
+interface Settings {
+  domain: string;
+  host: string;
+  port: number;
+  /** Where Dovecot's LMTP and auth listeners are reached. */
+  dovecotHost: string;
+  lmtpPort: number;
+  authPort: number;
+  xclientHosts: string[];
+}
+
+function renderMainCf(l: Layout, s: Settings): string {
+  return `# Private Postfix instance for sasl-gate (generated; rewritten on every start).
+compatibility_level = 3.6
+queue_directory = ${l.queueDir}
+data_directory = ${l.dataDir}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = smtp.${s.domain}
+mydestination =
+# Nothing is delivered locally, so the system's aliases are never consulted.
+alias_maps =
+alias_database =
+# postlogd writes the log, so no syslog daemon is needed; Postfix refuses paths outside the prefixes.
+maillog_file = ${l.logPath}
+maillog_file_prefixes = ${l.dir}
+
+virtual_mailbox_domains = ${s.domain}
+virtual_transport = lmtp:inet:${s.dovecotHost}:${s.lmtpPort}
+# Mail for other domains bounces back to its sender instead of leaving the machine.
+default_transport = error:this test instance delivers only to ${s.domain}
+# Retry soon when Dovecot was briefly away, not after the production default of minutes.
+queue_run_delay = 5s
+minimal_backoff_time = 5s
+maximal_backoff_time = 15s
+message_size_limit = 52428800
+# local(8) and virtual(8) refuse to start when their limit is below message_size_limit.
+mailbox_size_limit = 0
+virtual_mailbox_limit = 0
+
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = inet:${s.dovecotHost}:${s.authPort}
+smtpd_tls_security_level = none
+smtpd_authorized_xclient_hosts = ${s.xclientHosts.join(', ')}
+# The port XCLIENT PORT= names shows up in the log next to the client address.
+smtpd_client_port_logging = yes
+# Every address belongs to the login of the same name: a user may send only as themselves.
+smtpd_sender_login_maps = regexp:${l.senderLoginMap}
+smtpd_sender_restrictions = reject_authenticated_sender_login_mismatch
+smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
+smtpd_recipient_restrictions = permit_sasl_authenticated, reject
+# Sender restrictions answer MAIL FROM itself rather than waiting for the first RCPT TO.
+smtpd_delay_reject = no
+`;
+}
+
+function renderMasterCf(s: Settings): string {
+  // No service is chrooted: a chroot would need copies of /etc files inside the queue directory.
+  return `# service type  private unpriv  chroot  wakeup  maxproc command + args
+${s.host}:${s.port} inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=none
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+`;
+}
+
+async function writeConfig(l: Layout, s: Settings): Promise<void> {
+  await writeFile(join(l.configDir, 'main.cf'), renderMainCf(l, s), { mode: 0o644 });
+  await writeFile(join(l.configDir, 'master.cf'), renderMasterCf(s), { mode: 0o644 });
+  await writeFile(l.senderLoginMap, '/^(.+)$/ ${1}\n', { mode: 0o644 });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Opens an SMTP session and returns the greeting and the EHLO reply, each as one string of lines;
+ * rejects when the server does not answer in time or closes early.
+ */
+function probeSmtp(host: string, port: number, timeoutMs: number): Promise<{ greeting: string; ehlo: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port });
+    let buffered = '';
+    let current: string[] = [];
+    const replies: string[] = [];
+    const finish = (err: Error | null): void => {
+      socket.destroy();
+      if (err) reject(err);
+      else resolve({ greeting: replies[0] ?? '', ehlo: replies[1] ?? '' });
+    };
+    socket.setTimeout(timeoutMs, () => finish(new Error(`no SMTP reply from ${host}:${port} within ${timeoutMs} ms`)));
+    socket.on('error', (err) => finish(err));
+    socket.on('end', () => finish(new Error(`${host}:${port} closed the connection after ${replies.length} replies`)));
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('latin1');
+      for (let end = buffered.indexOf('\r\n'); end >= 0; end = buffered.indexOf('\r\n')) {
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        current.push(line);
+        // "250-..." continues a reply, "250 ..." ends it.
+        if (line[3] === '-') continue;
+        replies.push(current.join('\n'));
+        current = [];
+        if (replies.length === 1) {
+          if (!line.startsWith('220')) return finish(null);
+          socket.write('EHLO devstack.probe\r\n');
+        } else {
+          socket.end('QUIT\r\n');
+          return finish(null);
+        }
+      }
+    });
+  });
+}
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
+// Process groups of instances still running; killed if the test process exits without stop().
+const liveGroups = new Set<number>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const pgid of liveGroups) signalGroup(pgid, 'SIGTERM');
+  });
+}
+
+async function tailOf(path: string, lines = 40): Promise<string> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+class StartupError extends Error {
+  constructor(
+    message: string,
+    readonly addressInUse: boolean,
+  ) {
+    super(message);
+    this.name = 'StartupError';
+  }
+}
+
+async function diagnose(l: Layout, problem: string, output: string): Promise<string> {
+  const check = await run(POSTFIX, ['-c', l.configDir, 'check']);
+  // The check logs its findings, so the tail is read after it.
+  const log = await tailOf(l.logPath);
+  return (
+    `Postfix (${l.configDir}) ${problem}` +
+    `\n--- master output ---\n${output.trim() || '(none)'}` +
+    `\n--- postfix -c ${l.configDir} check (exit ${String(check.code)}) ---\n${check.output || '(no output)'}` +
+    `\n--- log tail (${l.logPath}) ---\n${log || '(empty)'}`
+  );
+}
+
+interface Launched {
+  child: ChildProcess;
+  pgid: number;
+  exited: Promise<void>;
+}
+
+async function launch(l: Layout, host: string, port: number): Promise<Launched> {
+  // The master stays in the foreground as our child; setpriv's parent-death signal takes it (and
+  // with it every daemon, which all watch the master) down even when this process is SIGKILLed.
+  const setpriv = (await exists('/usr/bin/setpriv')) ? '/usr/bin/setpriv' : undefined;
+  const masterArgs = ['-c', l.configDir, '-s'];
+  const [file, args] = setpriv
+    ? [setpriv, ['--pdeathsig', 'TERM', '--', MASTER, ...masterArgs]]
+    : [MASTER, masterArgs];
+  // Its own session and process group, so stop() can signal the master and all its daemons at once.
+  const child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const collect = (chunk: Buffer): void => {
+    output = (output + chunk.toString('utf8')).slice(-16_384);
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  let exitCode: string | undefined;
+  let spawnError: Error | undefined;
+  const exited = new Promise<void>((resolve) => {
+    child.once('error', (err) => {
+      spawnError = err;
+      exitCode = 'spawn error';
+      resolve();
+    });
+    child.once('exit', (code, signal) => {
+      exitCode = signal ?? String(code);
+      resolve();
+    });
+  });
+
+  const pgid = child.pid;
+  const fail = async (reason: string): Promise<never> => {
+    if (pgid !== undefined) {
+      signalGroup(pgid, 'SIGKILL');
+      liveGroups.delete(pgid);
+    }
+    await Promise.race([exited, sleep(2_000)]);
+    const log = await readFile(l.logPath, 'utf8').catch(() => '');
+    const text = `${output}\n${log}`;
+    throw new StartupError(
+      await diagnose(l, `${reason}${spawnError ? `: ${spawnError.message}` : ''}`, output),
+      /Address already in use/i.test(text),
+    );
+  };
+  if (pgid === undefined) return fail('could not be started');
+  liveGroups.add(pgid);
+  installExitHook();
+
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  let lastProblem = 'no attempt yet';
+  for (;;) {
+    if (exitCode !== undefined) return fail(`exited during startup (${exitCode})`);
+    if (Date.now() > deadline) {
+      return fail(`did not answer on ${host}:${port} within ${STARTUP_TIMEOUT_MS} ms (${lastProblem})`);
+    }
+    let probe: { greeting: string; ehlo: string };
+    try {
+      probe = await probeSmtp(host, port, 2_000);
+    } catch (err) {
+      lastProblem = err instanceof Error ? err.message : String(err);
+      await sleep(50);
+      continue;
+    }
+    if (!probe.greeting.startsWith('220')) return fail(`greeted with ${JSON.stringify(probe.greeting)} instead of 220`);
+    // Without a working link to Dovecot's auth service smtpd silently leaves AUTH out of EHLO.
+    if (!/^250[ -]AUTH /m.test(probe.ehlo)) {
+      return fail(`offers no AUTH (Dovecot SASL unreachable?); EHLO said:\n${probe.ehlo}`);
+    }
+    return { child, pgid, exited };
+  }
+}
+
+function dovecotAddress(host: string): string {
+  // Postfix connects to a wildcard listener through loopback.
+  if (host === '0.0.0.0' || host === '*') return '127.0.0.1';
+  if (!IPV4_RE.test(host)) {
+    throw new Error(`Dovecot listens on ${JSON.stringify(host)}, but this Postfix instance speaks IPv4 only`);
+  }
+  return host;
+}
+
+/** Starts a private Postfix delivering `domain` into the given Dovecot and authenticating through it; resolves once it greets and offers AUTH. */
+export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstance> {
+  if (process.getuid?.() !== 0) {
+    throw new Error("Postfix's master must run as root (it binds ports and switches to the postfix account)");
+  }
+  const missing = await missingPostfixFiles();
+  if (missing.length > 0) {
+    throw new Error(`Postfix is not installed (missing ${missing.join(', ')}); call ensurePostfixInstalled() first`);
+  }
+  const host = opts.host ?? '127.0.0.1';
+  if (!IPV4_RE.test(host)) throw new Error(`host ${JSON.stringify(host)} is not an IPv4 address Postfix can listen on`);
+  if (!DOMAIN_RE.test(opts.domain)) throw new Error(`domain ${JSON.stringify(opts.domain)} is not a domain name`);
+  const xclientHosts = opts.xclientHosts ?? ['127.0.0.0/8'];
+  const badNetwork = xclientHosts.find((n) => !NETWORK_RE.test(n));
+  if (badNetwork !== undefined) throw new Error(`xclientHosts entry ${JSON.stringify(badNetwork)} is not an IPv4 address or network`);
+  const { authPort, lmtpPort } = opts.dovecot;
+  if (authPort === undefined) {
+    throw new Error('the Dovecot instance has no auth listener (authPort) for Postfix to authenticate against');
+  }
+  const dovecotHost = dovecotAddress(opts.dovecot.host);
+  const postfixUid = await uidOf('postfix');
+
+  const dir = await mkdtemp(join(tmpdir(), 'sasl-gate-postfix-'));
+  const l = layoutOf(dir);
+  const removeDir = (): Promise<void> => rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  try {
+    const closed = await closedAncestor(dir);
+    const problem = UNSAFE_PATH_RE.test(dir)
+      ? 'contains characters main.cf cannot hold'
+      : l.queueDir.length > MAX_QUEUE_DIR_LENGTH
+        ? `is too long for Postfix's unix sockets (keep ${l.queueDir} under ${MAX_QUEUE_DIR_LENGTH} characters; set TMPDIR)`
+        : closed !== undefined
+          ? `lies under ${closed}, which the postfix account cannot traverse (set TMPDIR elsewhere)`
+          : undefined;
+    if (problem !== undefined) throw new Error(`temp directory ${JSON.stringify(dir)} ${problem}`);
+    // The daemons run as postfix and must reach the queue; config and queue roots stay root's.
+    await chmod(dir, 0o755);
+    await mkdir(l.configDir, { mode: 0o755 });
+    await mkdir(l.queueDir, { mode: 0o755 });
+    await mkdir(l.dataDir, { mode: 0o700 });
+    await chown(l.dataDir, postfixUid, -1);
+  } catch (err) {
+    await removeDir();
+    throw err;
+  }
+
+  let launched: Launched | undefined;
+  let port = 0;
+  for (let attempt = 1; launched === undefined; attempt++) {
+    try {
+      port = await freePort(host);
+      const settings: Settings = { domain: opts.domain, host, port, dovecotHost, lmtpPort, authPort, xclientHosts };
+      await writeConfig(l, settings);
+      if (attempt === 1) {
+        // Creates the queue's subdirectories with the owners and modes Postfix insists on.
+        const check = await run(POSTFIX, ['-c', l.configDir, 'check']);
+        if (check.code !== 0) throw new Error(await diagnose(l, `failed its check (exit ${String(check.code)})`, check.output));
+      }
+      launched = await launch(l, host, port);
+    } catch (err) {
+      // Another process may take a free port between our probe and the master's bind.
+      if (err instanceof StartupError && err.addressInUse && attempt < PORT_ATTEMPTS) continue;
+      await removeDir();
+      throw err;
+    }
+  }
+  const { child, pgid, exited } = launched;
+  // Let a caller that forgets stop() still exit; the exit hook and the death signal clean up.
+  child.unref();
+  for (const stream of [child.stdout, child.stderr]) (stream as { unref?: () => void } | null)?.unref?.();
+
+  let finalLog: string | undefined;
+  let stopping: Promise<void> | undefined;
+  const keepDir = process.env.SASL_GATE_KEEP_POSTFIX_DIR === '1';
+
+  const stop = async (): Promise<void> => {
+    child.ref();
+    // The master answers SIGTERM by terminating its daemons, then exits.
+    signalGroup(pgid, 'SIGTERM');
+    const stopped = await Promise.race([exited.then(() => true), sleep(STOP_TIMEOUT_MS).then(() => false)]);
+    if (!stopped) signalGroup(pgid, 'SIGKILL');
+    await exited;
+    // A daemon busy with a session would otherwise keep the listening socket it inherited.
+    signalGroup(pgid, 'SIGKILL');
+    for (let i = 0; i < 200 && groupAlive(pgid); i++) await sleep(25);
+    liveGroups.delete(pgid);
+    finalLog = await readFile(l.logPath, 'utf8').catch(() => '');
+    if (!keepDir) await removeDir();
+  };
+
+  return {
+    host,
+    submissionPort: port,
+    configDir: l.configDir,
+    queueDir: l.queueDir,
+    logPath: l.logPath,
+    readLog: async () => finalLog ?? (await readFile(l.logPath, 'utf8').catch(() => '')),
+    stop: () => (stopping ??= stop()),
+  };
+}

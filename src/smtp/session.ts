@@ -1,0 +1,372 @@
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { bindIdentity } from '../auth/identity.js';
+import { checkPasswordLogin } from '../auth/password-policy.js';
+import type { TokenValidator } from '../auth/validator.js';
+import type { LimitsConfig } from '../config/schema.js';
+import { AuthError, GateError, SaslError } from '../errors.js';
+import type { BackendConnector } from '../imap/backend.js';
+import { relay, type RelayStats } from '../relay/pipe.js';
+import { decodeSaslResponse } from '../sasl/base64.js';
+import { decodeOauthbearer, decodeXoauth2, type BearerCredentials } from '../sasl/bearer.js';
+import { isDummyReply, oauthbearerErrorChallenge, xoauth2ErrorChallenge } from '../sasl/challenge.js';
+import { decodeLoginField, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT } from '../sasl/login.js';
+import { decodePlain } from '../sasl/plain.js';
+import { LineFramer } from '../server/line-framer.js';
+import { loginToSmtpBackend, type SmtpBackendCredentials } from './backend-login.js';
+
+/** Everything an SMTP session needs; each I/O seam is injected. */
+export interface SmtpSessionContext {
+  listener: string;
+  hostname: string;
+  limits: LimitsConfig;
+  master: { user: string; password: string; separator: string };
+  oauth: { issuer: string; scope: string };
+  /** How token users are logged into the backend. */
+  login: 'xclient' | 'master';
+  /** Current EHLO extensions to advertise (the backend's, adjusted). */
+  extensions: { current(): readonly string[] };
+  validator: TokenValidator;
+  connectBackend: BackendConnector;
+  backendResponseTimeoutMs: number;
+  log: Logger;
+}
+
+/** Commands of a mail transaction: refused until the client has authenticated. */
+const MAIL_COMMANDS = new Set(['MAIL', 'RCPT', 'DATA', 'BDAT', 'VRFY', 'EXPN', 'ETRN', 'TURN', 'ATRN']);
+
+type Outcome = 'quit' | 'relayed' | 'client_closed' | 'timeout' | 'too_many_commands' | 'error' | 'shutdown';
+
+class SessionEnd extends Error {
+  constructor(readonly outcome: Outcome) {
+    super(outcome);
+  }
+}
+
+/**
+ * One SMTP submission connection before AUTH: sasl-gate answers EHLO and AUTH itself (RFC 4954
+ * replies), logs into the backend on the client's behalf, then relays bytes untouched.
+ */
+export class SmtpSession {
+  readonly id = randomBytes(6).toString('base64url');
+  private readonly framer: LineFramer;
+  private readonly log: Logger;
+  private readonly started = Date.now();
+  private wake: (() => void) | undefined;
+  private closed = false;
+  private endOutcome: Outcome | undefined;
+  private relaying = false;
+  private commands = 0;
+  private helo: string | undefined;
+  private preAuthTimer: NodeJS.Timeout | undefined;
+  private mechanism: string | undefined;
+  private user: string | undefined;
+  private readonly onData = (chunk: Buffer) => {
+    this.framer.push(chunk);
+    if (this.framer.buffered > this.ctx.limits.maxLineLength * 2) this.socket.pause();
+    this.wake?.();
+  };
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly ctx: SmtpSessionContext,
+  ) {
+    this.framer = new LineFramer(ctx.limits.maxLineLength);
+    this.log = ctx.log.child({ session: this.id });
+  }
+
+  /** Greets the client and serves it until the relay ends, QUIT, timeout or disconnect. */
+  async run(): Promise<void> {
+    const client = { address: this.socket.remoteAddress, port: this.socket.remotePort };
+    this.log.debug({ client: client.address, listener: this.ctx.listener }, 'connection opened');
+    this.socket.on('data', this.onData);
+    this.socket.on('close', () => {
+      this.closed = true;
+      this.wake?.();
+    });
+    this.socket.on('error', (err) => this.log.debug({ err: err.message }, 'client socket error'));
+    this.preAuthTimer = setTimeout(
+      () => this.end('timeout', '421 4.4.2 Timeout: authentication took too long, closing connection'),
+      this.ctx.limits.preAuthTimeoutSeconds * 1000,
+    );
+    this.preAuthTimer.unref();
+    let outcome: Outcome = 'error';
+    let stats: RelayStats | undefined;
+    try {
+      this.send(`220 ${this.ctx.hostname} ESMTP ready`);
+      stats = await this.serve();
+      outcome = 'relayed';
+    } catch (err) {
+      if (err instanceof SessionEnd) outcome = err.outcome;
+      else {
+        this.log.error({ err }, 'session failed');
+        this.end('error', '421 4.3.0 Internal error, closing connection');
+      }
+    } finally {
+      clearTimeout(this.preAuthTimer);
+    }
+    this.log.info(
+      {
+        client: client.address,
+        clientPort: client.port,
+        listener: this.ctx.listener,
+        mechanism: this.mechanism,
+        user: this.user,
+        outcome,
+        durationMs: Date.now() - this.started,
+        bytesFromClient: stats?.bytesFromClient ?? 0,
+        bytesToClient: stats?.bytesToClient ?? 0,
+      },
+      'connection closed',
+    );
+  }
+
+  /** Closes the session from outside (shutdown). */
+  shutdown(): void {
+    if (this.relaying) this.socket.destroy();
+    else this.end('shutdown', '421 4.3.2 Server shutting down');
+  }
+
+  private send(line: string): void {
+    if (!this.closed && !this.socket.destroyed) this.socket.write(`${line}\r\n`);
+  }
+
+  private end(outcome: Outcome, farewell?: string): void {
+    if (this.closed) return;
+    if (farewell !== undefined) this.send(farewell);
+    this.closed = true;
+    this.endOutcome = outcome;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+    this.wake?.();
+  }
+
+  private async nextLine(): Promise<{ type: 'line'; line: Buffer } | { type: 'error' }> {
+    for (;;) {
+      if (this.closed) throw new SessionEnd(this.endOutcome ?? 'client_closed');
+      const frame = this.framer.readLine();
+      if (this.socket.isPaused() && this.framer.buffered <= this.ctx.limits.maxLineLength) this.socket.resume();
+      if (frame) return frame;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
+
+  private async serve(): Promise<RelayStats> {
+    for (;;) {
+      const frame = await this.nextLine();
+      this.commands += 1;
+      if (this.commands > this.ctx.limits.maxPreAuthCommands) {
+        this.end('too_many_commands', '421 4.7.0 Too many commands before authentication, closing connection');
+        throw new SessionEnd('too_many_commands');
+      }
+      if (frame.type === 'error') {
+        this.send('500 5.5.2 Error: line too long');
+        continue;
+      }
+      const line = frame.line.toString('latin1');
+      const match = /^([A-Za-z]+)(?: (.*))?$/.exec(line);
+      if (!match) {
+        this.send('500 5.5.2 Error: command not recognized');
+        continue;
+      }
+      const verb = match[1]!.toUpperCase();
+      const argument = match[2] ?? '';
+      const stats = await this.dispatch(verb, argument);
+      if (stats) return stats;
+    }
+  }
+
+  private async dispatch(verb: string, argument: string): Promise<RelayStats | void> {
+    switch (verb) {
+      case 'EHLO':
+      case 'HELO': {
+        const name = argument.trim();
+        if (!/^[\x21-\x7e]{1,255}$/.test(name)) return this.send('501 5.5.4 Syntax: EHLO hostname');
+        this.helo = name;
+        if (verb === 'HELO') return this.send(`250 ${this.ctx.hostname}`);
+        const extensions = this.ctx.extensions.current();
+        const lines = [this.ctx.hostname, ...extensions];
+        lines.forEach((l, i) => this.send(`250${i === lines.length - 1 ? ' ' : '-'}${l}`));
+        return;
+      }
+      case 'NOOP':
+        return this.send('250 2.0.0 OK');
+      case 'RSET':
+        return this.send('250 2.0.0 OK');
+      case 'QUIT':
+        this.end('quit', '221 2.0.0 Bye');
+        throw new SessionEnd('quit');
+      case 'STARTTLS':
+        return this.send('503 5.5.1 Error: TLS already active');
+      case 'HELP':
+        return this.send('214 2.0.0 See RFC 5321 and RFC 4954');
+      case 'AUTH':
+        return this.auth(argument);
+      default:
+        if (MAIL_COMMANDS.has(verb)) return this.send('530 5.7.0 Authentication required');
+        return this.send('502 5.5.2 Error: command not recognized');
+    }
+  }
+
+  private async auth(argument: string): Promise<RelayStats | void> {
+    if (this.helo === undefined) return this.send('503 5.5.1 Error: send EHLO first');
+    const [mechanismWord, initial, extra] = argument.split(' ');
+    const mechanism = (mechanismWord ?? '').toUpperCase();
+    if (!mechanism || extra !== undefined) return this.send('501 5.5.4 Syntax: AUTH mechanism [initial-response]');
+    const offered = this.ctx.extensions.current().find((e) => e.startsWith('AUTH '))?.split(' ').slice(1) ?? [];
+    if (!offered.includes(mechanism)) return this.send('504 5.5.4 Unrecognized authentication type');
+    this.mechanism = mechanism;
+    if (mechanism === 'LOGIN') return this.loginMechanism(initial);
+    const response = await this.saslResponse(initial, '');
+    if (!response) return;
+    if (mechanism === 'XOAUTH2' || mechanism === 'OAUTHBEARER') return this.tokenLogin(mechanism, response.bytes);
+    try {
+      const credentials = decodePlain(response.bytes);
+      checkPasswordLogin(credentials, this.passwordPolicy());
+      this.user = credentials.authcid;
+    } catch (err) {
+      return this.refuse(err);
+    }
+    return this.backendLogin({ kind: 'plain', initialResponse: response.text });
+  }
+
+  private async loginMechanism(initial: string | undefined): Promise<RelayStats | void> {
+    const userResponse = await this.saslResponse(initial, LOGIN_USERNAME_PROMPT);
+    if (!userResponse) return;
+    const passwordResponse = await this.saslResponse(undefined, LOGIN_PASSWORD_PROMPT);
+    if (!passwordResponse) return;
+    try {
+      const userName = decodeLoginField(userResponse.bytes);
+      decodeLoginField(passwordResponse.bytes);
+      checkPasswordLogin({ authcid: userName }, this.passwordPolicy());
+      this.user = userName;
+    } catch (err) {
+      return this.refuse(err);
+    }
+    return this.backendLogin({
+      kind: 'login-mechanism',
+      userResponse: userResponse.text || '=',
+      passwordResponse: passwordResponse.text || '=',
+    });
+  }
+
+  /** One SASL response: the initial one if given, else asked for with `334`. */
+  private async saslResponse(initial: string | undefined, challenge: string): Promise<{ bytes: Buffer; text: string } | undefined> {
+    let text = initial;
+    if (text === undefined) {
+      this.send(`334 ${challenge}`);
+      const frame = await this.nextLine();
+      if (frame.type === 'error') {
+        this.send('500 5.5.6 Authentication exchange line is too long');
+        return undefined;
+      }
+      text = frame.line.toString('latin1');
+      if (text === '*') {
+        this.send('501 5.7.0 Authentication cancelled');
+        return undefined;
+      }
+      if (text === '' && challenge !== '') return { bytes: Buffer.alloc(0), text: '' };
+    }
+    try {
+      return { bytes: decodeSaslResponse(text), text };
+    } catch {
+      this.send('501 5.5.2 Cannot decode response');
+      return undefined;
+    }
+  }
+
+  private async tokenLogin(mechanism: 'XOAUTH2' | 'OAUTHBEARER', message: Buffer): Promise<RelayStats | void> {
+    let credentials: BearerCredentials;
+    try {
+      credentials = mechanism === 'XOAUTH2' ? decodeXoauth2(message) : decodeOauthbearer(message);
+    } catch (err) {
+      if (err instanceof SaslError) {
+        this.log.info({ mechanism, reason: 'bad_sasl', detail: err.message }, 'authentication failed');
+        return this.send(`535 5.7.8 Invalid ${mechanism} message: ${err.message}`);
+      }
+      throw err;
+    }
+    this.user = credentials.user;
+    let identity: string;
+    try {
+      const result = await this.ctx.validator.validate(credentials.token);
+      identity = bindIdentity(credentials.user, result.identity);
+      this.user = identity;
+    } catch (err) {
+      const error = err instanceof AuthError ? err : new AuthError('provider_unavailable', String(err), { cause: err });
+      this.log.info({ mechanism, user: credentials.user, reason: error.code, detail: error.message }, 'authentication failed');
+      if (error.temporary) return this.send('454 4.7.0 Temporary authentication failure, try again later');
+      const challenge =
+        mechanism === 'XOAUTH2'
+          ? xoauth2ErrorChallenge({ scope: this.ctx.oauth.scope })
+          : oauthbearerErrorChallenge({
+              scope: this.ctx.oauth.scope,
+              openidConfiguration: `${this.ctx.oauth.issuer}/.well-known/openid-configuration`,
+            });
+      this.send(`334 ${challenge}`);
+      const reply = await this.nextLine();
+      if (reply.type === 'line' && !isDummyReply(reply.line)) {
+        this.log.debug('client answered the error challenge with something other than the dummy reply');
+      }
+      return this.send('535 5.7.8 Authentication credentials invalid');
+    }
+    const credentialsForBackend: SmtpBackendCredentials =
+      this.ctx.login === 'xclient'
+        ? { kind: 'xclient', user: identity }
+        : { kind: 'master', user: identity, masterUser: this.ctx.master.user, masterPassword: this.ctx.master.password };
+    return this.backendLogin(credentialsForBackend);
+  }
+
+  private refuse(err: unknown): void {
+    if (err instanceof GateError) {
+      this.log.info({ mechanism: this.mechanism, reason: err.code, detail: err.message }, 'authentication refused');
+      return this.send('535 5.7.8 Authentication credentials invalid');
+    }
+    throw err;
+  }
+
+  private passwordPolicy() {
+    return { masterUser: this.ctx.master.user, masterSeparator: this.ctx.master.separator };
+  }
+
+  private async backendLogin(credentials: SmtpBackendCredentials): Promise<RelayStats | void> {
+    const started = Date.now();
+    let result: Awaited<ReturnType<typeof loginToSmtpBackend>>;
+    try {
+      result = await loginToSmtpBackend({
+        connect: this.ctx.connectBackend,
+        responseTimeoutMs: this.ctx.backendResponseTimeoutMs,
+        origin: { address: this.socket.remoteAddress ?? '', port: this.socket.remotePort ?? 0, helo: this.helo ?? 'unknown' },
+        credentials,
+        localName: this.ctx.hostname,
+      });
+    } catch (err) {
+      const code = err instanceof AuthError ? err.code : 'backend_unavailable';
+      this.log.warn({ mechanism: this.mechanism, user: this.user, reason: code, detail: (err as Error).message }, 'backend login failed');
+      return this.send('454 4.7.0 Mail server temporarily unavailable, try again later');
+    }
+    if (this.closed) {
+      if (result.ok) result.socket.destroy();
+      return;
+    }
+    if (!result.ok) {
+      const master = credentials.kind === 'master';
+      this.log[master ? 'warn' : 'info'](
+        { mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply: `${result.reply.code} ${result.reply.lines.join(' ')}`.slice(0, 200) },
+        master
+          ? 'backend refused the master login: check master.user / master.password and that the user exists there'
+          : 'authentication failed',
+      );
+      const { code, lines } = result.reply;
+      return this.send(`${code === 334 ? 535 : code} ${lines[lines.length - 1] ?? ''}`.trimEnd());
+    }
+    this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
+    clearTimeout(this.preAuthTimer);
+    this.send('235 2.7.0 Authentication successful');
+    this.socket.off('data', this.onData);
+    this.relaying = true;
+    return relay(this.socket, result.socket, { toBackend: this.framer.takeRest(), toClient: result.rest });
+  }
+}
