@@ -107,7 +107,7 @@ export interface MintOptions {
 
 /** Options of {@link DevIdp.signToken}. */
 export interface SignOptions {
-  /** Default: the provider key's kid, a random one for a foreign key, none for a shared secret. */
+  /** Default: the provider key's kid (also for `public-as-secret`), a random one for a foreign key, none with `secret`. */
   kid?: string;
   /** Default RS256 (HS256 with `secret` or `public-as-secret`); `none` produces an unsigned token. */
   alg?: string;
@@ -702,19 +702,24 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
       },
 
       setFault(kind: DevIdpFault | null, o: FaultOptions = {}): Promise<void> {
-        const apply = async () => {
-          if (closed) throw new Error('dev IdP is closed');
-          releaseHungSockets();
-          const endpoints = o.endpoints ?? ['all'];
-          fault =
-            kind === null
-              ? null
-              : {
-                  kind,
-                  all: endpoints.includes('all'),
-                  endpoints: new Set(endpoints.filter((e): e is DevIdpEndpoint => e !== 'all')),
-                };
+        if (closed) return Promise.reject(new Error('dev IdP is closed'));
+        // The fault itself takes effect at once, so that a caller who does not await still
+        // sees it on the next request; only stopping or resuming listening takes a moment.
+        releaseHungSockets();
+        const endpoints = o.endpoints ?? ['all'];
+        fault =
+          kind === null
+            ? null
+            : {
+                kind,
+                all: endpoints.includes('all'),
+                endpoints: new Set(endpoints.filter((e): e is DevIdpEndpoint => e !== 'all')),
+              };
+        // Converges on whatever fault is current when it runs, so overlapping calls settle
+        // on the last one.
+        const converge = async () => {
           const down = fault?.kind === 'down' && fault.all;
+          if (closed) return;
           if (down && !serverDown) {
             serverDown = true;
             await stopListening();
@@ -723,7 +728,7 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
             serverDown = false;
           }
         };
-        faultChange = faultChange.then(apply, apply);
+        faultChange = faultChange.then(converge, converge);
         return faultChange;
       },
 

@@ -121,7 +121,9 @@ async function uidOf(account: string): Promise<number> {
   const result = await run('id', ['-u', account]);
   const value = Number.parseInt(result.output, 10);
   if (result.code !== 0 || !Number.isInteger(value)) {
-    throw new Error(`system account "${account}" not found (${result.output || 'id failed'}); Debian's postfix package creates it`);
+    throw new Error(
+      `system account "${account}" not found (${result.output || 'id failed'}); Debian's postfix package creates it`,
+    );
   }
   return value;
 }
@@ -355,18 +357,33 @@ interface Launched {
   child: ChildProcess;
   pgid: number;
   exited: Promise<void>;
+  watchdog: ChildProcess;
+}
+
+/**
+ * Stops the instance's process group once this process is gone, however it ends (even SIGKILL):
+ * the watchdog waits for end-of-file on a pipe whose other end only this process holds. A
+ * parent-death signal (setpriv --pdeathsig) cannot do it, because the kernel clears that when the
+ * master briefly takes the postfix account's identity during startup.
+ */
+function startWatchdog(pgid: number): ChildProcess {
+  // dash's kill takes no `--`; a negative number after the signal names the group.
+  const script = 'read -r _; kill -TERM "-$1" 2>/dev/null; sleep 5; kill -KILL "-$1" 2>/dev/null';
+  // Detached, so a Ctrl-C meant for us cannot kill the watchdog before it has done its job.
+  const watchdog = spawn('/bin/sh', ['-c', script, 'sasl-gate-postfix-watchdog', String(pgid)], {
+    detached: true,
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
+  watchdog.on('error', () => undefined);
+  watchdog.unref();
+  (watchdog.stdin as { unref?: () => void } | null)?.unref?.();
+  return watchdog;
 }
 
 async function launch(l: Layout, host: string, port: number): Promise<Launched> {
-  // The master stays in the foreground as our child; setpriv's parent-death signal takes it (and
-  // with it every daemon, which all watch the master) down even when this process is SIGKILLed.
-  const setpriv = (await exists('/usr/bin/setpriv')) ? '/usr/bin/setpriv' : undefined;
-  const masterArgs = ['-c', l.configDir, '-s'];
-  const [file, args] = setpriv
-    ? [setpriv, ['--pdeathsig', 'TERM', '--', MASTER, ...masterArgs]]
-    : [MASTER, masterArgs];
-  // Its own session and process group, so stop() can signal the master and all its daemons at once.
-  const child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The master stays in the foreground as our child (-s keeps its startup errors on stdout), in its
+  // own session and process group, so stop() can signal the master and all its daemons at once.
+  const child = spawn(MASTER, ['-c', l.configDir, '-s'], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const collect = (chunk: Buffer): void => {
     output = (output + chunk.toString('utf8')).slice(-16_384);
@@ -388,11 +405,13 @@ async function launch(l: Layout, host: string, port: number): Promise<Launched> 
   });
 
   const pgid = child.pid;
+  const watchdog = pgid === undefined ? undefined : startWatchdog(pgid);
   const fail = async (reason: string): Promise<never> => {
     if (pgid !== undefined) {
       signalGroup(pgid, 'SIGKILL');
       liveGroups.delete(pgid);
     }
+    watchdog?.kill('SIGKILL');
     await Promise.race([exited, sleep(2_000)]);
     const log = await readFile(l.logPath, 'utf8').catch(() => '');
     const text = `${output}\n${log}`;
@@ -401,7 +420,7 @@ async function launch(l: Layout, host: string, port: number): Promise<Launched> 
       /Address already in use/i.test(text),
     );
   };
-  if (pgid === undefined) return fail('could not be started');
+  if (pgid === undefined || watchdog === undefined) return fail('could not be started');
   liveGroups.add(pgid);
   installExitHook();
 
@@ -417,6 +436,12 @@ async function launch(l: Layout, host: string, port: number): Promise<Launched> 
       probe = await probeSmtp(host, port, 2_000);
     } catch (err) {
       lastProblem = err instanceof Error ? err.message : String(err);
+      // A daemon that dies at startup is only throttled and retried by the master: fail now, not at the deadline.
+      const log = await readFile(l.logPath, 'utf8').catch(() => '');
+      const fatal = log.split('\n').find((line) => /: fatal: |bad command startup -- throttling/.test(line));
+      if (fatal !== undefined) {
+        return fail(`has a daemon that cannot start (${fatal.replace(/^.*?: (?=fatal: |warning: )/, '')})`);
+      }
       await sleep(50);
       continue;
     }
@@ -425,7 +450,7 @@ async function launch(l: Layout, host: string, port: number): Promise<Launched> 
     if (!/^250[ -]AUTH /m.test(probe.ehlo)) {
       return fail(`offers no AUTH (Dovecot SASL unreachable?); EHLO said:\n${probe.ehlo}`);
     }
-    return { child, pgid, exited };
+    return { child, pgid, exited, watchdog };
   }
 }
 
@@ -438,7 +463,7 @@ function dovecotAddress(host: string): string {
   return host;
 }
 
-/** Starts a private Postfix delivering `domain` into the given Dovecot and authenticating through it; resolves once it greets and offers AUTH. */
+/** Starts a private Postfix that authenticates through and delivers into the given Dovecot; resolves once it offers AUTH. */
 export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstance> {
   if (process.getuid?.() !== 0) {
     throw new Error("Postfix's master must run as root (it binds ports and switches to the postfix account)");
@@ -452,7 +477,9 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
   if (!DOMAIN_RE.test(opts.domain)) throw new Error(`domain ${JSON.stringify(opts.domain)} is not a domain name`);
   const xclientHosts = opts.xclientHosts ?? ['127.0.0.0/8'];
   const badNetwork = xclientHosts.find((n) => !NETWORK_RE.test(n));
-  if (badNetwork !== undefined) throw new Error(`xclientHosts entry ${JSON.stringify(badNetwork)} is not an IPv4 address or network`);
+  if (badNetwork !== undefined) {
+    throw new Error(`xclientHosts entry ${JSON.stringify(badNetwork)} is not an IPv4 address or network`);
+  }
   const { authPort, lmtpPort } = opts.dovecot;
   if (authPort === undefined) {
     throw new Error('the Dovecot instance has no auth listener (authPort) for Postfix to authenticate against');
@@ -494,7 +521,9 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
       if (attempt === 1) {
         // Creates the queue's subdirectories with the owners and modes Postfix insists on.
         const check = await run(POSTFIX, ['-c', l.configDir, 'check']);
-        if (check.code !== 0) throw new Error(await diagnose(l, `failed its check (exit ${String(check.code)})`, check.output));
+        if (check.code !== 0) {
+          throw new Error(await diagnose(l, `failed its check (exit ${String(check.code)})`, check.output));
+        }
       }
       launched = await launch(l, host, port);
     } catch (err) {
@@ -504,7 +533,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
       throw err;
     }
   }
-  const { child, pgid, exited } = launched;
+  const { child, pgid, exited, watchdog } = launched;
   // Let a caller that forgets stop() still exit; the exit hook and the death signal clean up.
   child.unref();
   for (const stream of [child.stdout, child.stderr]) (stream as { unref?: () => void } | null)?.unref?.();
@@ -524,6 +553,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
     signalGroup(pgid, 'SIGKILL');
     for (let i = 0; i < 200 && groupAlive(pgid); i++) await sleep(25);
     liveGroups.delete(pgid);
+    watchdog.kill('SIGKILL');
     finalLog = await readFile(l.logPath, 'utf8').catch(() => '');
     if (!keepDir) await removeDir();
   };

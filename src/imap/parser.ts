@@ -27,6 +27,8 @@ export class ImapSyntaxError extends Error {
   }
 }
 
+/** Pre-login commands need one level (ID); a few more cost nothing, thousands would exhaust the stack. */
+const MAX_LIST_DEPTH = 8;
 const SP = 0x20;
 const DQUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -65,6 +67,7 @@ export function parseCommand(segments: CommandSegment[]): ImapCommand {
   const name = first.subarray(pos, nameEnd).toString('latin1').toUpperCase();
   pos = nameEnd;
 
+  let depth = 0;
   const parseValue = (): ImapValue => {
     const line = text();
     const byte = line[pos];
@@ -97,12 +100,14 @@ export function parseCommand(segments: CommandSegment[]): ImapCommand {
       return { type: 'string', value, form: 'literal' };
     }
     if (byte === 0x28 /* ( */) {
+      if (++depth > MAX_LIST_DEPTH) fail('Lists nested too deeply');
       pos++;
       const items: ImapValue[] = [];
       for (;;) {
         const current = text();
         if (current[pos] === 0x29 /* ) */) {
           pos++;
+          depth--;
           return { type: 'list', items };
         }
         if (items.length > 0) {

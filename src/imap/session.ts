@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { bindIdentity } from '../auth/identity.js';
@@ -6,7 +5,8 @@ import { checkPasswordLogin } from '../auth/password-policy.js';
 import type { TokenValidator } from '../auth/validator.js';
 import type { LimitsConfig } from '../config/schema.js';
 import { AuthError, GateError, SaslError } from '../errors.js';
-import { relay, type RelayStats } from '../relay/pipe.js';
+import type { RelayStats } from '../relay/pipe.js';
+import { PreAuthSession } from '../server/session.js';
 import { decodeSaslResponse } from '../sasl/base64.js';
 import { decodeOauthbearer, decodeXoauth2, type BearerCredentials } from '../sasl/bearer.js';
 import { isDummyReply, oauthbearerErrorChallenge, xoauth2ErrorChallenge } from '../sasl/challenge.js';
@@ -41,129 +41,37 @@ const AFTER_LOGIN = new Set([
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** How a session ended, for the one log line per connection. */
-type Outcome = 'logout' | 'relayed' | 'client_closed' | 'timeout' | 'too_many_commands' | 'error' | 'shutdown';
-
-/** Thrown inside the session to end the connection after a final untagged BYE. */
-class SessionEnd extends Error {
-  constructor(readonly outcome: Outcome) {
-    super(outcome);
-  }
-}
-
 /**
  * One client connection before login: sasl-gate answers it itself, authenticates the client,
  * logs into the backend on its behalf and then hands both sockets to the relay.
  */
-export class ImapSession {
-  readonly id = randomBytes(6).toString('base64url');
-  private readonly framer: ImapFramer;
-  private readonly log: Logger;
-  private readonly started = Date.now();
-  private wake: (() => void) | undefined;
-  private closed = false;
+export class ImapSession extends PreAuthSession<ImapFramer> {
   private commands = 0;
   private clientId: Array<[string, string]> = [];
-  private preAuthTimer: NodeJS.Timeout | undefined;
-  private mechanism: string | undefined;
-  private user: string | undefined;
-  private readonly onData = (chunk: Buffer) => {
-    this.framer.push(chunk);
-    // Bounded: a client that sends faster than commands are answered is paused, not buffered.
-    if (this.framer.buffered > this.ctx.limits.maxLineLength + this.ctx.limits.maxLiteralSize) this.socket.pause();
-    this.wake?.();
-  };
 
   constructor(
-    private readonly socket: Socket,
+    socket: Socket,
     private readonly ctx: ImapSessionContext,
   ) {
-    this.framer = new ImapFramer(ctx.limits);
-    this.log = ctx.log.child({ session: this.id });
+    super(socket, new ImapFramer(ctx.limits), ctx);
   }
 
-  /** Greets the client and serves it until login, logout, timeout or disconnect. */
-  async run(): Promise<void> {
-    const client = { address: this.socket.remoteAddress, port: this.socket.remotePort };
-    this.log.debug({ client: client.address, listener: this.ctx.listener }, 'connection opened');
-    this.socket.on('data', this.onData);
-    this.socket.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-    this.socket.on('error', (err) => this.log.debug({ err: err.message }, 'client socket error'));
-    this.preAuthTimer = setTimeout(() => this.end('timeout', '* BYE Login timeout: authentication took too long.'), this.ctx.limits.preAuthTimeoutSeconds * 1000);
-    this.preAuthTimer.unref();
-
-    let outcome: Outcome = 'error';
-    let relayStats: RelayStats | undefined;
-    try {
-      this.send(`* OK [CAPABILITY ${this.ctx.capabilities.current().join(' ')}] sasl-gate ready.`);
-      relayStats = await this.serve();
-      outcome = 'relayed';
-    } catch (err) {
-      if (err instanceof SessionEnd) outcome = err.outcome;
-      else {
-        this.log.error({ err }, 'session failed');
-        this.end('error', '* BYE Internal error.');
-      }
-    } finally {
-      clearTimeout(this.preAuthTimer);
-    }
-    this.log.info(
-      {
-        client: client.address,
-        clientPort: client.port,
-        listener: this.ctx.listener,
-        mechanism: this.mechanism,
-        user: this.user,
-        outcome,
-        durationMs: Date.now() - this.started,
-        bytesFromClient: relayStats?.bytesFromClient ?? 0,
-        bytesToClient: relayStats?.bytesToClient ?? 0,
-      },
-      'connection closed',
-    );
+  protected greet(): void {
+    this.send(`* OK [CAPABILITY ${this.ctx.capabilities.current().join(' ')}] sasl-gate ready.`);
   }
 
-  /** Closes the session from outside (shutdown). */
-  shutdown(): void {
-    // Inside the relay the byte stream belongs to the backend: a BYE could land mid-response.
-    if (this.relaying) this.socket.destroy();
-    else this.end('shutdown', '* BYE Server shutting down.');
+  protected farewell(reason: 'timeout' | 'shutdown' | 'error'): string {
+    if (reason === 'timeout') return '* BYE Login timeout: authentication took too long.';
+    if (reason === 'shutdown') return '* BYE Server shutting down.';
+    return '* BYE Internal error.';
   }
 
-  private send(line: string): void {
-    if (!this.closed && !this.socket.destroyed) this.socket.write(`${line}\r\n`);
-  }
-
-  private end(outcome: Outcome, bye?: string): void {
-    if (this.closed) return;
-    if (bye !== undefined) this.send(bye);
-    this.closed = true;
-    this.endOutcome = outcome;
-    this.socket.end();
-    setTimeout(() => this.socket.destroy(), 2000).unref();
-    this.wake?.();
-  }
-
-  private endOutcome: Outcome | undefined;
-  private relaying = false;
-
-  /** Waits for the next frame of the given kind; throws SessionEnd when the connection is over. */
-  private async next(kind: 'command' | 'line'): Promise<Frame> {
-    for (;;) {
-      if (this.closed) throw new SessionEnd(this.endOutcome ?? 'client_closed');
-      const frame = kind === 'command' ? this.framer.readCommand() : this.framer.readLine();
-      if (this.socket.isPaused() && this.framer.buffered <= this.ctx.limits.maxLineLength) this.socket.resume();
-      if (frame) return frame;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-      this.wake = undefined;
-    }
+  private next(kind: 'command' | 'line'): Promise<Frame> {
+    return this.nextFrame(() => (kind === 'command' ? this.framer.readCommand() : this.framer.readLine()));
   }
 
   /** The pre-login command loop; after a successful login it returns when the relay ends. */
-  private async serve(): Promise<RelayStats> {
+  protected async serve(): Promise<RelayStats> {
     for (;;) {
       const frame = await this.next('command');
       if (frame.type === 'continue') {
@@ -171,7 +79,7 @@ export class ImapSession {
         continue;
       }
       if (frame.type === 'error') {
-        const what = frame.error === 'line_too_long' ? 'Command line too long' : 'Literal too large';
+        const what = { line_too_long: 'Command line too long', literal_too_large: 'Literal too large', too_many_literals: 'Too many literals' }[frame.error];
         this.send(`${frame.tag ?? '*'} BAD [TOOBIG] ${what}.`);
         this.countCommand();
         continue;
@@ -193,10 +101,7 @@ export class ImapSession {
 
   private countCommand(): void {
     this.commands += 1;
-    if (this.commands > this.ctx.limits.maxPreAuthCommands) {
-      this.end('too_many_commands', '* BYE Too many commands before login.');
-      throw new SessionEnd('too_many_commands');
-    }
+    if (this.commands > this.ctx.limits.maxPreAuthCommands) this.stop('too_many_commands', '* BYE Too many commands before login.');
   }
 
   private async dispatch(command: ImapCommand): Promise<RelayStats | void> {
@@ -211,8 +116,7 @@ export class ImapSession {
       case 'LOGOUT':
         this.send('* BYE Logging out.');
         this.send(`${tag} OK Logout completed.`);
-        this.end('logout');
-        throw new SessionEnd('logout');
+        return this.stop('logout');
       case 'ID':
         return this.handleId(tag, args);
       case 'STARTTLS':
@@ -312,8 +216,8 @@ export class ImapSession {
     }
     return this.backendLogin(tag, {
       kind: 'login-mechanism',
-      userResponse: userResponse.text || '=',
-      passwordResponse: passwordResponse.text || '=',
+      userResponse: userResponse.text,
+      passwordResponse: passwordResponse.text,
     });
   }
 
@@ -340,8 +244,8 @@ export class ImapSession {
         this.send(`${tag} BAD Authentication cancelled.`);
         return undefined;
       }
-      // LOGIN's legacy clients answer with an empty line for an empty field.
-      if (text === '' && challenge !== '') return { bytes: Buffer.alloc(0), text: '' };
+      // An empty line is an empty response (RFC 3501 section 6.2.2).
+      if (text === '') return { bytes: Buffer.alloc(0), text: '' };
     }
     try {
       return { bytes: decodeSaslResponse(text), text };
@@ -445,29 +349,27 @@ export class ImapSession {
       this.log.warn({ mechanism: this.mechanism, user: this.user, reason: code, detail: (err as Error).message }, 'backend login failed');
       return this.send(`${tag} NO [UNAVAILABLE] Mail server temporarily unavailable, try again later.`);
     }
-    if (this.closed) {
+    if (this.isClosed) {
       if (result.ok) result.socket.destroy();
       return;
     }
     if (!result.ok) {
-      const level = credentials.kind === 'master' ? 'warn' : 'info';
-      this.log[level](
+      if (credentials.kind === 'master') {
+        // The token was good: a refusal here is sasl-gate's configuration or a missing mailbox,
+        // never something the client should drop its credentials over.
+        this.log.error(
+          { mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply: result.text.slice(0, 200) },
+          'backend refused the master login: check master.user / master.password, and that the user exists there',
+        );
+        return this.send(`${tag} NO [UNAVAILABLE] Mailbox temporarily unavailable, try again later.`);
+      }
+      this.log.info(
         { mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply: result.text.slice(0, 200) },
-        credentials.kind === 'master'
-          ? 'backend refused the master login: check master.user / master.password and that the user exists there'
-          : 'authentication failed',
+        'authentication failed',
       );
       return this.send(`${tag} ${result.status} ${result.text}`);
     }
-    this.log.info(
-      { mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started },
-      'authenticated',
-    );
-    clearTimeout(this.preAuthTimer);
-    this.send(`${tag} OK ${result.text}`);
-    this.socket.off('data', this.onData);
-    this.relaying = true;
-    const toBackend = this.framer.takeRest();
-    return relay(this.socket, result.socket, { toBackend, toClient: result.rest });
+    this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
+    return this.startRelay(`${tag} OK ${result.text}`, result.socket, result.rest);
   }
 }

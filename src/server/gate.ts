@@ -142,7 +142,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     if (listener.tls !== 'implicit') continue;
     const createSession = await factoryFor(listener.protocol);
     const name = listenerName(listener, index);
-    const server = createTlsServer({ cert: material.cert, key: material.key, minVersion: 'TLSv1.2' }, (socket: TLSSocket) => {
+    const server = createTlsServer({ cert: material.cert, key: material.key, minVersion: 'TLSv1.2', allowHalfOpen: true }, (socket: TLSSocket) => {
       socket.setNoDelay(true);
       socket.setKeepAlive(true, 60_000);
       const session = createSession(socket, name);

@@ -6,6 +6,9 @@ export function stripCr(line: Buffer): Buffer {
   return line.length > 0 && line[line.length - 1] === 0x0d ? line.subarray(0, line.length - 1) : line;
 }
 
+/** Enough of a skipped line's end to recognise an IMAP literal announcement (`{n+}`). */
+const TAIL_BYTES = 32;
+
 /** A line, or the news that one was too long (and has been skipped). */
 export type LineFrame = { type: 'line'; line: Buffer } | { type: 'error'; error: 'line_too_long' };
 
@@ -22,6 +25,8 @@ export class LineFramer {
   protected discardBytes = 0;
   /** Drop input up to and including the next LF (the rest of an over-long line). */
   private discardLine = false;
+  /** The last bytes of the line being dropped: its end may announce more data to drop. */
+  private discardTail: Buffer = Buffer.alloc(0);
 
   constructor(protected readonly maxLineLength: number) {}
 
@@ -64,6 +69,7 @@ export class LineFramer {
   /** Drops what has arrived of the current line and the rest of it, up to the next LF. */
   protected discardRestOfLine(): void {
     this.discardLine = true;
+    this.discardTail = this.buffer.subarray(Math.max(0, this.buffer.length - TAIL_BYTES));
     this.buffer = Buffer.alloc(0);
     this.scanFrom = 0;
   }
@@ -79,15 +85,23 @@ export class LineFramer {
     if (this.discardLine) {
       const end = this.buffer.indexOf(LF);
       if (end < 0) {
+        this.discardTail = Buffer.concat([this.discardTail, this.buffer]).subarray(-TAIL_BYTES);
         this.buffer = Buffer.alloc(0);
         this.scanFrom = 0;
         return false;
       }
+      const tail = stripCr(Buffer.concat([this.discardTail, this.buffer.subarray(0, end)]).subarray(-TAIL_BYTES));
       this.consume(end + 1);
       this.discardLine = false;
+      this.discardTail = Buffer.alloc(0);
+      this.onDiscardedLineEnd(tail);
+      return this.skipDiscarded();
     }
     return true;
   }
+
+  /** Called with the last bytes of a skipped over-long line; protocols with literals look there. */
+  protected onDiscardedLineEnd(_tail: Buffer): void {}
 
   protected consume(n: number): void {
     this.buffer = this.buffer.subarray(n);

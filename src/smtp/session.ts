@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { bindIdentity } from '../auth/identity.js';
@@ -7,13 +6,14 @@ import type { TokenValidator } from '../auth/validator.js';
 import type { LimitsConfig } from '../config/schema.js';
 import { AuthError, GateError, SaslError } from '../errors.js';
 import type { BackendConnector } from '../imap/backend.js';
-import { relay, type RelayStats } from '../relay/pipe.js';
+import type { RelayStats } from '../relay/pipe.js';
 import { decodeSaslResponse } from '../sasl/base64.js';
 import { decodeOauthbearer, decodeXoauth2, type BearerCredentials } from '../sasl/bearer.js';
 import { isDummyReply, oauthbearerErrorChallenge, xoauth2ErrorChallenge } from '../sasl/challenge.js';
 import { decodeLoginField, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT } from '../sasl/login.js';
 import { decodePlain } from '../sasl/plain.js';
-import { LineFramer } from '../server/line-framer.js';
+import { LineFramer, type LineFrame } from '../server/line-framer.js';
+import { PreAuthSession } from '../server/session.js';
 import { loginToSmtpBackend, type SmtpBackendCredentials } from './backend-login.js';
 
 /** Everything an SMTP session needs; each I/O seam is injected. */
@@ -36,130 +36,41 @@ export interface SmtpSessionContext {
 /** Commands of a mail transaction: refused until the client has authenticated. */
 const MAIL_COMMANDS = new Set(['MAIL', 'RCPT', 'DATA', 'BDAT', 'VRFY', 'EXPN', 'ETRN', 'TURN', 'ATRN']);
 
-type Outcome = 'quit' | 'relayed' | 'client_closed' | 'timeout' | 'too_many_commands' | 'error' | 'shutdown';
-
-class SessionEnd extends Error {
-  constructor(readonly outcome: Outcome) {
-    super(outcome);
-  }
-}
-
 /**
  * One SMTP submission connection before AUTH: sasl-gate answers EHLO and AUTH itself (RFC 4954
  * replies), logs into the backend on the client's behalf, then relays bytes untouched.
  */
-export class SmtpSession {
-  readonly id = randomBytes(6).toString('base64url');
-  private readonly framer: LineFramer;
-  private readonly log: Logger;
-  private readonly started = Date.now();
-  private wake: (() => void) | undefined;
-  private closed = false;
-  private endOutcome: Outcome | undefined;
-  private relaying = false;
+export class SmtpSession extends PreAuthSession<LineFramer> {
   private commands = 0;
   private helo: string | undefined;
-  private preAuthTimer: NodeJS.Timeout | undefined;
-  private mechanism: string | undefined;
-  private user: string | undefined;
-  private readonly onData = (chunk: Buffer) => {
-    this.framer.push(chunk);
-    if (this.framer.buffered > this.ctx.limits.maxLineLength * 2) this.socket.pause();
-    this.wake?.();
-  };
 
   constructor(
-    private readonly socket: Socket,
+    socket: Socket,
     private readonly ctx: SmtpSessionContext,
   ) {
-    this.framer = new LineFramer(ctx.limits.maxLineLength);
-    this.log = ctx.log.child({ session: this.id });
+    super(socket, new LineFramer(ctx.limits.maxLineLength), ctx);
   }
 
-  /** Greets the client and serves it until the relay ends, QUIT, timeout or disconnect. */
-  async run(): Promise<void> {
-    const client = { address: this.socket.remoteAddress, port: this.socket.remotePort };
-    this.log.debug({ client: client.address, listener: this.ctx.listener }, 'connection opened');
-    this.socket.on('data', this.onData);
-    this.socket.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-    this.socket.on('error', (err) => this.log.debug({ err: err.message }, 'client socket error'));
-    this.preAuthTimer = setTimeout(
-      () => this.end('timeout', '421 4.4.2 Timeout: authentication took too long, closing connection'),
-      this.ctx.limits.preAuthTimeoutSeconds * 1000,
-    );
-    this.preAuthTimer.unref();
-    let outcome: Outcome = 'error';
-    let stats: RelayStats | undefined;
-    try {
-      this.send(`220 ${this.ctx.hostname} ESMTP ready`);
-      stats = await this.serve();
-      outcome = 'relayed';
-    } catch (err) {
-      if (err instanceof SessionEnd) outcome = err.outcome;
-      else {
-        this.log.error({ err }, 'session failed');
-        this.end('error', '421 4.3.0 Internal error, closing connection');
-      }
-    } finally {
-      clearTimeout(this.preAuthTimer);
-    }
-    this.log.info(
-      {
-        client: client.address,
-        clientPort: client.port,
-        listener: this.ctx.listener,
-        mechanism: this.mechanism,
-        user: this.user,
-        outcome,
-        durationMs: Date.now() - this.started,
-        bytesFromClient: stats?.bytesFromClient ?? 0,
-        bytesToClient: stats?.bytesToClient ?? 0,
-      },
-      'connection closed',
-    );
+  protected greet(): void {
+    this.send(`220 ${this.ctx.hostname} ESMTP ready`);
   }
 
-  /** Closes the session from outside (shutdown). */
-  shutdown(): void {
-    if (this.relaying) this.socket.destroy();
-    else this.end('shutdown', '421 4.3.2 Server shutting down');
+  protected farewell(reason: 'timeout' | 'shutdown' | 'error'): string {
+    if (reason === 'timeout') return '421 4.4.2 Timeout: authentication took too long, closing connection';
+    if (reason === 'shutdown') return '421 4.3.2 Server shutting down';
+    return '421 4.3.0 Internal error, closing connection';
   }
 
-  private send(line: string): void {
-    if (!this.closed && !this.socket.destroyed) this.socket.write(`${line}\r\n`);
+  private nextLine(): Promise<LineFrame> {
+    return this.nextFrame(() => this.framer.readLine());
   }
 
-  private end(outcome: Outcome, farewell?: string): void {
-    if (this.closed) return;
-    if (farewell !== undefined) this.send(farewell);
-    this.closed = true;
-    this.endOutcome = outcome;
-    this.socket.end();
-    setTimeout(() => this.socket.destroy(), 2000).unref();
-    this.wake?.();
-  }
-
-  private async nextLine(): Promise<{ type: 'line'; line: Buffer } | { type: 'error' }> {
-    for (;;) {
-      if (this.closed) throw new SessionEnd(this.endOutcome ?? 'client_closed');
-      const frame = this.framer.readLine();
-      if (this.socket.isPaused() && this.framer.buffered <= this.ctx.limits.maxLineLength) this.socket.resume();
-      if (frame) return frame;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-      this.wake = undefined;
-    }
-  }
-
-  private async serve(): Promise<RelayStats> {
+  protected async serve(): Promise<RelayStats> {
     for (;;) {
       const frame = await this.nextLine();
       this.commands += 1;
       if (this.commands > this.ctx.limits.maxPreAuthCommands) {
-        this.end('too_many_commands', '421 4.7.0 Too many commands before authentication, closing connection');
-        throw new SessionEnd('too_many_commands');
+        this.stop('too_many_commands', '421 4.7.0 Too many commands before authentication, closing connection');
       }
       if (frame.type === 'error') {
         this.send('500 5.5.2 Error: line too long');
@@ -196,8 +107,7 @@ export class SmtpSession {
       case 'RSET':
         return this.send('250 2.0.0 OK');
       case 'QUIT':
-        this.end('quit', '221 2.0.0 Bye');
-        throw new SessionEnd('quit');
+        return this.stop('logout', '221 2.0.0 Bye');
       case 'STARTTLS':
         return this.send('503 5.5.1 Error: TLS already active');
       case 'HELP':
@@ -247,8 +157,8 @@ export class SmtpSession {
     }
     return this.backendLogin({
       kind: 'login-mechanism',
-      userResponse: userResponse.text || '=',
-      passwordResponse: passwordResponse.text || '=',
+      userResponse: userResponse.text,
+      passwordResponse: passwordResponse.text,
     });
   }
 
@@ -267,7 +177,8 @@ export class SmtpSession {
         this.send('501 5.7.0 Authentication cancelled');
         return undefined;
       }
-      if (text === '' && challenge !== '') return { bytes: Buffer.alloc(0), text: '' };
+      // An empty line is an empty response (RFC 4954 section 4).
+      if (text === '') return { bytes: Buffer.alloc(0), text: '' };
     }
     try {
       return { bytes: decodeSaslResponse(text), text };
@@ -347,26 +258,25 @@ export class SmtpSession {
       this.log.warn({ mechanism: this.mechanism, user: this.user, reason: code, detail: (err as Error).message }, 'backend login failed');
       return this.send('454 4.7.0 Mail server temporarily unavailable, try again later');
     }
-    if (this.closed) {
+    if (this.isClosed) {
       if (result.ok) result.socket.destroy();
       return;
     }
     if (!result.ok) {
-      const master = credentials.kind === 'master';
-      this.log[master ? 'warn' : 'info'](
-        { mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply: `${result.reply.code} ${result.reply.lines.join(' ')}`.slice(0, 200) },
-        master
-          ? 'backend refused the master login: check master.user / master.password and that the user exists there'
-          : 'authentication failed',
-      );
+      const backendReply = `${result.reply.code} ${result.reply.lines.join(' ')}`.slice(0, 200);
+      if (credentials.kind === 'master') {
+        // The token was good: a refusal here is sasl-gate's configuration or a missing mailbox.
+        this.log.error(
+          { mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply },
+          'backend refused the master login: check master.user / master.password, and that the user exists there',
+        );
+        return this.send('454 4.7.0 Temporary authentication failure, try again later');
+      }
+      this.log.info({ mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply }, 'authentication failed');
       const { code, lines } = result.reply;
       return this.send(`${code === 334 ? 535 : code} ${lines[lines.length - 1] ?? ''}`.trimEnd());
     }
     this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
-    clearTimeout(this.preAuthTimer);
-    this.send('235 2.7.0 Authentication successful');
-    this.socket.off('data', this.onData);
-    this.relaying = true;
-    return relay(this.socket, result.socket, { toBackend: this.framer.takeRest(), toClient: result.rest });
+    return this.startRelay('235 2.7.0 Authentication successful', result.socket, result.rest);
   }
 }

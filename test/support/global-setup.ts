@@ -3,9 +3,10 @@
  * before any test file starts (installing them once, not per worker).
  */
 import { ensureDovecotInstalled } from '../../src/devstack/dovecot.js';
+import { ensurePostfixInstalled } from '../../src/devstack/postfix.js';
 
 /** Prepares the machine for the integration tests. */
 export default async function setup(): Promise<void> {
-  const steps: Array<() => Promise<void>> = [ensureDovecotInstalled];
+  const steps: Array<() => Promise<void>> = [ensureDovecotInstalled, ensurePostfixInstalled];
   for (const step of steps) await step();
 }

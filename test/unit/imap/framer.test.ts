@@ -74,6 +74,28 @@ describe('ImapFramer', () => {
     expect(texts(out[1])).toEqual(['a2 NOOP']);
   });
 
+  it('skips a literal announced at the end of an over-long line, instead of running it as commands', () => {
+    const out = frames([`a NOOP ${'A'.repeat(150)}`, ' {8+}\r\nx NOOP\r\n', '\r\nc NOOP\r\n']);
+    expect(out[0]).toMatchObject({ type: 'error', error: 'line_too_long', tag: 'a' });
+    expect(texts(out[1])).toEqual(['c NOOP']);
+    expect(out).toHaveLength(2);
+  });
+
+  it('skips a literal announced at the end of a complete over-long line', () => {
+    const out = frames([`a NOOP ${'A'.repeat(150)} {3+}\r\nxyz\r\nb NOOP\r\n`]);
+    expect(out[0]).toMatchObject({ type: 'error', error: 'line_too_long', tag: 'a' });
+    expect(texts(out[1])).toEqual(['b NOOP']);
+  });
+
+  it('limits the number of literals in one command', () => {
+    const framer = new ImapFramer({ maxLineLength: 100_000, maxLiteralSize: 100_000 });
+    framer.push(Buffer.from(`a ID (${'{0+}\r\n'.repeat(40)})\r\nb NOOP\r\n`));
+    const first = framer.readCommand();
+    expect(first).toMatchObject({ type: 'error', error: 'too_many_literals', tag: 'a' });
+    const next = framer.readCommand();
+    expect(texts(next ?? undefined)).toEqual(['b NOOP']);
+  });
+
   it('never buffers more than the line limit while waiting for a line end', () => {
     const framer = new ImapFramer(limits);
     for (let i = 0; i < 1000; i++) {

@@ -58,6 +58,7 @@ describe('parseCommand', () => {
     ['a1 LOGIN a b ', 'a1'],
     ['a1 LOGIN {5}', 'a1'],
     ['a1 LOGIN "x"y', 'a1'],
+    [`a1 ID ${'('.repeat(60_000)}`, 'a1'],
   ])('rejects %j with a syntax error carrying tag %s', (line, tag) => {
     try {
       parseCommand([seg(line)]);
