@@ -21,8 +21,8 @@ export interface StrategyReport {
 /**
  * Validates a token with the strategies of `oauth.validation`, in order. A strategy that cannot
  * judge the token (an opaque token for `jwt`) or whose claims name no user (a lightweight JWT)
- * passes it to the next; a definite rejection ends the search; a provider failure is remembered
- * and, if no later strategy decides, becomes the answer, so an outage is never a rejection.
+ * passes it to the next; a definite rejection ends the search, and so does a provider failure,
+ * which is answered as a temporary failure, never as a rejection.
  */
 export class ChainValidator implements TokenValidator {
   readonly provider: ProviderClient;
@@ -60,7 +60,6 @@ export class ChainValidator implements TokenValidator {
   /** Runs the strategies without the cache and reports what each one concluded. */
   async explain(token: string): Promise<{ result: TokenIdentity; reports: StrategyReport[] }> {
     const reports: StrategyReport[] = [];
-    let temporary: AuthError | undefined;
     let verified: Record<string, unknown> = {};
     let noIdentity: AuthError | undefined;
     for (const strategy of this.strategies) {
@@ -70,9 +69,10 @@ export class ChainValidator implements TokenValidator {
       } catch (err) {
         const error = err instanceof AuthError ? err : new AuthError('provider_unavailable', String(err), { cause: err });
         if (error.temporary) {
+          // Not passed on: a later strategy may check less (userinfo cannot check the audience),
+          // and an outage must not make a token that one strategy could not judge acceptable.
           reports.push({ strategy: strategy.name, verdict: 'unavailable', reason: error.message, code: error.code });
-          temporary ??= error;
-          continue;
+          throw Object.assign(error, { reports });
         }
         reports.push({ strategy: strategy.name, verdict: 'rejected', reason: error.message, code: error.code });
         throw Object.assign(error, { reports });
@@ -106,7 +106,6 @@ export class ChainValidator implements TokenValidator {
       };
     }
     const error =
-      temporary ??
       noIdentity ??
       new AuthError('bad_token', `no strategy could judge the token (${reports.map((r) => `${r.strategy}: ${r.reason}`).join('; ')})`);
     throw Object.assign(error, { reports });

@@ -15,6 +15,10 @@ export function identityFromClaims(claims: Record<string, unknown>, claimNames: 
       if (err instanceof SaslError) throw new AuthError('bad_identity', `claim ${claim} is not a usable user name`);
       throw err;
     }
+    if (claim === 'email' && (claims['email_verified'] === false || claims['email_verified'] === 'false')) {
+      // Where users may edit their own address, an unverified one could name someone else's mailbox.
+      throw new AuthError('email_not_verified', 'the e-mail address in the token is marked unverified');
+    }
     if (value.includes(masterSeparator)) {
       throw new AuthError('bad_identity', `claim ${claim} contains the master separator`);
     }

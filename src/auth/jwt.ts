@@ -1,4 +1,4 @@
-import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import type { OAuthConfig } from '../config/schema.js';
 import { AuthError } from '../errors.js';
 import { acceptedAudiences, checkAudience } from './claims.js';
@@ -20,7 +20,7 @@ function classify(err: unknown): AuthError {
   }
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return new AuthError('bad_token', 'token signature invalid');
   if (err instanceof joseErrors.JWKSTimeout) return new AuthError('provider_unavailable', 'JWKS request timed out', { cause: err });
-  if (err instanceof joseErrors.JWKSInvalid || err instanceof joseErrors.JWKSMultipleMatchingKeys) {
+  if (err instanceof joseErrors.JWKSInvalid) {
     return new AuthError('provider_unavailable', `issuer JWKS unusable: ${err.message}`, { cause: err });
   }
   if (err instanceof joseErrors.JOSEError) return new AuthError('bad_token', `token rejected: ${err.code}`);
@@ -57,6 +57,27 @@ export class JwtStrategy implements Strategy {
         : undefined;
   }
 
+  /**
+   * Verifies with the issuer's keys. A token without `kid` may match several published keys
+   * (during a rotation): each candidate is tried, and the token is good if one verifies it.
+   */
+  private async verifyWithPublishedKeys(token: string, options: JWTVerifyOptions): Promise<JWTPayload> {
+    const keys = await this.provider.keys();
+    try {
+      return (await jwtVerify(token, keys, options)).payload;
+    } catch (err) {
+      if (!(err instanceof joseErrors.JWKSMultipleMatchingKeys)) throw err;
+      for await (const key of err) {
+        try {
+          return (await jwtVerify(token, key, options)).payload;
+        } catch (inner) {
+          if (!(inner instanceof joseErrors.JWSSignatureVerificationFailed)) throw inner;
+        }
+      }
+      throw new joseErrors.JWSSignatureVerificationFailed();
+    }
+  }
+
   async check(token: string): Promise<StrategyOutcome> {
     if (!looksLikeJwt(token)) return { skip: 'not a JWT' };
     let header: ReturnType<typeof decodeProtectedHeader>;
@@ -80,7 +101,7 @@ export class JwtStrategy implements Strategy {
     try {
       payload = alg.startsWith('HS')
         ? (await jwtVerify(token, this.secret!, options)).payload
-        : (await jwtVerify(token, await this.provider.keys(), options)).payload;
+        : await this.verifyWithPublishedKeys(token, options);
     } catch (err) {
       throw classify(err);
     }

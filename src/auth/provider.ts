@@ -22,6 +22,11 @@ function isLoopbackHttp(url: URL): boolean {
   return url.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
 }
 
+/** Where the issuer's OpenID configuration is, for the RFC 7628 error challenge. */
+export function openidConfigurationUrl(issuer: string): string {
+  return `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
+}
+
 /** The reason of a failed provider call in one line, with its cause (e.g. ECONNREFUSED). */
 export function describeError(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
@@ -153,7 +158,7 @@ export class ProviderClient {
     if (metadata.jwks_uri) {
       const jwksOptions: Parameters<typeof createRemoteJWKSet>[1] = {
         timeoutDuration: oauth.requestTimeoutSeconds * 1000,
-        cooldownDuration: 30_000,
+        cooldownDuration: oauth.jwksRefetchCooldownSeconds * 1000,
         cacheMaxAge: 10 * 60_000,
       };
       if (this.options.fetch) jwksOptions[joseCustomFetch] = this.options.fetch;

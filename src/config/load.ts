@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { configSchema, type Config } from './schema.js';
@@ -118,7 +118,22 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
     if (password === '') throw new ConfigError('master.passwordFile', 'the file is empty');
   }
 
+  for (const key of ['cert', 'key'] as const) {
+    const path = config.tls[key];
+    if (path === undefined) continue;
+    try {
+      accessSync(path, constants.R_OK);
+    } catch (err) {
+      throw new ConfigError(`tls.${key}`, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  }
+
   const warnings: string[] = [];
+  if (config.oauth.algorithms.some((a) => a.startsWith('HS'))) {
+    warnings.push(
+      'oauth.algorithms allows HMAC: anyone who holds oauth.clientSecret can make tokens for any user; allow it only for a confidential client whose secret no mail client sees',
+    );
+  }
   if (config.oauth.validation.includes('userinfo') && config.oauth.validation.length === 1) {
     warnings.push('oauth.validation: userinfo alone cannot check who a token was issued for (its audience); prefer jwt or introspection');
   }

@@ -71,7 +71,8 @@ const httpsUrl = () =>
       ctx.addIssue({ code: 'custom', message: 'must be an https:// URL (http:// only on loopback)' });
       return z.NEVER;
     }
-    return url.href.replace(/\/$/, '');
+    // Issuers are compared as exact strings (OpenID Connect Discovery 4.3): keep it as written.
+    return value.trim();
   });
 
 /** Algorithms accepted for JWT access tokens unless `oauth.algorithms` says otherwise. */
@@ -81,7 +82,7 @@ export const ASYMMETRIC_ALGORITHMS = [
 const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'] as const;
 const ALGORITHMS = [...ASYMMETRIC_ALGORITHMS, ...HMAC_ALGORITHMS] as const;
 
-const listenerSchema = z.object({
+const listenerSchema = z.strictObject({
   protocol: z.enum(['imap', 'smtp']),
   bind: hostPort(),
   tls: z.enum(['implicit', 'starttls']).default('implicit'),
@@ -89,15 +90,24 @@ const listenerSchema = z.object({
 });
 
 const limitsSchema = z
-  .object({
+  .strictObject({
     maxLineLength: integer(1024, 1 << 24).default(65536),
     maxLiteralSize: integer(1024, 1 << 24).default(65536),
     maxPreAuthCommands: integer(1, 100000).default(50),
     preAuthTimeoutSeconds: integer(1, 3600).default(60),
+    maxConnections: integer(1, 10_000_000).default(20_000),
+    maxConnectionsPerAddress: integer(1, 10_000_000).default(100),
   })
-  .default({ maxLineLength: 65536, maxLiteralSize: 65536, maxPreAuthCommands: 50, preAuthTimeoutSeconds: 60 });
+  .default({
+    maxLineLength: 65536,
+    maxLiteralSize: 65536,
+    maxPreAuthCommands: 50,
+    preAuthTimeoutSeconds: 60,
+    maxConnections: 20_000,
+    maxConnectionsPerAddress: 100,
+  });
 
-const imapBackendSchema = z.object({
+const imapBackendSchema = z.strictObject({
   host: text(),
   port: integer(1, 65535).default(143),
   connectTimeoutSeconds: integer(1, 300).default(10),
@@ -105,7 +115,7 @@ const imapBackendSchema = z.object({
   capabilityRefreshSeconds: integer(10, 86400).default(300),
 });
 
-const smtpBackendSchema = z.object({
+const smtpBackendSchema = z.strictObject({
   host: text(),
   port: integer(1, 65535).default(587),
   login: z.enum(['xclient', 'master']).default('xclient'),
@@ -115,7 +125,7 @@ const smtpBackendSchema = z.object({
 });
 
 const oauthSchema = z
-  .object({
+  .strictObject({
     issuer: httpsUrl(),
     audience: list(text()).default([]),
     validation: list(z.enum(['jwt', 'introspection', 'userinfo']), 1).default(['jwt']),
@@ -126,6 +136,7 @@ const oauthSchema = z
     clockSkewSeconds: integer(0, 600).default(30),
     scope: text().default('openid email'),
     requestTimeoutSeconds: integer(1, 120).default(10),
+    jwksRefetchCooldownSeconds: integer(0, 3600).default(10),
     clientAuthMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
     jwksUri: httpsUrl().optional(),
     introspectionEndpoint: httpsUrl().optional(),
@@ -133,16 +144,16 @@ const oauthSchema = z
     requiredScopes: list(text()).default([]),
     requireEmailVerified: boolean().default(false),
     allowedEmailDomains: list(text()).default([]),
-    requiredClaim: z.object({ name: text(), value: text() }).optional(),
+    requiredClaim: z.strictObject({ name: text(), value: text() }).optional(),
     cache: z
-      .object({
+      .strictObject({
         maxEntries: integer(0, 10_000_000).default(10_000),
         maxTtlSeconds: integer(0, 86_400).default(300),
         negativeTtlSeconds: integer(0, 3600).default(10),
       })
       .default({ maxEntries: 10_000, maxTtlSeconds: 300, negativeTtlSeconds: 10 }),
     breaker: z
-      .object({
+      .strictObject({
         failureThreshold: integer(1, 1000).default(5),
         openSeconds: integer(1, 3600).default(15),
       })
@@ -173,7 +184,7 @@ const oauthSchema = z
   });
 
 const masterSchema = z
-  .object({
+  .strictObject({
     user: text(),
     password: z.string().min(1).optional(),
     passwordFile: text().optional(),
@@ -190,27 +201,27 @@ const masterSchema = z
 
 /** The whole configuration file, before secrets are read from files. */
 export const configSchema = z
-  .object({
+  .strictObject({
     listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
     hostname: z
       .string()
       .regex(/^[A-Za-z0-9.-]{1,253}$/, 'must be a host name')
       .default(() => hostname().replace(/[^A-Za-z0-9.-]/g, '-') || 'localhost'),
     tls: z
-      .object({ cert: text().optional(), key: text().optional(), devCertDir: text().default('certs') })
+      .strictObject({ cert: text().optional(), key: text().optional(), devCertDir: text().default('certs') })
       .default({ devCertDir: 'certs' })
       .superRefine((t, ctx) => {
         if ((t.cert === undefined) !== (t.key === undefined)) {
           ctx.addIssue({ code: 'custom', path: [t.cert ? 'key' : 'cert'], message: 'tls.cert and tls.key go together' });
         }
       }),
-    backends: z.object({ imap: imapBackendSchema.optional(), smtp: smtpBackendSchema.optional() }),
+    backends: z.strictObject({ imap: imapBackendSchema.optional(), smtp: smtpBackendSchema.optional() }),
     master: masterSchema,
     oauth: oauthSchema,
-    admin: z.object({ bind: hostPort().optional() }).default({}),
+    admin: z.strictObject({ bind: hostPort().optional() }).default({}),
     limits: limitsSchema,
     log: z
-      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .default({ level: 'info' }),
   })
   .superRefine((c, ctx) => {

@@ -10,6 +10,7 @@ import type { ListenerConfig } from '../config/schema.js';
 import { tcpConnector, type BackendConnector } from '../imap/backend.js';
 import { advertisedCapabilities, IMAP_FALLBACK, probeImapCapabilities } from '../imap/capabilities.js';
 import { CapabilityCache } from './capability-cache.js';
+import { ConnectionLimiter } from './limits.js';
 import { ImapSession } from '../imap/session.js';
 import { advertisedSmtpExtensions, probeSmtpExtensions } from '../smtp/capabilities.js';
 import { SmtpSession } from '../smtp/session.js';
@@ -138,6 +139,12 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     return factory;
   };
 
+  const connections = new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
+  const refusals = {
+    imap: '* BYE [UNAVAILABLE] Too many connections from your address, try again later.',
+    smtp: '421 4.7.0 Too many connections from your address, try again later',
+  };
+
   for (const [index, listener] of config.listeners.entries()) {
     if (listener.tls !== 'implicit') continue;
     const createSession = await factoryFor(listener.protocol);
@@ -145,6 +152,16 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     const server = createTlsServer({ cert: material.cert, key: material.key, minVersion: 'TLSv1.2', allowHalfOpen: true }, (socket: TLSSocket) => {
       socket.setNoDelay(true);
       socket.setKeepAlive(true, 60_000);
+      const address = socket.remoteAddress ?? '';
+      const refused = connections.admit(address);
+      if (refused) {
+        log.warn({ listener: name, client: address, limit: refused }, 'connection refused: limit reached');
+        socket.on('error', () => undefined);
+        socket.end(`${refusals[listener.protocol]}\r\n`);
+        setTimeout(() => socket.destroy(), 2000).unref();
+        return;
+      }
+      socket.once('close', () => connections.release(address));
       const session = createSession(socket, name);
       sessions.add(session);
       void session.run().finally(() => sessions.delete(session));

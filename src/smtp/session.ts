@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { bindIdentity } from '../auth/identity.js';
 import { checkPasswordLogin } from '../auth/password-policy.js';
+import { openidConfigurationUrl } from '../auth/provider.js';
 import type { TokenValidator } from '../auth/validator.js';
 import type { LimitsConfig } from '../config/schema.js';
 import { AuthError, GateError, SaslError } from '../errors.js';
@@ -214,7 +215,7 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
           ? xoauth2ErrorChallenge({ scope: this.ctx.oauth.scope })
           : oauthbearerErrorChallenge({
               scope: this.ctx.oauth.scope,
-              openidConfiguration: `${this.ctx.oauth.issuer}/.well-known/openid-configuration`,
+              openidConfiguration: openidConfigurationUrl(this.ctx.oauth.issuer),
             });
       this.send(`334 ${challenge}`);
       const reply = await this.nextLine();

@@ -69,6 +69,15 @@ describe('identity', () => {
     expect(identityFromClaims({ email: '', preferred_username: 'al' }, ['email', 'preferred_username'], '*').identity).toBe('al');
     expect(() => identityFromClaims({ email: 42 }, ['email'], '*')).toThrow(expect.objectContaining({ code: 'no_identity' }));
   });
+  it('refuses an e-mail identity the provider marks unverified', () => {
+    expect(() => identityFromClaims({ email: 'bob@x.test', email_verified: false }, ['email'], '*')).toThrow(
+      expect.objectContaining({ code: 'email_not_verified' }),
+    );
+    expect(identityFromClaims({ email: 'bob@x.test', email_verified: true }, ['email'], '*').identity).toBe('bob@x.test');
+    expect(identityFromClaims({ email: 'bob@x.test' }, ['email'], '*').identity).toBe('bob@x.test');
+    expect(identityFromClaims({ preferred_username: 'bob', email_verified: false }, ['preferred_username'], '*').identity).toBe('bob');
+  });
+
   it('refuses identities that could trick the backend', () => {
     expect(() => identityFromClaims({ email: 'bob@x.test*master' }, ['email'], '*')).toThrow(expect.objectContaining({ code: 'bad_identity' }));
     expect(() => identityFromClaims({ email: 'bob\r\n@x' }, ['email'], '*')).toThrow(expect.objectContaining({ code: 'bad_identity' }));

@@ -6,6 +6,8 @@ import { envNameToPath, loadConfig, pathToEnvName } from '../../../src/config/lo
 import { ConfigError } from '../../../src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sasl-gate-config-'));
+writeFileSync(join(dir, 'server.crt'), 'certificate');
+writeFileSync(join(dir, 'server.key'), 'key');
 function file(text: string): string {
   const path = join(dir, `c${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(path, text);
@@ -15,7 +17,7 @@ function file(text: string): string {
 const CONTRACT = `
 listeners:
   - { protocol: imap, bind: "0.0.0.0:993", tls: implicit }
-tls: { cert: certs/server.crt, key: certs/server.key }
+tls: { cert: ${join(dir, 'server.crt')}, key: ${join(dir, 'server.key')} }
 backends:
   imap: { host: 127.0.0.1, port: 143 }
 master: { user: sasl-gate, password: "s3cret" }
@@ -83,7 +85,7 @@ describe('loadConfig', () => {
         SASL_GATE_OAUTH__AUDIENCE: '["mail","imap"]',
       },
     });
-    expect(config.oauth.issuer).toBe('https://idp.example.com');
+    expect(config.oauth.issuer).toBe('https://idp.example.com/');
     expect(config.oauth.audience).toEqual(['mail', 'imap']);
     expect(config.listeners[0]?.bind.host).toBe('0.0.0.0');
   });
@@ -118,6 +120,16 @@ describe('loadConfig', () => {
     expectConfigError(() => loadConfig({ file: file(CONTRACT.replace('password: "s3cret"', '')), env: {} }), 'master.password');
     expectConfigError(() => loadConfig({ file: file(CONTRACT.replace('user: sasl-gate', 'user: "a*b"')), env: {} }), 'master.user');
     expectConfigError(() => loadConfig({ file: join(dir, 'missing.yaml'), env: {} }), '--config');
+  });
+
+  it('refuses unknown keys, so a typo never silently falls back to a default', () => {
+    expectConfigError(() => loadConfig({ file: file(CONTRACT.replace('audience: [mail]', 'audiences: [mail]')), env: {} }), 'oauth');
+    expectConfigError(() => loadConfig({ file: file(CONTRACT), env: { SASL_GATE_OAUTH__ALGORITHM: 'HS256' } }), 'oauth');
+  });
+
+  it('names a certificate file it cannot read', () => {
+    const tls = `tls: { cert: ${join(dir, 'missing.crt')}, key: ${join(dir, 'missing.key')} }`;
+    expectConfigError(() => loadConfig({ file: file(CONTRACT.replace(/^tls: .*/m, tls)), env: {} }), 'tls.cert');
   });
 
   it('reads the master password from a file', () => {
