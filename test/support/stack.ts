@@ -12,6 +12,7 @@ import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.js';
 import { startDevIdp, type DevIdp, type DevIdpOptions } from '../../src/devstack/idp.js';
+import { startPostfix, type PostfixInstance } from '../../src/devstack/postfix.js';
 import { createLogger } from '../../src/observe/logger.js';
 import { ensureDevCertificate } from '../../src/server/devcert.js';
 import { startGate, type RunningGate } from '../../src/server/gate.js';
@@ -24,6 +25,10 @@ export const MASTER = { user: 'sasl-gate-master', password: 'master-Pa55-9f3k2' 
 
 export interface Stack {
   dovecot: DovecotInstance;
+  /** Present when the stack was started with `smtp`. */
+  postfix: PostfixInstance | undefined;
+  /** The SMTPS listener's port (0 without `smtp`). */
+  smtpPort: number;
   idp: DevIdp;
   gate: RunningGate;
   host: string;
@@ -44,6 +49,8 @@ export interface StackOptions {
   oauth?: Record<string, unknown>;
   /** Options for the development IdP. */
   idp?: Partial<DevIdpOptions>;
+  /** Also start Postfix (delivering into Dovecot) and an SMTPS listener in front of it. */
+  smtp?: { login: 'xclient' | 'master' };
 }
 
 /** Starts Dovecot, the development IdP and sasl-gate, configured through the YAML loader. */
@@ -58,10 +65,17 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     }),
   ]);
   const certs = await ensureDevCertificate(join(dir, 'certs'));
+  const postfix = options.smtp ? await startPostfix({ dovecot, domain: 'example.test' }) : undefined;
   const yaml = {
-    listeners: [{ protocol: 'imap', bind: '127.0.0.1:0', tls: 'implicit' }],
+    listeners: [
+      { protocol: 'imap', bind: '127.0.0.1:0', tls: 'implicit' },
+      ...(postfix ? [{ protocol: 'smtp', bind: '127.0.0.1:0', tls: 'implicit' }] : []),
+    ],
     tls: { cert: certs.certPath, key: certs.keyPath },
-    backends: { imap: { host: dovecot.host, port: dovecot.imapPort } },
+    backends: {
+      imap: { host: dovecot.host, port: dovecot.imapPort },
+      ...(postfix ? { smtp: { host: postfix.host, port: postfix.submissionPort, login: options.smtp!.login } } : {}),
+    },
     master: MASTER,
     oauth: {
       issuer: idp.issuer,
@@ -91,18 +105,21 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const log = createLogger({ level: 'debug', destination: sink });
   const gate = await startGate(config, { log });
   const imap = gate.listeners.find((l) => l.protocol === 'imap')!;
+  const smtp = gate.listeners.find((l) => l.protocol === 'smtp');
   return {
     dovecot,
+    postfix,
     idp,
     gate,
     host: '127.0.0.1',
     imapPort: imap.port,
+    smtpPort: smtp?.port ?? 0,
     ca: readFileSync(certs.caPath, 'utf8'),
     logs,
     rawLog: () => raw,
     async close() {
       await gate.close();
-      await Promise.all([dovecot.stop(), idp.close()]);
+      await Promise.all([dovecot.stop(), idp.close(), postfix?.stop()]);
     },
   };
 }
