@@ -13,6 +13,7 @@ import { createLogger } from '../observe/logger.js';
 import { ensureDevCertificate } from '../server/devcert.js';
 import { startGate } from '../server/gate.js';
 import { ensureDovecotInstalled, startDovecot } from './dovecot.js';
+import { ensurePostfixInstalled, startPostfix } from './postfix.js';
 import { devGrantType, startDevIdp } from './idp.js';
 import { freePort } from './ports.js';
 
@@ -71,22 +72,31 @@ export async function runDemo(): Promise<number> {
   const say = (text: string) => process.stdout.write(`${text}\n`);
   const work = resolve('.demo');
   mkdirSync(work, { recursive: true });
-  say('sasl-gate demo: starting Dovecot, a development OpenID provider and sasl-gate ...');
+  say('sasl-gate demo: starting Dovecot, Postfix, a development OpenID provider and sasl-gate ...');
   await ensureDovecotInstalled();
+  await ensurePostfixInstalled();
   const master = { user: 'sasl-gate', password: `demo-master-${process.pid}-${Date.now()}` };
   const [dovecot, idp] = await Promise.all([
     startDovecot({ users: USERS, master }),
     startDevIdp({ users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })), audience: 'mail' }),
   ]);
+  const postfix = await startPostfix({ dovecot, domain: 'example.test' });
   const certs = await ensureDevCertificate(resolve('certs'));
   const imapPort = await portOr(1993);
+  const smtpPort = await portOr(1465);
   const configPath = join(work, 'sasl-gate.yaml');
   writeFileSync(
     configPath,
     stringify({
-      listeners: [{ protocol: 'imap', bind: `127.0.0.1:${imapPort}`, tls: 'implicit' }],
+      listeners: [
+        { protocol: 'imap', bind: `127.0.0.1:${imapPort}`, tls: 'implicit' },
+        { protocol: 'smtp', bind: `127.0.0.1:${smtpPort}`, tls: 'implicit' },
+      ],
       tls: { cert: certs.certPath, key: certs.keyPath },
-      backends: { imap: { host: dovecot.host, port: dovecot.imapPort } },
+      backends: {
+        imap: { host: dovecot.host, port: dovecot.imapPort },
+        smtp: { host: postfix.host, port: postfix.submissionPort, login: 'xclient' },
+      },
       master,
       oauth: {
         issuer: idp.issuer,
@@ -114,11 +124,14 @@ export async function runDemo(): Promise<number> {
   const token = await idp.mintAccessToken({ user: USERS[0]!.name });
   const cacert = certs.caPath;
   const url = `imaps://localhost:${imapPort}`;
+  const alice = USERS[0]!.name;
   say(`
 Ready.
   sasl-gate IMAPS   ${url}          (config ${configPath}, log ${logPath})
+  sasl-gate SMTPS   smtps://localhost:${smtpPort}
   OpenID provider   ${idp.issuer}
   Dovecot           127.0.0.1:${dovecot.imapPort} (private instance, log ${dovecot.logPath})
+  Postfix           127.0.0.1:${postfix.submissionPort} (private instance, log ${postfix.logPath})
   users             ${USERS.map((u) => `${u.name} / ${u.password}`).join(', ')}
 
 List alice's INBOX with an OAuth token (OAUTHBEARER, valid for an hour):
@@ -128,6 +141,12 @@ List alice's INBOX with an OAuth token (OAUTHBEARER, valid for an hour):
 Read the welcome message:
 
   curl --cacert ${cacert} --user ${USERS[0]!.name} --oauth2-bearer '${token}' '${url}/INBOX;MAILINDEX=1'
+
+Send alice a message through sasl-gate's SMTPS with the same token (Postfix sees her as the sender):
+
+  printf 'From: ${alice}\\r\\nTo: ${alice}\\r\\nSubject: Sent with an OAuth token\\r\\n\\r\\nHello from sasl-gate.\\r\\n' | curl -sS --cacert ${cacert} --user ${alice} --oauth2-bearer '${token}' --mail-from ${alice} --mail-rcpt ${alice} -T - smtps://localhost:${smtpPort}
+
+then run the first command again: the INBOX now has two messages.
 
 A password client passes through to Dovecot unchanged:
 
@@ -145,7 +164,7 @@ Press Ctrl+C to stop.`);
   });
   say('stopping ...');
   await gate.close();
-  await Promise.all([dovecot.stop(), idp.close()]);
+  await Promise.all([dovecot.stop(), idp.close(), postfix.stop()]);
   log.flush();
   return 0;
 }
