@@ -148,6 +148,52 @@ describe('sasl-gate serve', () => {
   });
 });
 
+describe('sasl-gate check-token', () => {
+  function checkToken(token: string) {
+    return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [BIN, 'check-token', '--config', join(dir, 'sasl-gate.yaml')], {
+        env: { ...process.env, NODE_EXTRA_CA_CERTS: caPath },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+      child.stdin.end(`${token}\n`);
+    });
+  }
+
+  it('says which strategy accepted a token, for whom and until when, without printing it', async () => {
+    const token = await idp.mintAccessToken({ user: ALICE.name });
+    const r = await checkToken(token);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^jwt +accepted$/m);
+    expect(r.stdout).toMatch(/^identity +alice@example\.test \(claim email\)$/m);
+    expect(r.stdout).toMatch(/^expires +\d{4}-\d\d-\d\dT.* \(in \d/m);
+    expect(r.stdout + r.stderr).not.toContain(token);
+  });
+
+  it('passes an opaque token on to introspection', async () => {
+    const token = await idp.mintAccessToken({ user: BOB.name, format: 'opaque' });
+    const r = await checkToken(token);
+    expect(r.stdout).toMatch(/^jwt +skipped: not a JWT$/m);
+    expect(r.stdout).toMatch(/^introspection +accepted$/m);
+    expect(r.stdout).toMatch(/^identity +bob@example\.test/m);
+    expect(r.code).toBe(0);
+  });
+
+  it('gives the precise reason of a rejection', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await idp.signToken({ ...idp.claimsFor(ALICE.name), iat: now - 7200, exp: now - 3600 });
+    const r = await checkToken(expired);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/^jwt +rejected \(expired\): token expired$/m);
+    expect(r.stdout).toMatch(/^rejected +expired: /m);
+    const foreign = await idp.mintAccessToken({ user: ALICE.name, audience: 'https://calendar.example.test' });
+    expect((await checkToken(foreign)).stdout).toMatch(/^rejected +wrong_audience: /m);
+  });
+});
+
 describe('sasl-gate with a bad configuration', () => {
   it.each([
     ['a bad port', 'listeners:\n  - { protocol: imap, bind: "127.0.0.1:http" }\n', 'listeners.0.bind'],
