@@ -156,10 +156,13 @@ async function serve(file: string | undefined): Promise<number> {
   for (const w of warnings) log.warn(w);
   const gate = await startGate(config, { log });
   log.info({ version: version() }, 'sasl-gate started');
+  process.on('SIGHUP', () => gate.reloadCertificates());
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
-      log.info({ signal }, 'shutting down');
+      log.info({ signal, graceSeconds: config.limits.shutdownGraceSeconds }, 'shutting down: no new connections');
       gate.close().then(resolve, resolve);
+      // A second signal means now.
+      process.once(signal, () => gate.close(0).then(resolve, resolve));
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

@@ -137,11 +137,6 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   if (config.oauth.validation.includes('userinfo') && config.oauth.validation.length === 1) {
     warnings.push('oauth.validation: userinfo alone cannot check who a token was issued for (its audience); prefer jwt or introspection');
   }
-  config.listeners.forEach((l, i) => {
-    if (l.tls === 'starttls') {
-      warnings.push(`listeners.${i}: ${l.protocol} with tls ${l.tls} is not available in this version; skipped`);
-    }
-  });
 
   return { config: deepFreeze({ ...config, master: { ...config.master, password: password as string } }), warnings };
 }

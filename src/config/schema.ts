@@ -82,12 +82,24 @@ export const ASYMMETRIC_ALGORITHMS = [
 const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'] as const;
 const ALGORITHMS = [...ASYMMETRIC_ALGORITHMS, ...HMAC_ALGORITHMS] as const;
 
-const listenerSchema = z.strictObject({
-  protocol: z.enum(['imap', 'smtp']),
-  bind: hostPort(),
-  tls: z.enum(['implicit', 'starttls']).default('implicit'),
-  name: text().optional(),
-});
+const listenerSchema = z
+  .strictObject({
+    protocol: z.enum(['imap', 'smtp']),
+    bind: hostPort(),
+    tls: z.enum(['implicit', 'starttls']).default('implicit'),
+    name: text().optional(),
+    proxyProtocol: boolean().default(false),
+    trustedProxies: list(text()).default([]),
+  })
+  .superRefine((l, ctx) => {
+    if (l.proxyProtocol && l.trustedProxies.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['trustedProxies'],
+        message: 'a PROXY protocol listener needs the addresses of the proxies allowed to send the header',
+      });
+    }
+  });
 
 const limitsSchema = z
   .strictObject({
@@ -97,6 +109,11 @@ const limitsSchema = z
     preAuthTimeoutSeconds: integer(1, 3600).default(60),
     maxConnections: integer(1, 10_000_000).default(20_000),
     maxConnectionsPerAddress: integer(1, 10_000_000).default(100),
+    idleTimeoutSeconds: integer(1800, 86_400).default(1860),
+    maxAuthFailures: integer(1, 1000).default(5),
+    authFailureDelayMs: integer(0, 60_000).default(500),
+    authFailureMaxDelayMs: integer(0, 300_000).default(15_000),
+    shutdownGraceSeconds: integer(0, 3600).default(8),
   })
   .default({
     maxLineLength: 65536,
@@ -105,6 +122,11 @@ const limitsSchema = z
     preAuthTimeoutSeconds: 60,
     maxConnections: 20_000,
     maxConnectionsPerAddress: 100,
+    idleTimeoutSeconds: 1860,
+    maxAuthFailures: 5,
+    authFailureDelayMs: 500,
+    authFailureMaxDelayMs: 15_000,
+    shutdownGraceSeconds: 8,
   });
 
 const imapBackendSchema = z.strictObject({
@@ -113,6 +135,7 @@ const imapBackendSchema = z.strictObject({
   connectTimeoutSeconds: integer(1, 300).default(10),
   responseTimeoutSeconds: integer(1, 300).default(30),
   capabilityRefreshSeconds: integer(10, 86400).default(300),
+  proxyProtocol: boolean().default(false),
 });
 
 const smtpBackendSchema = z.strictObject({
@@ -122,6 +145,7 @@ const smtpBackendSchema = z.strictObject({
   connectTimeoutSeconds: integer(1, 300).default(10),
   responseTimeoutSeconds: integer(1, 300).default(30),
   capabilityRefreshSeconds: integer(10, 86400).default(300),
+  proxyProtocol: boolean().default(false),
 });
 
 const oauthSchema = z

@@ -66,7 +66,11 @@ function splitReply(line: string): { status: string; text: string } {
  * credentials call for. The `ID` and a SASL-IR login go out in one write to save a round trip.
  */
 export async function loginToBackend(options: BackendLoginOptions): Promise<BackendLoginResult> {
-  const socket = await options.connect();
+  const { origin } = options;
+  const socket = await options.connect({
+    client: { address: origin.address, port: origin.port },
+    local: { address: origin.localAddress, port: origin.localPort },
+  });
   const conversation = new ImapBackendConversation(socket, options.responseTimeoutMs);
   try {
     await conversation.greeting();

@@ -58,13 +58,21 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
   }
 
   protected greet(): void {
-    this.send(`* OK [CAPABILITY ${this.ctx.capabilities.current().join(' ')}] sasl-gate ready.`);
+    this.send(`* OK [CAPABILITY ${this.capabilities().join(' ')}] sasl-gate ready.`);
   }
 
-  protected farewell(reason: 'timeout' | 'shutdown' | 'error'): string {
+  protected farewell(reason: 'timeout' | 'shutdown' | 'error' | 'too_many_failures'): string {
     if (reason === 'timeout') return '* BYE Login timeout: authentication took too long.';
+    if (reason === 'too_many_failures') return '* BYE Too many authentication failures.';
     if (reason === 'shutdown') return '* BYE Server shutting down.';
     return '* BYE Internal error.';
+  }
+
+  /** Before STARTTLS: no mechanisms, LOGINDISABLED, and STARTTLS itself (RFC 3501, RFC 8314). */
+  private capabilities(): readonly string[] {
+    const current = this.ctx.capabilities.current();
+    if (this.tlsActive) return current;
+    return [...current.filter((c) => !/^(AUTH=|SASL-IR$)/i.test(c)), 'STARTTLS', 'LOGINDISABLED'];
   }
 
   private next(kind: 'command' | 'line'): Promise<Frame> {
@@ -110,7 +118,7 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
     switch (name) {
       case 'CAPABILITY':
         if (args.length > 0) return this.send(`${tag} BAD CAPABILITY takes no arguments.`);
-        this.send(`* CAPABILITY ${this.ctx.capabilities.current().join(' ')}`);
+        this.send(`* CAPABILITY ${this.capabilities().join(' ')}`);
         return this.send(`${tag} OK Capability completed.`);
       case 'NOOP':
         return this.send(`${tag} OK NOOP completed.`);
@@ -121,10 +129,15 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
       case 'ID':
         return this.handleId(tag, args);
       case 'STARTTLS':
-        return this.send(`${tag} BAD TLS is already active.`);
+        if (this.tlsActive) return this.send(`${tag} BAD TLS is already active.`);
+        if (args.length > 0) return this.send(`${tag} BAD STARTTLS takes no arguments.`);
+        this.send(`${tag} OK Begin TLS negotiation now.`);
+        return this.upgradeToTls();
       case 'LOGIN':
+        if (!this.tlsActive) return this.send(`${tag} NO [PRIVACYREQUIRED] Logins are disabled until STARTTLS.`);
         return this.handleLogin(tag, args);
       case 'AUTHENTICATE':
+        if (!this.tlsActive) return this.send(`${tag} NO [PRIVACYREQUIRED] Authentication is disabled until STARTTLS.`);
         return this.handleAuthenticate(tag, args);
       default:
         if (AFTER_LOGIN.has(name)) return this.send(`${tag} BAD ${name} needs a login first.`);
@@ -173,7 +186,7 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
       return this.send(`${tag} BAD AUTHENTICATE expects a mechanism and an optional initial response.`);
     }
     const mechanism = mechanismArg.value.toUpperCase();
-    if (!this.ctx.capabilities.current().includes(`AUTH=${mechanism}`)) {
+    if (!this.capabilities().includes(`AUTH=${mechanism}`)) {
       return this.send(`${tag} NO Unsupported authentication mechanism.`);
     }
     this.mechanism = mechanism;
@@ -263,7 +276,7 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
     } catch (err) {
       if (err instanceof SaslError) {
         this.log.info({ mechanism, reason: 'bad_sasl', detail: err.message }, 'authentication failed');
-        return this.send(`${tag} NO [AUTHENTICATIONFAILED] Invalid ${mechanism} message: ${err.message}.`);
+        return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Invalid ${mechanism} message: ${err.message}.`, undefined);
       }
       throw err;
     }
@@ -290,7 +303,7 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
   }
 
   /** RFC 7628 / XOAUTH2: an error challenge, the client's dummy reply, then the final NO. */
-  private async failWithChallenge(tag: string, mechanism: 'XOAUTH2' | 'OAUTHBEARER') {
+  private async failWithChallenge(tag: string, mechanism: 'XOAUTH2' | 'OAUTHBEARER'): Promise<void> {
     const challenge =
       mechanism === 'XOAUTH2'
         ? xoauth2ErrorChallenge({ scope: this.ctx.oauth.scope })
@@ -303,18 +316,18 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
     if (reply.type === 'line' && !isDummyReply(reply.line)) {
       this.log.debug('client answered the error challenge with something other than the dummy reply');
     }
-    this.send(`${tag} NO [AUTHENTICATIONFAILED] Authentication failed.`);
+    return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Authentication failed.`, this.user);
   }
 
-  private refuse(tag: string, err: unknown): void {
+  private refuse(tag: string, err: unknown): Promise<void> {
     if (err instanceof GateError) {
       this.log.info({ mechanism: this.mechanism, reason: err.code, detail: err.message }, 'authentication refused');
-      if (err instanceof SaslError) return this.send(`${tag} NO [AUTHENTICATIONFAILED] ${err.message}.`);
-      return this.send(`${tag} NO [AUTHENTICATIONFAILED] Authentication failed.`);
+      if (err instanceof SaslError) return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] ${err.message}.`, this.user);
+      return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Authentication failed.`, this.user);
     }
     if (err instanceof TypeError) {
       // TextDecoder's verdict on invalid UTF-8.
-      return this.send(`${tag} NO [AUTHENTICATIONFAILED] Invalid user name.`);
+      return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Invalid user name.`, undefined);
     }
     throw err;
   }
@@ -325,8 +338,8 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
 
   private origin(): ClientOrigin {
     return {
-      address: this.socket.remoteAddress ?? '',
-      port: this.socket.remotePort ?? 0,
+      address: this.client.address,
+      port: this.client.port,
       localAddress: this.socket.localAddress ?? '',
       localPort: this.socket.localPort ?? 0,
       sessionId: this.id,
@@ -368,9 +381,10 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
         { mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply: result.text.slice(0, 200) },
         'authentication failed',
       );
-      return this.send(`${tag} ${result.status} ${result.text}`);
+      return this.authenticationFailed(`${tag} ${result.status} ${result.text}`, this.user);
     }
     this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
+    this.authenticationSucceeded(this.user);
     return this.startRelay(`${tag} OK ${result.text}`, result.socket, result.rest);
   }
 }

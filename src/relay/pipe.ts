@@ -17,9 +17,10 @@ const LINGER_MS = 5000;
  * streams' own backpressure, and when one side closes, the other is ended too.
  */
 export function relay(
-  client: Duplex,
+  client: Duplex & { setTimeout?(ms: number, callback?: () => void): unknown },
   backend: Duplex,
   pending: { toBackend: Buffer; toClient: Buffer },
+  options: { idleTimeoutMs?: number } = {},
 ): Promise<RelayStats> {
   return new Promise((resolve) => {
     const stats: RelayStats = {
@@ -50,6 +51,12 @@ export function relay(
     backend.once('close', onClose('backend', client));
     if (pending.toBackend.length > 0) backend.write(pending.toBackend);
     if (pending.toClient.length > 0) client.write(pending.toClient);
+    if (options.idleTimeoutMs && client.setTimeout) {
+      // No byte either way for this long: the client is gone without saying so.
+      client.setTimeout(options.idleTimeoutMs, () => {
+        client.destroy();
+      });
+    }
     client.pipe(backend);
     backend.pipe(client);
   });

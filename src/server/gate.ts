@@ -1,7 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { ChainValidator } from '../auth/chain.js';
 import type { TokenValidator } from '../auth/validator.js';
@@ -9,12 +8,16 @@ import type { GateConfig } from '../config/load.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { tcpConnector, type BackendConnector } from '../imap/backend.js';
 import { advertisedCapabilities, IMAP_FALLBACK, probeImapCapabilities } from '../imap/capabilities.js';
-import { CapabilityCache } from './capability-cache.js';
-import { ConnectionLimiter } from './limits.js';
 import { ImapSession } from '../imap/session.js';
 import { advertisedSmtpExtensions, probeSmtpExtensions } from '../smtp/capabilities.js';
 import { SmtpSession } from '../smtp/session.js';
-import { ensureDevCertificate } from './devcert.js';
+import { CapabilityCache } from './capability-cache.js';
+import { CertificateStore } from './certificates.js';
+import { FailureTracker } from './failures.js';
+import { ConnectionLimiter } from './limits.js';
+import { canonicalAddress, parseNetworks, type NetworkList } from './networks.js';
+import { readProxyHeader } from './proxy-reader.js';
+import type { SessionOptions } from './session.js';
 
 /** Seams a caller (tests, the demo) may replace. */
 export interface GateDependencies {
@@ -25,26 +28,26 @@ export interface GateDependencies {
 }
 
 export interface RunningGate {
-  /** Bound addresses of the listeners, in configuration order (skipped ones are absent). */
+  /** Bound addresses of the listeners, in configuration order. */
   listeners: Array<{ protocol: 'imap' | 'smtp'; host: string; port: number }>;
   admin: { host: string; port: number } | undefined;
-  /** Stops accepting, ends sessions, releases the ports. */
-  close(): Promise<void>;
+  /** Reads the certificate files again (SIGHUP); open connections keep theirs. */
+  reloadCertificates(): boolean;
+  /**
+   * Stops accepting, lets sessions finish for `graceMs` (default `limits.shutdownGraceSeconds`),
+   * then closes the rest and releases the ports.
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
-async function tlsMaterial(config: GateConfig, log: Logger): Promise<{ cert: Buffer; key: Buffer }> {
-  if (config.tls.cert && config.tls.key) {
-    return { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) };
-  }
-  const dev = await ensureDevCertificate(config.tls.devCertDir);
-  log.warn(
-    { cert: dev.certPath, ca: dev.caPath, generated: dev.generated },
-    'tls.cert and tls.key are not set: using a development certificate that clients will not trust; configure real ones for production',
-  );
-  return { cert: readFileSync(dev.certPath), key: readFileSync(dev.keyPath) };
+interface Session {
+  run(): Promise<void>;
+  shutdown(): void;
 }
 
-function listen(server: TlsServer | HttpServer, host: string, port: number): Promise<AddressInfo> {
+type SessionFactory = (socket: Socket, name: string, options: Pick<SessionOptions, 'clientAddress' | 'starttls'>) => Session;
+
+function listen(server: NetServer | HttpServer, host: string, port: number): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host, port }, () => {
@@ -54,10 +57,18 @@ function listen(server: TlsServer | HttpServer, host: string, port: number): Pro
   });
 }
 
+/** Words that refuse a connection at the limit, in each protocol's terms. */
+const REFUSALS = {
+  imap: '* BYE [UNAVAILABLE] Too many connections from your address, try again later.',
+  smtp: '421 4.7.0 Too many connections from your address, try again later',
+};
+
 /** Starts every configured listener and the admin endpoint; resolves once all are bound. */
 export async function startGate(config: GateConfig, deps: GateDependencies): Promise<RunningGate> {
   const { log } = deps;
-  const material = await tlsMaterial(config, log);
+  const certificates = new CertificateStore(config, log);
+  await certificates.load();
+  certificates.watch();
   const validator =
     deps.validator ?? new ChainValidator(config.oauth, { masterSeparator: config.master.separator, log });
   if (validator instanceof ChainValidator) {
@@ -71,20 +82,31 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     );
   }
 
-  const servers: TlsServer[] = [];
-  const sessions = new Set<{ shutdown(): void }>();
+  const servers: NetServer[] = [];
+  const sessions = new Set<Session>();
   const bound: RunningGate['listeners'] = [];
   const caches: CapabilityCache[] = [];
+  const connections = new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
+  const failures = new FailureTracker({ baseDelayMs: config.limits.authFailureDelayMs, maxDelayMs: config.limits.authFailureMaxDelayMs });
 
   /** One session factory per protocol, sharing a capability cache across that protocol's listeners. */
-  const factories = new Map<'imap' | 'smtp', (socket: TLSSocket, name: string) => { run(): Promise<void>; shutdown(): void }>();
-  const factoryFor = async (protocol: 'imap' | 'smtp') => {
+  const factories = new Map<'imap' | 'smtp', SessionFactory>();
+  const factoryFor = async (protocol: 'imap' | 'smtp'): Promise<SessionFactory> => {
     const existing = factories.get(protocol);
     if (existing) return existing;
-    let factory: (socket: TLSSocket, name: string) => { run(): Promise<void>; shutdown(): void };
+    let factory: SessionFactory;
+    const common = {
+      limits: config.limits,
+      master: config.master,
+      oauth: { issuer: config.oauth.issuer, scope: config.oauth.scope },
+      validator,
+      log,
+      failures,
+    };
     if (protocol === 'imap') {
       const backend = config.backends.imap!;
-      const connect = deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000);
+      const connect =
+        deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol);
       const capabilities = new CapabilityCache({
         name: 'imap',
         probe: () => probeImapCapabilities(connect, backend.responseTimeoutSeconds * 1000),
@@ -95,21 +117,19 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       });
       await capabilities.start();
       caches.push(capabilities);
-      factory = (socket, name) =>
+      factory = (socket, name, options) =>
         new ImapSession(socket, {
+          ...common,
+          ...options,
           listener: name,
-          limits: config.limits,
-          master: config.master,
-          oauth: { issuer: config.oauth.issuer, scope: config.oauth.scope },
           capabilities,
-          validator,
           connectBackend: connect,
           backendResponseTimeoutMs: backend.responseTimeoutSeconds * 1000,
-          log,
         });
     } else {
       const backend = config.backends.smtp!;
-      const connect = deps.smtpConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000);
+      const connect =
+        deps.smtpConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol);
       const extensions = new CapabilityCache({
         name: 'smtp',
         probe: () => probeSmtpExtensions(connect, backend.responseTimeoutSeconds * 1000, config.hostname),
@@ -120,55 +140,93 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       });
       await extensions.start();
       caches.push(extensions);
-      factory = (socket, name) =>
+      factory = (socket, name, options) =>
         new SmtpSession(socket, {
+          ...common,
+          ...options,
           listener: name,
           hostname: config.hostname,
-          limits: config.limits,
-          master: config.master,
-          oauth: { issuer: config.oauth.issuer, scope: config.oauth.scope },
           login: backend.login,
           extensions,
-          validator,
           connectBackend: connect,
           backendResponseTimeoutMs: backend.responseTimeoutSeconds * 1000,
-          log,
         });
     }
     factories.set(protocol, factory);
     return factory;
   };
 
-  const connections = new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
-  const refusals = {
-    imap: '* BYE [UNAVAILABLE] Too many connections from your address, try again later.',
-    smtp: '421 4.7.0 Too many connections from your address, try again later',
+  /** Accepts one TCP connection: PROXY header, limits, TLS (implicit), then the session. */
+  const accept = async (raw: Socket, listener: ListenerConfig, name: string, createSession: SessionFactory, trusted: NetworkList | undefined) => {
+    raw.on('error', (err) => log.debug({ listener: name, err: err.message }, 'connection error'));
+    raw.setNoDelay(true);
+    raw.setKeepAlive(true, 60_000);
+    let clientAddress: SessionOptions['clientAddress'];
+    if (trusted) {
+      const peer = raw.remoteAddress ?? '';
+      if (!trusted.contains(peer)) {
+        log.warn({ listener: name, peer }, 'connection refused: PROXY protocol header from an untrusted address');
+        raw.destroy();
+        return;
+      }
+      try {
+        clientAddress = await readProxyHeader(raw, config.limits.preAuthTimeoutSeconds * 1000);
+      } catch (err) {
+        log.warn({ listener: name, peer, err: (err as Error).message }, 'connection refused: no valid PROXY protocol header');
+        raw.destroy();
+        return;
+      }
+    }
+    // One spelling per host (`::ffff:192.0.2.1` is 192.0.2.1), so limits count clients, not notations.
+    const address = canonicalAddress(clientAddress?.address ?? raw.remoteAddress ?? '') ?? '';
+    if (clientAddress) clientAddress = { address, port: clientAddress.port };
+    const refused = connections.admit(address);
+    let socket: Socket = raw;
+    if (listener.tls === 'implicit') {
+      const secure = new TLSSocket(raw, { isServer: true, secureContext: certificates.current() });
+      const handshake = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), config.limits.preAuthTimeoutSeconds * 1000);
+        secure.once('secure', () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+        secure.once('error', (err) => {
+          clearTimeout(timer);
+          log.debug({ listener: name, client: address, err: err.message }, 'TLS handshake failed');
+          resolve(false);
+        });
+        secure.once('close', () => resolve(false));
+      });
+      if (!handshake) {
+        secure.destroy();
+        if (!refused) connections.release(address);
+        return;
+      }
+      socket = secure;
+    }
+    if (refused) {
+      log.warn({ listener: name, client: address, limit: refused }, 'connection refused: limit reached');
+      socket.on('error', () => undefined);
+      socket.end(`${REFUSALS[listener.protocol]}\r\n`);
+      setTimeout(() => socket.destroy(), 2000).unref();
+      return;
+    }
+    socket.once('close', () => connections.release(address));
+    const session = createSession(socket, name, {
+      clientAddress,
+      starttls: listener.tls === 'starttls' ? () => certificates.current() : undefined,
+    });
+    sessions.add(session);
+    void session.run().finally(() => sessions.delete(session));
   };
 
   for (const [index, listener] of config.listeners.entries()) {
-    if (listener.tls !== 'implicit') continue;
     const createSession = await factoryFor(listener.protocol);
-    const name = listenerName(listener, index);
-    const server = createTlsServer({ cert: material.cert, key: material.key, minVersion: 'TLSv1.2', allowHalfOpen: true }, (socket: TLSSocket) => {
-      socket.setNoDelay(true);
-      socket.setKeepAlive(true, 60_000);
-      const address = socket.remoteAddress ?? '';
-      const refused = connections.admit(address);
-      if (refused) {
-        log.warn({ listener: name, client: address, limit: refused }, 'connection refused: limit reached');
-        socket.on('error', () => undefined);
-        socket.end(`${refusals[listener.protocol]}\r\n`);
-        setTimeout(() => socket.destroy(), 2000).unref();
-        return;
-      }
-      socket.once('close', () => connections.release(address));
-      const session = createSession(socket, name);
-      sessions.add(session);
-      void session.run().finally(() => sessions.delete(session));
-    });
-    server.on('tlsClientError', (err) => log.debug({ listener: name, err: err.message }, 'TLS handshake failed'));
+    const name = listener.name ?? `${listener.protocol}-${listener.bind.port || index}`;
+    const trusted = listener.proxyProtocol ? parseNetworks(listener.trustedProxies) : undefined;
+    const server = createNetServer({ allowHalfOpen: true }, (raw) => void accept(raw, listener, name, createSession, trusted));
     const address = await listen(server, listener.bind.host, listener.bind.port);
-    log.info({ listener: name, address: `${address.address}:${address.port}` }, 'listening');
+    log.info({ listener: name, address: `${address.address}:${address.port}`, tls: listener.tls }, 'listening');
     servers.push(server);
     bound.push({ protocol: listener.protocol, host: address.address, port: address.port });
   }
@@ -199,18 +257,22 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   return {
     listeners: bound,
     admin: adminAddress,
-    async close() {
+    reloadCertificates: () => certificates.reload('reload requested'),
+    async close(graceMs = config.limits.shutdownGraceSeconds * 1000) {
       for (const cache of caches) cache.stop();
-      const closing = [...servers, ...(admin ? [admin] : [])].map(
-        (s) => new Promise<void>((resolve) => s.close(() => resolve())),
-      );
+      certificates.stop();
+      const closing = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+      if (sessions.size > 0 && graceMs > 0) {
+        log.info({ sessions: sessions.size, graceMs }, 'letting open sessions finish');
+        const deadline = Date.now() + graceMs;
+        while (sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      }
       for (const session of sessions) session.shutdown();
-      admin?.closeAllConnections();
+      if (admin) {
+        admin.closeAllConnections();
+        closing.push(new Promise<void>((resolve) => admin!.close(() => resolve())));
+      }
       await Promise.all(closing);
     },
   };
-}
-
-function listenerName(listener: ListenerConfig, index: number): string {
-  return listener.name ?? `${listener.protocol}-${listener.bind.port || index}`;
 }

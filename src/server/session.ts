@@ -1,12 +1,22 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { LimitsConfig } from '../config/schema.js';
 import { relay, type RelayStats } from '../relay/pipe.js';
+import type { FailureTracker } from './failures.js';
 import type { LineFramer } from './line-framer.js';
 
 /** How a connection ended, for the one log line per connection. */
-export type Outcome = 'logout' | 'relayed' | 'client_closed' | 'timeout' | 'too_many_commands' | 'error' | 'shutdown';
+export type Outcome =
+  | 'logout'
+  | 'relayed'
+  | 'client_closed'
+  | 'timeout'
+  | 'too_many_commands'
+  | 'too_many_failures'
+  | 'error'
+  | 'shutdown';
 
 /** Thrown inside a session to unwind it once the connection is over. */
 export class SessionEnd extends Error {
@@ -26,6 +36,12 @@ export interface SessionOptions {
   listener: string;
   limits: LimitsConfig;
   log: Logger;
+  /** The client's real address when a trusted PROXY header named it; else the socket's peer. */
+  clientAddress?: { address: string; port: number } | undefined;
+  /** On a STARTTLS listener: the certificate to upgrade with (looked up when the client asks). */
+  starttls?: (() => SecureContext) | undefined;
+  /** Failed logins by address and user name, shared by all connections, for growing delays. */
+  failures?: FailureTracker | undefined;
 }
 
 /**
@@ -46,6 +62,21 @@ export abstract class PreAuthSession<F extends LineFramer> {
   private endOutcome: Outcome | undefined;
   private relaying = false;
   private preAuthTimer: NodeJS.Timeout | undefined;
+  private failedLogins = 0;
+  /** Whether the connection is encrypted: from the start, or since STARTTLS. */
+  protected tlsActive: boolean;
+  /** Where the client really is (PROXY protocol), for logs and for the backend. */
+  protected readonly client: { address: string; port: number };
+  private readonly onEnd = () => {
+    this.clientEnded = true;
+    this.wake?.();
+  };
+  private readonly onClose = () => {
+    this.closed = true;
+    this.wake?.();
+  };
+  private readonly onDrain = () => this.wake?.();
+  private readonly onError = (err: Error) => this.log.debug({ err: err.message }, 'client socket error');
   private readonly onData = (chunk: Buffer) => {
     this.framer.push(chunk);
     if (this.framer.buffered > this.options.limits.maxLineLength + this.options.limits.maxLiteralSize) this.socket.pause();
@@ -53,11 +84,13 @@ export abstract class PreAuthSession<F extends LineFramer> {
   };
 
   constructor(
-    protected readonly socket: Socket,
+    protected socket: Socket,
     protected readonly framer: F,
     private readonly options: SessionOptions,
   ) {
     this.log = options.log.child({ session: this.id });
+    this.tlsActive = options.starttls === undefined;
+    this.client = options.clientAddress ?? { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
   }
 
   /** The first line(s) the server sends. */
@@ -65,23 +98,13 @@ export abstract class PreAuthSession<F extends LineFramer> {
   /** The pre-login conversation; resolves when the relay after a successful login has ended. */
   protected abstract serve(): Promise<RelayStats>;
   /** The protocol's last words before sasl-gate closes the connection. */
-  protected abstract farewell(reason: 'timeout' | 'shutdown' | 'error'): string;
+  protected abstract farewell(reason: 'timeout' | 'shutdown' | 'error' | 'too_many_failures'): string;
 
   /** Serves the connection until the relay ends, the client leaves, or a limit is reached. */
   async run(): Promise<void> {
-    const client = { address: this.socket.remoteAddress, port: this.socket.remotePort };
+    const client = this.client;
     this.log.debug({ client: client.address, listener: this.options.listener }, 'connection opened');
-    this.socket.on('data', this.onData);
-    this.socket.on('end', () => {
-      this.clientEnded = true;
-      this.wake?.();
-    });
-    this.socket.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-    this.socket.on('drain', () => this.wake?.());
-    this.socket.on('error', (err) => this.log.debug({ err: err.message }, 'client socket error'));
+    this.listen(this.socket);
     this.preAuthTimer = setTimeout(() => this.end('timeout', this.farewell('timeout')), this.options.limits.preAuthTimeoutSeconds * 1000);
     this.preAuthTimer.unref();
 
@@ -116,6 +139,60 @@ export abstract class PreAuthSession<F extends LineFramer> {
     );
   }
 
+  private listen(socket: Socket): void {
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onClose);
+    socket.on('drain', this.onDrain);
+    socket.on('error', this.onError);
+  }
+
+  private unlisten(socket: Socket): void {
+    socket.off('data', this.onData);
+    socket.off('end', this.onEnd);
+    socket.off('close', this.onClose);
+    socket.off('drain', this.onDrain);
+    socket.off('error', this.onError);
+  }
+
+  /**
+   * STARTTLS: whatever the client sent after the command is thrown away unread (commands
+   * injected before the handshake must never run inside TLS), then the connection is encrypted.
+   */
+  protected async upgradeToTls(): Promise<void> {
+    const context = this.options.starttls?.();
+    if (!context) throw new Error('STARTTLS on a listener without it');
+    const plain = this.socket;
+    this.unlisten(plain);
+    const injected = this.framer.takeRest();
+    if (injected.length > 0) {
+      this.log.warn({ client: this.client.address, bytes: injected.length }, 'discarded data sent after STARTTLS before the TLS handshake');
+    }
+    const secure = new TLSSocket(plain, { isServer: true, secureContext: context });
+    let fail: (err: Error) => void = () => undefined;
+    const onClosed = () => fail(new Error('closed during the TLS handshake'));
+    const onFailed = (err: Error) => fail(err);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        fail = reject;
+        secure.once('secure', resolve);
+        secure.on('error', onFailed);
+        secure.on('close', onClosed);
+      });
+    } catch (err) {
+      this.log.info({ client: this.client.address, err: (err as Error).message }, 'STARTTLS handshake failed');
+      secure.destroy();
+      this.closed = true;
+      throw new SessionEnd('client_closed');
+    } finally {
+      secure.off('error', onFailed);
+      secure.off('close', onClosed);
+    }
+    this.socket = secure;
+    this.tlsActive = true;
+    this.listen(secure);
+  }
+
   /** Closes the session from outside (shutdown). */
   shutdown(): void {
     // Inside the relay the byte stream belongs to the backend: a farewell could land mid-reply.
@@ -126,6 +203,29 @@ export abstract class PreAuthSession<F extends LineFramer> {
   /** Whether the connection is over (or being closed). */
   protected get isClosed(): boolean {
     return this.closed || this.endOutcome !== undefined;
+  }
+
+  /**
+   * Answers a failed login: after a delay that grows with recent failures from this address and
+   * for this user name (so guessing is slow), and ends the connection after too many failures.
+   */
+  protected async authenticationFailed(reply: string, user: string | undefined): Promise<void> {
+    const failures = this.options.failures;
+    if (failures) {
+      failures.recordFailure(this.client.address, user);
+      const delay = failures.delayFor(this.client.address, user);
+      if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay).unref());
+    }
+    this.send(reply);
+    this.failedLogins += 1;
+    if (this.failedLogins >= this.options.limits.maxAuthFailures) {
+      this.stop('too_many_failures', this.farewell('too_many_failures'));
+    }
+  }
+
+  /** A login that worked: the user name's failure record is cleared. */
+  protected authenticationSucceeded(user: string | undefined): void {
+    this.options.failures?.recordSuccess(this.client.address, user);
   }
 
   /** Sends one line (CRLF added). */
@@ -172,11 +272,17 @@ export abstract class PreAuthSession<F extends LineFramer> {
   protected startRelay(success: string, backend: Socket, backendRest: Buffer): Promise<RelayStats> {
     clearTimeout(this.preAuthTimer);
     this.send(success);
-    this.socket.off('data', this.onData);
+    this.unlisten(this.socket);
+    this.socket.on('error', () => undefined);
     this.relaying = true;
     const toBackend = this.framer.takeRest();
     // A client that already closed its side gets the answers to what it sent before, then the end.
     if (this.clientEnded) backend.end(toBackend);
-    return relay(this.socket, backend, { toBackend: this.clientEnded ? Buffer.alloc(0) : toBackend, toClient: backendRest });
+    return relay(
+      this.socket,
+      backend,
+      { toBackend: this.clientEnded ? Buffer.alloc(0) : toBackend, toClient: backendRest },
+      { idleTimeoutMs: this.options.limits.idleTimeoutSeconds * 1000 },
+    );
   }
 }

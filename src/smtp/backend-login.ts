@@ -10,6 +10,8 @@ export interface SmtpClientOrigin {
   port: number;
   /** The name the client gave in EHLO/HELO. */
   helo: string;
+  /** The address and port the client connected to. */
+  local: { address: string; port: number };
 }
 
 /** How the backend login is done: on the user's behalf (token users) or with the client's own credentials. */
@@ -60,8 +62,11 @@ export async function loginToSmtpBackend(options: {
   /** The name sasl-gate greets the backend with before XCLIENT. */
   localName: string;
 }): Promise<SmtpBackendLoginResult> {
-  const conversation = await SmtpBackendConversation.open(options.connect, options.responseTimeoutMs);
   const { credentials, origin } = options;
+  const conversation = await SmtpBackendConversation.open(options.connect, options.responseTimeoutMs, {
+    client: { address: origin.address, port: origin.port },
+    local: origin.local,
+  });
   const unavailable = (what: string, reply: SmtpReply) =>
     new AuthError('backend_unavailable', `backend refused ${what}: ${reply.code} ${reply.lines.join(' ').slice(0, 200)}`);
   try {

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { AuthError } from '../errors.js';
-import type { BackendConnector } from '../imap/backend.js';
+import type { BackendConnector, ConnectionEnds } from '../imap/backend.js';
 
 /** A complete SMTP reply: its code and the text of each line. */
 export interface SmtpReply {
@@ -52,8 +52,8 @@ export class SmtpBackendConversation {
   }
 
   /** Opens a conversation: connect, then the server's 220 greeting. */
-  static async open(connect: BackendConnector, responseTimeoutMs: number): Promise<SmtpBackendConversation> {
-    const conversation = new SmtpBackendConversation(await connect(), responseTimeoutMs);
+  static async open(connect: BackendConnector, responseTimeoutMs: number, ends?: ConnectionEnds): Promise<SmtpBackendConversation> {
+    const conversation = new SmtpBackendConversation(await connect(ends), responseTimeoutMs);
     try {
       const greeting = await conversation.reply();
       if (greeting.code !== 220) {

@@ -56,10 +56,18 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
     this.send(`220 ${this.ctx.hostname} ESMTP ready`);
   }
 
-  protected farewell(reason: 'timeout' | 'shutdown' | 'error'): string {
+  protected farewell(reason: 'timeout' | 'shutdown' | 'error' | 'too_many_failures'): string {
     if (reason === 'timeout') return '421 4.4.2 Timeout: authentication took too long, closing connection';
+    if (reason === 'too_many_failures') return '421 4.7.0 Too many authentication failures, closing connection';
     if (reason === 'shutdown') return '421 4.3.2 Server shutting down';
     return '421 4.3.0 Internal error, closing connection';
+  }
+
+  /** Before STARTTLS: STARTTLS and no AUTH (RFC 3207, RFC 8314); after it, the full list. */
+  private extensions(): readonly string[] {
+    const current = this.ctx.extensions.current();
+    if (this.tlsActive) return current;
+    return [...current.filter((e) => !/^AUTH /i.test(e)), 'STARTTLS'];
   }
 
   private nextLine(): Promise<LineFrame> {
@@ -98,8 +106,7 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
         if (!/^[\x21-\x7e]{1,255}$/.test(name)) return this.send('501 5.5.4 Syntax: EHLO hostname');
         this.helo = name;
         if (verb === 'HELO') return this.send(`250 ${this.ctx.hostname}`);
-        const extensions = this.ctx.extensions.current();
-        const lines = [this.ctx.hostname, ...extensions];
+        const lines = [this.ctx.hostname, ...this.extensions()];
         lines.forEach((l, i) => this.send(`250${i === lines.length - 1 ? ' ' : '-'}${l}`));
         return;
       }
@@ -110,13 +117,22 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
       case 'QUIT':
         return this.stop('logout', '221 2.0.0 Bye');
       case 'STARTTLS':
-        return this.send('503 5.5.1 Error: TLS already active');
+        if (this.tlsActive) return this.send('503 5.5.1 Error: TLS already active');
+        if (argument !== '') return this.send('501 5.5.4 Syntax: STARTTLS');
+        this.send('220 2.0.0 Ready to start TLS');
+        await this.upgradeToTls();
+        // RFC 3207: the client starts over with EHLO and learns the extensions anew.
+        this.helo = undefined;
+        return;
       case 'HELP':
         return this.send('214 2.0.0 See RFC 5321 and RFC 4954');
       case 'AUTH':
+        if (!this.tlsActive) return this.send('530 5.7.0 Must issue a STARTTLS command first');
         return this.auth(argument);
       default:
-        if (MAIL_COMMANDS.has(verb)) return this.send('530 5.7.0 Authentication required');
+        if (MAIL_COMMANDS.has(verb)) {
+          return this.send(this.tlsActive ? '530 5.7.0 Authentication required' : '530 5.7.0 Must issue a STARTTLS command first');
+        }
         return this.send('502 5.5.2 Error: command not recognized');
     }
   }
@@ -126,7 +142,7 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
     const [mechanismWord, initial, extra] = argument.split(' ');
     const mechanism = (mechanismWord ?? '').toUpperCase();
     if (!mechanism || extra !== undefined) return this.send('501 5.5.4 Syntax: AUTH mechanism [initial-response]');
-    const offered = this.ctx.extensions.current().find((e) => e.startsWith('AUTH '))?.split(' ').slice(1) ?? [];
+    const offered = this.extensions().find((e) => e.startsWith('AUTH '))?.split(' ').slice(1) ?? [];
     if (!offered.includes(mechanism)) return this.send('504 5.5.4 Unrecognized authentication type');
     this.mechanism = mechanism;
     if (mechanism === 'LOGIN') return this.loginMechanism(initial);
@@ -196,7 +212,7 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
     } catch (err) {
       if (err instanceof SaslError) {
         this.log.info({ mechanism, reason: 'bad_sasl', detail: err.message }, 'authentication failed');
-        return this.send(`535 5.7.8 Invalid ${mechanism} message: ${err.message}`);
+        return this.authenticationFailed(`535 5.7.8 Invalid ${mechanism} message: ${err.message}`, undefined);
       }
       throw err;
     }
@@ -222,7 +238,7 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
       if (reply.type === 'line' && !isDummyReply(reply.line)) {
         this.log.debug('client answered the error challenge with something other than the dummy reply');
       }
-      return this.send('535 5.7.8 Authentication credentials invalid');
+      return this.authenticationFailed('535 5.7.8 Authentication credentials invalid', this.user);
     }
     const credentialsForBackend: SmtpBackendCredentials =
       this.ctx.login === 'xclient'
@@ -231,10 +247,10 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
     return this.backendLogin(credentialsForBackend);
   }
 
-  private refuse(err: unknown): void {
+  private refuse(err: unknown): Promise<void> {
     if (err instanceof GateError) {
       this.log.info({ mechanism: this.mechanism, reason: err.code, detail: err.message }, 'authentication refused');
-      return this.send('535 5.7.8 Authentication credentials invalid');
+      return this.authenticationFailed('535 5.7.8 Authentication credentials invalid', this.user);
     }
     throw err;
   }
@@ -250,7 +266,12 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
       result = await loginToSmtpBackend({
         connect: this.ctx.connectBackend,
         responseTimeoutMs: this.ctx.backendResponseTimeoutMs,
-        origin: { address: this.socket.remoteAddress ?? '', port: this.socket.remotePort ?? 0, helo: this.helo ?? 'unknown' },
+        origin: {
+          address: this.client.address,
+          port: this.client.port,
+          helo: this.helo ?? 'unknown',
+          local: { address: this.socket.localAddress ?? '', port: this.socket.localPort ?? 0 },
+        },
         credentials,
         localName: this.ctx.hostname,
       });
@@ -275,9 +296,10 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
       }
       this.log.info({ mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply }, 'authentication failed');
       const { code, lines } = result.reply;
-      return this.send(`${code === 334 ? 535 : code} ${lines[lines.length - 1] ?? ''}`.trimEnd());
+      return this.authenticationFailed(`${code === 334 ? 535 : code} ${lines[lines.length - 1] ?? ''}`.trimEnd(), this.user);
     }
     this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
+    this.authenticationSucceeded(this.user);
     return this.startRelay('235 2.7.0 Authentication successful', result.socket, result.rest);
   }
 }

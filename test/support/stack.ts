@@ -35,6 +35,8 @@ export interface Stack {
   imapPort: number;
   /** PEM of the CA that signed the proxy's certificate. */
   ca: string;
+  /** The certificate files sasl-gate was configured with. */
+  tlsPaths: { cert: string; key: string };
   /** Every log line sasl-gate wrote, parsed. */
   logs: Array<Record<string, unknown>>;
   /** The raw log text, for secret scans. */
@@ -86,6 +88,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       usernameClaims: ['email', 'preferred_username'],
       ...options.oauth,
     },
+    // Tests fail logins on purpose, from one address: growing delays are tested on their own.
+    limits: { authFailureDelayMs: 0 },
     ...options.config,
   };
   const configPath = join(dir, 'sasl-gate.yaml');
@@ -115,6 +119,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     imapPort: imap.port,
     smtpPort: smtp?.port ?? 0,
     ca: readFileSync(certs.caPath, 'utf8'),
+    tlsPaths: { cert: certs.certPath, key: certs.keyPath },
     logs,
     rawLog: () => raw,
     async close() {
@@ -150,8 +155,14 @@ export class TlsImap {
   }
 
   /** Connects with TLS, checking the certificate against `ca`, and reads the greeting. */
-  static async connect(stack: Pick<Stack, 'host' | 'imapPort' | 'ca'>): Promise<TlsImap> {
-    const socket = tlsConnect({ host: stack.host, port: stack.imapPort, ca: stack.ca, servername: 'localhost' });
+  static async connect(stack: Pick<Stack, 'host' | 'imapPort' | 'ca'> & { localAddress?: string }): Promise<TlsImap> {
+    const socket = tlsConnect({
+      host: stack.host,
+      port: stack.imapPort,
+      ca: stack.ca,
+      servername: 'localhost',
+      ...(stack.localAddress ? { localAddress: stack.localAddress } : {}),
+    });
     await new Promise<void>((resolve, reject) => {
       socket.once('secureConnect', resolve);
       socket.once('error', reject);

@@ -45,7 +45,13 @@ function expectConfigError(fn: () => unknown, key: string) {
 describe('loadConfig', () => {
   it('accepts the contract keys of the design and fills defaults', () => {
     const { config } = loadConfig({ file: file(CONTRACT), env: {} });
-    expect(config.listeners[0]).toEqual({ protocol: 'imap', bind: { host: '0.0.0.0', port: 993 }, tls: 'implicit' });
+    expect(config.listeners[0]).toEqual({
+      protocol: 'imap',
+      bind: { host: '0.0.0.0', port: 993 },
+      tls: 'implicit',
+      proxyProtocol: false,
+      trustedProxies: [],
+    });
     expect(config.backends.imap).toMatchObject({ host: '127.0.0.1', port: 143 });
     expect(config.oauth.audience).toEqual(['mail']);
     expect(config.oauth.algorithms).not.toContain('HS256');
