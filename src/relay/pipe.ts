@@ -1,4 +1,4 @@
-import type { Duplex } from 'node:stream';
+import type { Duplex, Transform, Writable } from 'node:stream';
 
 export interface RelayStats {
   /** Bytes from the client to the backend, including those buffered before the relay began. */
@@ -20,7 +20,14 @@ export function relay(
   client: Duplex & { setTimeout?(ms: number, callback?: () => void): unknown },
   backend: Duplex,
   pending: { toBackend: Buffer; toClient: Buffer },
-  options: { idleTimeoutMs?: number } = {},
+  options: {
+    idleTimeoutMs?: number;
+    /**
+     * Sits between the client and the backend; it sees the backend's output too, through
+     * `observeReplies`, to follow the conversation it filters.
+     */
+    clientFilter?: Transform & { observeReplies(chunk: Buffer): void };
+  } = {},
 ): Promise<RelayStats> {
   return new Promise((resolve) => {
     const stats: RelayStats = {
@@ -42,22 +49,31 @@ export function relay(
         resolve(stats);
       }
     };
+    const filter = options.clientFilter;
     client.on('data', (chunk: Buffer) => (stats.bytesFromClient += chunk.length));
-    backend.on('data', (chunk: Buffer) => (stats.bytesToClient += chunk.length));
+    backend.on('data', (chunk: Buffer) => {
+      stats.bytesToClient += chunk.length;
+      filter?.observeReplies(chunk);
+    });
     // Errors end the connection; the close handlers do the rest.
     client.on('error', () => client.destroy());
     backend.on('error', () => backend.destroy());
     client.once('close', onClose('client', backend));
     backend.once('close', onClose('backend', client));
-    if (pending.toBackend.length > 0) backend.write(pending.toBackend);
-    if (pending.toClient.length > 0) client.write(pending.toClient);
+    const toBackend: Writable = filter ?? backend;
+    if (filter) filter.pipe(backend);
+    if (pending.toClient.length > 0) {
+      filter?.observeReplies(pending.toClient);
+      client.write(pending.toClient);
+    }
+    if (pending.toBackend.length > 0) toBackend.write(pending.toBackend);
     if (options.idleTimeoutMs && client.setTimeout) {
       // No byte either way for this long: the client is gone without saying so.
       client.setTimeout(options.idleTimeoutMs, () => {
         client.destroy();
       });
     }
-    client.pipe(backend);
+    client.pipe(toBackend);
     backend.pipe(client);
   });
 }

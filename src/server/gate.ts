@@ -134,7 +134,9 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         name: 'smtp',
         probe: () => probeSmtpExtensions(connect, backend.responseTimeoutSeconds * 1000, config.hostname),
         advertise: advertisedSmtpExtensions,
-        fallback: [],
+        // Until Postfix answers: what any submission server offers, so password clients get a
+        // temporary failure at AUTH rather than "unsupported mechanism".
+        fallback: ['PIPELINING', 'ENHANCEDSTATUSCODES', '8BITMIME', 'AUTH PLAIN LOGIN'],
         refreshMs: backend.capabilityRefreshSeconds * 1000,
         log,
       });

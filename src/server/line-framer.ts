@@ -66,6 +66,11 @@ export class LineFramer {
     return { type: 'line', line: Buffer.from(line) };
   }
 
+  /** Drops the next `n` bytes of input (data that belongs to a refused command), stored or not. */
+  skip(n: number): void {
+    this.discardBytes += n;
+  }
+
   /** Drops what has arrived of the current line and the rest of it, up to the next LF. */
   protected discardRestOfLine(): void {
     this.discardLine = true;

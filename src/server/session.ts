@@ -269,7 +269,12 @@ export abstract class PreAuthSession<F extends LineFramer> {
   }
 
   /** Answers the client's login and joins it to the backend; resolves when the relay ends. */
-  protected startRelay(success: string, backend: Socket, backendRest: Buffer): Promise<RelayStats> {
+  protected startRelay(
+    success: string,
+    backend: Socket,
+    backendRest: Buffer,
+    clientFilter?: NonNullable<Parameters<typeof relay>[3]>['clientFilter'],
+  ): Promise<RelayStats> {
     clearTimeout(this.preAuthTimer);
     this.send(success);
     this.unlisten(this.socket);
@@ -277,12 +282,12 @@ export abstract class PreAuthSession<F extends LineFramer> {
     this.relaying = true;
     const toBackend = this.framer.takeRest();
     // A client that already closed its side gets the answers to what it sent before, then the end.
-    if (this.clientEnded) backend.end(toBackend);
+    if (this.clientEnded) (clientFilter ?? backend).end(toBackend);
     return relay(
       this.socket,
       backend,
       { toBackend: this.clientEnded ? Buffer.alloc(0) : toBackend, toClient: backendRest },
-      { idleTimeoutMs: this.options.limits.idleTimeoutSeconds * 1000 },
+      { idleTimeoutMs: this.options.limits.idleTimeoutSeconds * 1000, ...(clientFilter ? { clientFilter } : {}) },
     );
   }
 }

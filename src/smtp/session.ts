@@ -16,6 +16,7 @@ import { decodePlain } from '../sasl/plain.js';
 import { LineFramer, type LineFrame } from '../server/line-framer.js';
 import { PreAuthSession } from '../server/session.js';
 import { loginToSmtpBackend, type SmtpBackendCredentials } from './backend-login.js';
+import { SmtpCommandGuard } from './guard.js';
 
 /** Everything an SMTP session needs; each I/O seam is injected. */
 export interface SmtpSessionContext {
@@ -130,6 +131,11 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
         if (!this.tlsActive) return this.send('530 5.7.0 Must issue a STARTTLS command first');
         return this.auth(argument);
       default:
+        if (verb === 'BDAT') {
+          // RFC 3030: the chunk follows the command whatever the reply; it is data, not commands.
+          const size = /^(\d{1,15})(?: +LAST)? *$/i.exec(argument);
+          if (size) this.framer.skip(Number(size[1]));
+        }
         if (MAIL_COMMANDS.has(verb)) {
           return this.send(this.tlsActive ? '530 5.7.0 Authentication required' : '530 5.7.0 Must issue a STARTTLS command first');
         }
@@ -300,6 +306,10 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
     }
     this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
     this.authenticationSucceeded(this.user);
-    return this.startRelay('235 2.7.0 Authentication successful', result.socket, result.rest);
+    const guard = new SmtpCommandGuard();
+    result.socket.once('close', () => {
+      if (guard.refused > 0) this.log.warn({ user: this.user, commands: guard.refused }, 'refused XCLIENT / XFORWARD from a logged-in client');
+    });
+    return this.startRelay('235 2.7.0 Authentication successful', result.socket, result.rest, guard);
   }
 }

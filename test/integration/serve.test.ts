@@ -13,6 +13,7 @@ import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.j
 import { startDevIdp, type DevIdp } from '../../src/devstack/idp.js';
 import { freePort } from '../../src/devstack/ports.js';
 import { ensureDevCertificate } from '../../src/server/devcert.js';
+import { keepLog } from '../support/evidence.js';
 import { MASTER, USERS } from '../support/stack.js';
 
 const run = promisify(execFile);
@@ -40,6 +41,10 @@ function waitFor(pattern: RegExp, timeoutMs = 20_000): Promise<void> {
       }
     };
     gate.stdout?.on('data', check);
+    gate.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`sasl-gate exited with ${code} before ${pattern}:\n${output}`));
+    });
     check();
   });
 }
@@ -97,6 +102,7 @@ admin: { bind: "127.0.0.1:${adminPort}" }
 });
 
 afterAll(async () => {
+  keepLog(output, 'serve');
   if (gate && gate.exitCode === null) gate.kill('SIGKILL');
   await Promise.all([dovecot?.stop(), idp?.close()]);
 });

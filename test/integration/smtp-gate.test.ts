@@ -345,7 +345,7 @@ describe.each(MODES)('token submission through Postfix (backends.smtp.login: %s)
   // The relay hands the client a Postfix session whose client address (the client's own, set
   // with XCLIENT ADDR=) may still be in smtpd_authorized_xclient_hosts: the client can then send
   // XCLIENT LOGIN= itself and become any user, without a token for them.
-  it.fails('a token user cannot switch to another identity with XCLIENT after login', async () => {
+  it('a token user cannot switch to another identity with XCLIENT after login', async () => {
     const c = await loggedIn(stack, ALICE.name, aliceToken);
     try {
       const xclient = await c.command(`XCLIENT LOGIN=${BOB.name}`);
@@ -431,7 +431,9 @@ describe('pre-auth SMTP answered by sasl-gate', () => {
     const c = await smtps(stack);
     try {
       await c.command('EHLO client.example');
-      for (const command of [`MAIL FROM:<${ALICE.name}>`, `RCPT TO:<${BOB.name}>`, 'DATA', 'BDAT 10 LAST', `VRFY ${BOB.name}`]) {
+      // BDAT carries its chunk right after the command line (RFC 3030): 8 bytes and the CRLF the
+      // helper appends make the 10, skipped unread.
+      for (const command of [`MAIL FROM:<${ALICE.name}>`, `RCPT TO:<${BOB.name}>`, 'DATA', 'BDAT 10 LAST\r\n01234567', `VRFY ${BOB.name}`]) {
         const reply = await c.command(command);
         expect(reply.code, command).toBe(530);
         expect(reply.text, command).toMatch(/^5\.7\.0 /);
@@ -511,7 +513,7 @@ describe('pre-auth SMTP answered by sasl-gate', () => {
 
   // RFC 3030 section 2: after a refused BDAT the server must still read and discard the chunk.
   // sasl-gate answers 530 and then runs the chunk's bytes as commands.
-  it.fails('a BDAT chunk refused before AUTH is not run as commands', async () => {
+  it('a BDAT chunk refused before AUTH is not run as commands', async () => {
     const c = await smtps(stack);
     try {
       await c.command('EHLO client.example');
@@ -752,7 +754,7 @@ describe('a backend that cannot be reached gives a temporary failure, never a re
 
   // With no successful probe the EHLO list is only the token mechanisms, so a password client
   // is told its mechanism does not exist (504, permanent) instead of "try again later".
-  it.fails('Postfix unreachable since start: a password client gets 454 4.7.0 too', async () => {
+  it('Postfix unreachable since start: a password client gets 454 4.7.0 too', async () => {
     const stack = stacks.unreachable;
     const c = await smtps(stack);
     try {

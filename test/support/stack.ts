@@ -16,12 +16,29 @@ import { startPostfix, type PostfixInstance } from '../../src/devstack/postfix.j
 import { createLogger } from '../../src/observe/logger.js';
 import { ensureDevCertificate } from '../../src/server/devcert.js';
 import { startGate, type RunningGate } from '../../src/server/gate.js';
+import { keepLog, secret } from './evidence.js';
 
 export const USERS = [
-  { name: 'alice@example.test', password: 'alice-Pa55word' },
-  { name: 'bob@example.test', password: 'bob-Pa55word' },
+  { name: 'alice@example.test', password: secret('alice-Pa55word', 'password') },
+  { name: 'bob@example.test', password: secret('bob-Pa55word', 'password') },
 ];
-export const MASTER = { user: 'sasl-gate-master', password: 'master-Pa55-9f3k2' };
+export const MASTER = { user: 'sasl-gate-master', password: secret('master-Pa55-9f3k2', 'master password') };
+
+/** Records every token the IdP hands out (and its signature alone, in case a log cut it). */
+function recordTokens(idp: DevIdp): DevIdp {
+  const mint = idp.mintAccessToken.bind(idp);
+  const sign = idp.signToken.bind(idp);
+  const record = (token: string) => {
+    secret(token, 'access token');
+    const signature = token.split('.')[2];
+    if (signature) secret(signature, 'token signature');
+    return token;
+  };
+  idp.mintAccessToken = async (opts) => record(await mint(opts));
+  idp.signToken = async (claims, opts) => record(await sign(claims, opts));
+  secret(idp.clientSecret, 'client secret');
+  return idp;
+}
 
 export interface Stack {
   dovecot: DovecotInstance;
@@ -64,7 +81,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })),
       audience: 'mail',
       ...options.idp,
-    }),
+    }).then(recordTokens),
   ]);
   const certs = await ensureDevCertificate(join(dir, 'certs'));
   const postfix = options.smtp ? await startPostfix({ dovecot, domain: 'example.test' }) : undefined;
@@ -123,7 +140,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     logs,
     rawLog: () => raw,
     async close() {
-      await gate.close();
+      keepLog(raw, `stack-${dir.split('-').at(-1)}`);
+      await gate.close(0);
       await Promise.all([dovecot.stop(), idp.close(), postfix?.stop()]);
     },
   };
@@ -233,18 +251,18 @@ export class TlsImap {
 
 /** XOAUTH2 initial response for a user and token. */
 export function xoauth2(user: string, token: string): string {
-  return Buffer.from(`user=${user}\x01auth=Bearer ${token}\x01\x01`).toString('base64');
+  return secret(Buffer.from(`user=${user}\x01auth=Bearer ${token}\x01\x01`).toString('base64'), 'XOAUTH2 message');
 }
 
 /** OAUTHBEARER initial response (RFC 7628), optionally without `a=`. */
 export function oauthbearer(user: string | undefined, token: string, host = 'localhost', port = 993): string {
   const gs2 = user === undefined ? 'n,,' : `n,a=${user.replace(/=/g, '=3D').replace(/,/g, '=2C')},`;
-  return Buffer.from(`${gs2}\x01host=${host}\x01port=${port}\x01auth=Bearer ${token}\x01\x01`).toString('base64');
+  return secret(Buffer.from(`${gs2}\x01host=${host}\x01port=${port}\x01auth=Bearer ${token}\x01\x01`).toString('base64'), 'OAUTHBEARER message');
 }
 
 /** Base64 of SASL PLAIN. */
 export function plain(authzid: string, authcid: string, password: string): string {
-  return Buffer.from(`${authzid}\0${authcid}\0${password}`).toString('base64');
+  return secret(Buffer.from(`${authzid}\0${authcid}\0${password}`).toString('base64'), 'PLAIN message');
 }
 
 /**
