@@ -3,7 +3,9 @@
  * demo: its own config, sockets, state, log and mail under one directory, listening on free ports,
  * never touching /etc/dovecot or the system's port 143. It is configured the way sasl-gate expects
  * a production backend to be: a master user, the proxy in `login_trusted_networks`, plaintext
- * logins allowed on the (loopback) wire, and an LMTP listener for Postfix to deliver into.
+ * logins allowed on the (loopback) wire, and an LMTP listener for Postfix to deliver into. On request
+ * it also opens a second IMAP listener behind the PROXY protocol (`haproxy = yes`), for sasl-gate's
+ * `backends.imap.proxyProtocol`.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -34,6 +36,12 @@ export interface DovecotOptions {
    * login_trusted_networks in 2.3, so tests that fail many logins from one address may turn it off.
    */
   authPenalty?: boolean;
+  /**
+   * Also open a second IMAP listener (`haproxyPort`) that expects a PROXY protocol header (v1 or v2)
+   * before anything else, as `inet_listener { haproxy = yes }`, accepting it from
+   * `haproxy_trusted_networks` (loopback, and `host` when that is not loopback). Off by default.
+   */
+  haproxy?: boolean;
 }
 
 /** A running private Dovecot. */
@@ -46,6 +54,11 @@ export interface DovecotInstance {
    * `smtpd_sasl_type = dovecot` with `smtpd_sasl_path = inet:host:port`; startDovecot always sets it.
    */
   authPort?: number;
+  /**
+   * The IMAP listener behind the PROXY protocol: every connection must start with a PROXY header
+   * (`LOCAL` for a connection of the proxy's own). Present only when started with `haproxy: true`.
+   */
+  haproxyPort?: number;
   dir: string;
   logPath: string;
   /** The whole Dovecot log so far (after stop(), the log as it was when the instance ended). */
@@ -257,8 +270,19 @@ function renderConfig(
   authPort: number,
   postmaster: string,
   authPenalty: boolean,
+  haproxyPort: number | undefined,
 ): string {
   const trusted = ['127.0.0.0/8', '::1', ...(isLoopbackOrWildcard(host) ? [] : [host])];
+  const haproxyListener =
+    haproxyPort === undefined
+      ? ''
+      : `
+  # The client's address comes from the PROXY header that must open every connection here.
+  inet_listener imap-haproxy {
+    address = ${host}
+    port = ${haproxyPort}
+    haproxy = yes
+  }`;
   const anvil = [
     ...(a.root ? [] : ['  chroot =']),
     ...(authPenalty
@@ -288,7 +312,7 @@ auth_mechanisms = plain login
 auth_master_user_separator = *
 # The proxy connects from here; only trusted peers may set the client address with ID.
 login_trusted_networks = ${trusted.join(' ')}
-auth_verbose = yes
+${haproxyPort === undefined ? '' : `# Only these peers may send a PROXY header (to listeners with haproxy = yes).\nhaproxy_trusted_networks = ${trusted.join(' ')}\n`}auth_verbose = yes
 verbose_proctitle = yes
 
 passdb {
@@ -319,7 +343,7 @@ service imap-login {
   }
   inet_listener imaps {
     port = 0
-  }${a.root ? '' : '\n  chroot ='}
+  }${haproxyListener}${a.root ? '' : '\n  chroot ='}
 }
 service lmtp {
   inet_listener lmtp {
@@ -369,6 +393,7 @@ async function writeFiles(
   imapPort: number,
   lmtpPort: number,
   authPort: number,
+  haproxyPort: number | undefined,
 ): Promise<void> {
   // Unprivileged Dovecot processes must traverse the directory, but need not list it.
   await chmod(l.dir, 0o711);
@@ -396,14 +421,20 @@ async function writeFiles(
   }
 
   const domain = users.map((u) => u.name.split('@')[1]).find((d) => d !== undefined && d !== '') ?? 'example.test';
-  const config = renderConfig(l, a, host, imapPort, lmtpPort, authPort, `postmaster@${domain}`, authPenalty);
+  const config = renderConfig(l, a, host, imapPort, lmtpPort, authPort, `postmaster@${domain}`, authPenalty, haproxyPort);
   await writeFile(l.conf, config, { mode: 0o644 });
 }
 
-/** Reads up to the first CRLF a server sends, or rejects. */
-function readGreeting(host: string, port: number, timeoutMs: number): Promise<string> {
+/** PROXY protocol v2 `LOCAL` header: "this connection is the proxy's own", no addresses. */
+const PROXY_V2_LOCAL = Buffer.from([
+  0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00, 0x00,
+]);
+
+/** Reads up to the first CRLF a server sends (after sending `preamble`, if any), or rejects. */
+function readGreeting(host: string, port: number, timeoutMs: number, preamble?: Buffer): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host, port });
+    if (preamble !== undefined) socket.write(preamble);
     let buffered = '';
     const finish = (err: Error | null, line?: string): void => {
       socket.destroy();
@@ -478,7 +509,13 @@ interface Launched {
   exited: Promise<void>;
 }
 
-async function launch(l: Layout, host: string, imapPort: number, lmtpPort: number): Promise<Launched> {
+async function launch(
+  l: Layout,
+  host: string,
+  imapPort: number,
+  lmtpPort: number,
+  haproxyPort: number | undefined,
+): Promise<Launched> {
   // setpriv's parent-death signal takes Dovecot down even when this process is SIGKILLed.
   const setpriv = (await exists('/usr/bin/setpriv')) ? '/usr/bin/setpriv' : undefined;
   const [file, args] = setpriv
@@ -540,6 +577,12 @@ async function launch(l: Layout, host: string, imapPort: number, lmtpPort: numbe
       if (!greeting.startsWith('* OK')) return fail(`greeted with ${JSON.stringify(greeting)} instead of * OK`);
       const lmtp = await readGreeting(host, lmtpPort, 2_000);
       if (!lmtp.startsWith('220')) return fail(`LMTP greeted with ${JSON.stringify(lmtp)} instead of 220`);
+      if (haproxyPort !== undefined) {
+        const proxied = await readGreeting(host, haproxyPort, 2_000, PROXY_V2_LOCAL);
+        if (!proxied.startsWith('* OK')) {
+          return fail(`greeted with ${JSON.stringify(proxied)} instead of * OK on the PROXY protocol listener`);
+        }
+      }
       break;
     } catch (err) {
       lastProblem = err instanceof Error ? err.message : String(err);
@@ -582,15 +625,20 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
   let imapPort = 0;
   let lmtpPort = 0;
   let authPort = 0;
+  let haproxyPort: number | undefined;
   for (let attempt = 1; launched === undefined; attempt++) {
     imapPort = await freePort(host);
     do lmtpPort = await freePort(host);
     while (lmtpPort === imapPort);
     do authPort = await freePort(host);
     while (authPort === imapPort || authPort === lmtpPort);
-    await writeFiles(l, a, logins, opts.authPenalty ?? true, host, imapPort, lmtpPort, authPort);
+    if (opts.haproxy === true) {
+      do haproxyPort = await freePort(host);
+      while (haproxyPort === imapPort || haproxyPort === lmtpPort || haproxyPort === authPort);
+    }
+    await writeFiles(l, a, logins, opts.authPenalty ?? true, host, imapPort, lmtpPort, authPort, haproxyPort);
     try {
-      launched = await launch(l, host, imapPort, lmtpPort);
+      launched = await launch(l, host, imapPort, lmtpPort, haproxyPort);
     } catch (err) {
       // Another process may take a free port between our probe and Dovecot's bind.
       if (err instanceof StartupError && err.addressInUse && attempt < PORT_ATTEMPTS) continue;
@@ -626,6 +674,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     imapPort,
     lmtpPort,
     authPort,
+    ...(haproxyPort === undefined ? {} : { haproxyPort }),
     dir,
     logPath: l.logPath,
     readLog: async () => finalLog ?? (await readFile(l.logPath, 'utf8').catch(() => '')),

@@ -1,5 +1,6 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { AuthError } from '../errors.js';
+import { BackendConversation } from '../server/backend-conversation.js';
 import { encodeProxyV2, encodeProxyV2Local } from '../server/proxy-protocol.js';
 import { encodeAstring } from './parser.js';
 
@@ -45,39 +46,18 @@ export function parseCapabilities(line: string): string[] | undefined {
   return code?.[1]?.split(' ').filter((c) => c.length > 0);
 }
 
-const MAX_BACKEND_LINE = 1 << 20;
-
 /**
  * A pre-login conversation with the backend: greeting, ID, login. Reads lines, sends commands
  * with its own tags, and hands the socket (and any bytes read past the login reply) to the relay.
  */
-export class ImapBackendConversation {
-  private buffer: Buffer = Buffer.alloc(0);
-  private waiters: Array<() => void> = [];
-  private failure: Error | undefined;
+export class ImapBackendConversation extends BackendConversation {
   private tagCounter = 0;
-  private readonly onData = (chunk: Buffer) => {
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
-    if (this.buffer.length > MAX_BACKEND_LINE && this.buffer.indexOf(0x0a) < 0) {
-      this.fail(new AuthError('backend_unavailable', 'backend sent an over-long line'));
-    }
-    this.wake();
-  };
-  private readonly onEnd = () => this.fail(new AuthError('backend_unavailable', 'backend closed the connection'));
-  private readonly onError = (err: Error) =>
-    this.fail(new AuthError('backend_unavailable', `backend connection failed: ${err.message}`, { cause: err }));
 
   /** Capabilities from the backend's greeting, when it sent them. */
   greetingCapabilities: string[] | undefined;
 
-  constructor(
-    readonly socket: Socket,
-    private readonly responseTimeoutMs: number,
-  ) {
-    socket.on('data', this.onData);
-    socket.on('end', this.onEnd);
-    socket.on('close', this.onEnd);
-    socket.on('error', this.onError);
+  protected farewell(): string {
+    return `${this.nextTag()} LOGOUT\r\n`;
   }
 
   /** Reads the greeting; a backend that does not greet with `* OK` is unavailable. */
@@ -93,11 +73,6 @@ export class ImapBackendConversation {
   nextTag(): string {
     this.tagCounter += 1;
     return `sg${this.tagCounter}`;
-  }
-
-  /** Sends raw bytes. */
-  write(data: string | Buffer): void {
-    this.socket.write(data);
   }
 
   /** Reads lines until the tagged reply to `tag`; returns it and the untagged lines before it. */
@@ -159,58 +134,6 @@ export class ImapBackendConversation {
       if (last) this.write('\r\n');
     }
     return undefined;
-  }
-
-  /** Stops reading for the conversation and returns bytes that arrived after the login reply. */
-  detach(): Buffer {
-    this.socket.off('data', this.onData);
-    this.socket.off('end', this.onEnd);
-    this.socket.off('close', this.onEnd);
-    this.socket.off('error', this.onError);
-    const rest = this.buffer;
-    this.buffer = Buffer.alloc(0);
-    return rest;
-  }
-
-  /** Ends the conversation without a login (after a refusal, or on error). */
-  close(): void {
-    this.detach();
-    this.socket.on('error', () => undefined);
-    if (!this.socket.destroyed) this.socket.end(`${this.nextTag()} LOGOUT\r\n`);
-    setTimeout(() => this.socket.destroy(), 2000).unref();
-  }
-
-  private fail(error: Error): void {
-    if (!this.failure) this.failure = error;
-    this.wake();
-  }
-
-  private wake(): void {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
-  }
-
-  private async readLine(): Promise<string> {
-    const deadline = Date.now() + this.responseTimeoutMs;
-    for (;;) {
-      const end = this.buffer.indexOf(0x0a);
-      if (end >= 0) {
-        const line = this.buffer.subarray(0, end).toString('utf8').replace(/\r$/, '');
-        this.buffer = this.buffer.subarray(end + 1);
-        return line;
-      }
-      if (this.failure) throw this.failure;
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) throw new AuthError('backend_unavailable', 'backend did not answer in time');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, remaining);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
   }
 }
 
