@@ -4,7 +4,8 @@
  * loopback port, never touching /etc/postfix, the system's queue or ports 25, 465 and 587. It is
  * configured the way sasl-gate expects a production backend to be: SASL through the private
  * Dovecot's auth service, the proxy allowed to send XCLIENT, senders bound to their login, and mail
- * for one domain delivered into Dovecot over LMTP.
+ * for one domain delivered into Dovecot over LMTP. On request a second submission smtpd expects the
+ * PROXY protocol (`smtpd_upstream_proxy_protocol = haproxy`), for sasl-gate's `backends.smtp.proxyProtocol`.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -24,6 +25,11 @@ export interface PostfixOptions {
   host?: string;
   /** Networks allowed to send XCLIENT (`smtpd_authorized_xclient_hosts`); `127.0.0.0/8` by default. */
   xclientHosts?: string[];
+  /**
+   * Also start a second submission smtpd (`proxySubmissionPort`) with the same settings that expects
+   * a PROXY protocol header first (`-o smtpd_upstream_proxy_protocol=haproxy`). Off by default.
+   */
+  proxyProtocol?: boolean;
 }
 
 /** A running private Postfix. */
@@ -31,6 +37,13 @@ export interface PostfixInstance {
   host: string;
   /** Plain (no TLS) submission-style smtpd with SASL and XCLIENT: where sasl-gate connects. */
   submissionPort: number;
+  /**
+   * The same submission service behind the PROXY protocol: every connection must start with a
+   * PROXY header (v1 or v2; a v2 `LOCAL` one for a connection of the proxy's own), whose client
+   * address then counts, for logging and for `smtpd_authorized_xclient_hosts` alike. Present only
+   * when started with `proxyProtocol: true`.
+   */
+  proxySubmissionPort?: number;
   configDir: string;
   queueDir: string;
   logPath: string;
@@ -162,6 +175,8 @@ interface Settings {
   domain: string;
   host: string;
   port: number;
+  /** The submission smtpd behind the PROXY protocol, when there is one. */
+  proxyPort: number | undefined;
   /** Where Dovecot's LMTP and auth listeners are reached. */
   dovecotHost: string;
   lmtpPort: number;
@@ -218,12 +233,22 @@ smtpd_delay_reject = no
 }
 
 function renderMasterCf(s: Settings): string {
+  const submission = ['  -o syslog_name=postfix/submission', '  -o smtpd_tls_security_level=none'];
+  const proxied =
+    s.proxyPort === undefined
+      ? ''
+      : [
+          '# The same submission service, behind the PROXY protocol: the header names the client.',
+          `${s.host}:${s.proxyPort} inet n - n - - smtpd`,
+          ...submission,
+          '  -o smtpd_upstream_proxy_protocol=haproxy',
+          '',
+        ].join('\n');
   // No service is chrooted: a chroot would need copies of /etc files inside the queue directory.
   return `# service type  private unpriv  chroot  wakeup  maxproc command + args
 ${s.host}:${s.port} inet n - n - - smtpd
-  -o syslog_name=postfix/submission
-  -o smtpd_tls_security_level=none
-pickup    unix  n       -       n       60      1       pickup
+${submission.join('\n')}
+${proxied}pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
@@ -257,13 +282,24 @@ async function writeConfig(l: Layout, s: Settings): Promise<void> {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** PROXY protocol v2 `LOCAL` header: "this connection is the proxy's own", no addresses. */
+const PROXY_V2_LOCAL = Buffer.from([
+  0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00, 0x00,
+]);
+
 /**
- * Opens an SMTP session and returns the greeting and the EHLO reply, each as one string of lines;
- * rejects when the server does not answer in time or closes early.
+ * Opens an SMTP session (sending `preamble` first, if any) and returns the greeting and the EHLO
+ * reply, each as one string of lines; rejects when the server does not answer in time or closes early.
  */
-function probeSmtp(host: string, port: number, timeoutMs: number): Promise<{ greeting: string; ehlo: string }> {
+function probeSmtp(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  preamble?: Buffer,
+): Promise<{ greeting: string; ehlo: string }> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host, port });
+    if (preamble !== undefined) socket.write(preamble);
     let buffered = '';
     let current: string[] = [];
     const replies: string[] = [];
@@ -380,7 +416,7 @@ function startWatchdog(pgid: number): ChildProcess {
   return watchdog;
 }
 
-async function launch(l: Layout, host: string, port: number): Promise<Launched> {
+async function launch(l: Layout, host: string, port: number, proxyPort: number | undefined): Promise<Launched> {
   // The master stays in the foreground as our child (-s keeps its startup errors on stdout), in its
   // own session and process group, so stop() can signal the master and all its daemons at once.
   const child = spawn(MASTER, ['-c', l.configDir, '-s'], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -450,6 +486,20 @@ async function launch(l: Layout, host: string, port: number): Promise<Launched> 
     if (!/^250[ -]AUTH /m.test(probe.ehlo)) {
       return fail(`offers no AUTH (Dovecot SASL unreachable?); EHLO said:\n${probe.ehlo}`);
     }
+    if (proxyPort !== undefined) {
+      // The master opened both listeners together; this proves smtpd takes a header there.
+      let proxied: { greeting: string; ehlo: string };
+      try {
+        proxied = await probeSmtp(host, proxyPort, 5_000, PROXY_V2_LOCAL);
+      } catch (err) {
+        return fail(`did not answer on the PROXY protocol port ${host}:${proxyPort} (${err instanceof Error ? err.message : String(err)})`);
+      }
+      if (!proxied.greeting.startsWith('220') || !/^250[ -]AUTH /m.test(proxied.ehlo)) {
+        return fail(
+          `answered on the PROXY protocol port ${host}:${proxyPort} with ${JSON.stringify(proxied.greeting)} and EHLO:\n${proxied.ehlo}`,
+        );
+      }
+    }
     return { child, pgid, exited, watchdog };
   }
 }
@@ -513,10 +563,24 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
 
   let launched: Launched | undefined;
   let port = 0;
+  let proxyPort: number | undefined;
   for (let attempt = 1; launched === undefined; attempt++) {
     try {
       port = await freePort(host);
-      const settings: Settings = { domain: opts.domain, host, port, dovecotHost, lmtpPort, authPort, xclientHosts };
+      if (opts.proxyProtocol === true) {
+        do proxyPort = await freePort(host);
+        while (proxyPort === port);
+      }
+      const settings: Settings = {
+        domain: opts.domain,
+        host,
+        port,
+        proxyPort,
+        dovecotHost,
+        lmtpPort,
+        authPort,
+        xclientHosts,
+      };
       await writeConfig(l, settings);
       if (attempt === 1) {
         // Creates the queue's subdirectories with the owners and modes Postfix insists on.
@@ -525,7 +589,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
           throw new Error(await diagnose(l, `failed its check (exit ${String(check.code)})`, check.output));
         }
       }
-      launched = await launch(l, host, port);
+      launched = await launch(l, host, port, proxyPort);
     } catch (err) {
       // Another process may take a free port between our probe and the master's bind.
       if (err instanceof StartupError && err.addressInUse && attempt < PORT_ATTEMPTS) continue;
@@ -561,6 +625,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
   return {
     host,
     submissionPort: port,
+    ...(proxyPort === undefined ? {} : { proxySubmissionPort: proxyPort }),
     configDir: l.configDir,
     queueDir: l.queueDir,
     logPath: l.logPath,

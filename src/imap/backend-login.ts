@@ -1,7 +1,8 @@
 import type { Socket } from 'node:net';
 import { AuthError } from '../errors.js';
 import { encodePlain } from '../sasl/plain.js';
-import { ImapBackendConversation, parseCapabilities, type BackendConnector } from './backend.js';
+import type { BackendConnector } from '../server/connector.js';
+import { ImapBackendConversation, parseCapabilities } from './backend.js';
 import { encodeAstring } from './parser.js';
 
 /** Where the client really is, passed to the backend so its logs and rate limits see the client. */

@@ -1,4 +1,5 @@
-import { ImapBackendConversation, parseCapabilities, type BackendConnector } from './backend.js';
+import type { BackendConnector } from '../server/connector.js';
+import { ImapBackendConversation, parseCapabilities } from './backend.js';
 
 /** The token mechanisms sasl-gate answers itself. */
 export const TOKEN_MECHANISMS = ['XOAUTH2', 'OAUTHBEARER'] as const;

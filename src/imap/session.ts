@@ -13,7 +13,7 @@ import { decodeOauthbearer, decodeXoauth2, type BearerCredentials } from '../sas
 import { isDummyReply, oauthbearerErrorChallenge, xoauth2ErrorChallenge } from '../sasl/challenge.js';
 import { decodeLoginField, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT } from '../sasl/login.js';
 import { decodePlain } from '../sasl/plain.js';
-import type { BackendConnector } from './backend.js';
+import type { BackendConnector } from '../server/connector.js';
 import { loginToBackend, type BackendCredentials, type ClientOrigin } from './backend-login.js';
 import { ImapFramer, type Frame } from './framer.js';
 import { astringValue, ImapSyntaxError, parseCommand, type ImapCommand, type ImapValue } from './parser.js';

@@ -6,7 +6,7 @@ import { ChainValidator } from '../auth/chain.js';
 import type { TokenValidator } from '../auth/validator.js';
 import type { GateConfig } from '../config/load.js';
 import type { ListenerConfig } from '../config/schema.js';
-import { tcpConnector, type BackendConnector } from '../imap/backend.js';
+import { tcpConnector, type BackendConnector } from './connector.js';
 import { advertisedCapabilities, IMAP_FALLBACK, probeImapCapabilities } from '../imap/capabilities.js';
 import { ImapSession } from '../imap/session.js';
 import { advertisedSmtpExtensions, probeSmtpExtensions } from '../smtp/capabilities.js';

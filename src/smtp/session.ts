@@ -6,7 +6,7 @@ import { openidConfigurationUrl } from '../auth/provider.js';
 import type { TokenValidator } from '../auth/validator.js';
 import type { LimitsConfig } from '../config/schema.js';
 import { AuthError, GateError, SaslError } from '../errors.js';
-import type { BackendConnector } from '../imap/backend.js';
+import type { BackendConnector } from '../server/connector.js';
 import type { RelayStats } from '../relay/pipe.js';
 import { decodeSaslResponse } from '../sasl/base64.js';
 import { decodeOauthbearer, decodeXoauth2, type BearerCredentials } from '../sasl/bearer.js';
