@@ -31,9 +31,17 @@ export class ChainValidator implements TokenValidator {
 
   constructor(
     private readonly oauth: OAuthConfig,
-    options: { masterSeparator: string; fetch?: typeof fetch; log?: Logger; provider?: ProviderClient },
+    options: {
+      masterSeparator: string;
+      fetch?: typeof fetch;
+      log?: Logger;
+      provider?: ProviderClient;
+      /** Told how long each strategy took and what it concluded (for metrics). */
+      onStrategy?: (strategy: Strategy['name'], seconds: number, verdict: StrategyReport['verdict']) => void;
+    },
   ) {
     this.masterSeparator = options.masterSeparator;
+    this.onStrategy = options.onStrategy;
     this.provider = options.provider ?? new ProviderClient(oauth, options.fetch ? { fetch: options.fetch } : {});
     this.strategies = oauth.validation.map((name) => {
       if (name === 'jwt') return new JwtStrategy(oauth, this.provider);
@@ -48,6 +56,7 @@ export class ChainValidator implements TokenValidator {
   }
 
   private readonly masterSeparator: string;
+  private readonly onStrategy: ((strategy: Strategy['name'], seconds: number, verdict: StrategyReport['verdict']) => void) | undefined;
 
   isReady(): boolean {
     return this.provider.isReady();
@@ -64,9 +73,12 @@ export class ChainValidator implements TokenValidator {
     let noIdentity: AuthError | undefined;
     for (const strategy of this.strategies) {
       let outcome;
+      const started = performance.now();
+      const timed = (verdict: StrategyReport['verdict']) => this.onStrategy?.(strategy.name, (performance.now() - started) / 1000, verdict);
       try {
         outcome = await strategy.check(token);
       } catch (err) {
+        timed(err instanceof AuthError && err.temporary ? 'unavailable' : 'rejected');
         const error = err instanceof AuthError ? err : new AuthError('provider_unavailable', String(err), { cause: err });
         if (error.temporary) {
           // Not passed on: a later strategy may check less (userinfo cannot check the audience),
@@ -77,6 +89,7 @@ export class ChainValidator implements TokenValidator {
         reports.push({ strategy: strategy.name, verdict: 'rejected', reason: error.message, code: error.code });
         throw Object.assign(error, { reports });
       }
+      timed('skip' in outcome ? 'skipped' : 'accepted');
       if ('skip' in outcome) {
         reports.push({ strategy: strategy.name, verdict: 'skipped', reason: outcome.skip });
         continue;

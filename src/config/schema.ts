@@ -6,6 +6,11 @@ import { z } from 'zod';
  * The configuration schema. Every value may arrive as a string (from the environment), so the
  * scalar builders below coerce strings to numbers, booleans and comma-separated lists; YAML's
  * native types are accepted as they are.
+ *
+ * Every key carries a description (`.describe()`), written for the mail admin: it is what
+ * docs/configuration.md is generated from (src/config/reference.ts). Two more metadata keys
+ * help that reference where the type alone says too little: `accepts` (the form of a value a
+ * transform checks) and `defaultText` (a default computed at start, not a constant).
  */
 
 const text = () => z.string().trim().min(1, 'must not be empty');
@@ -55,7 +60,8 @@ const hostPort = () =>
       return z.NEVER;
     }
     return { host, port };
-  });
+  })
+  .meta({ accepts: '`host:port`, `[IPv6]:port`, or `:port` for all IPv4 addresses' });
 
 const httpsUrl = () =>
   z.string().transform((value, ctx) => {
@@ -73,7 +79,8 @@ const httpsUrl = () =>
     }
     // Issuers are compared as exact strings (OpenID Connect Discovery 4.3): keep it as written.
     return value.trim();
-  });
+  })
+  .meta({ accepts: 'an `https://` URL (`http://` only on loopback: `localhost`, `127.0.0.1`, `[::1]`)' });
 
 /** Algorithms accepted for JWT access tokens unless `oauth.algorithms` says otherwise. */
 export const ASYMMETRIC_ALGORITHMS = [
@@ -84,12 +91,24 @@ const ALGORITHMS = [...ASYMMETRIC_ALGORITHMS, ...HMAC_ALGORITHMS] as const;
 
 const listenerSchema = z
   .strictObject({
-    protocol: z.enum(['imap', 'smtp']),
-    bind: hostPort(),
-    tls: z.enum(['implicit', 'starttls']).default('implicit'),
-    name: text().optional(),
-    proxyProtocol: boolean().default(false),
-    trustedProxies: list(text()).default([]),
+    protocol: z.enum(['imap', 'smtp']).describe(
+      'The protocol spoken on this port: `imap` in front of Dovecot or `smtp` (submission) in front of Postfix; the matching `backends` entry must be set.',
+    ),
+    bind: hostPort().describe(
+      'The address and port this listener accepts client connections on, for example `0.0.0.0:993` or `[::]:465`.',
+    ),
+    tls: z.enum(['implicit', 'starttls']).default('implicit').describe(
+      'How clients get TLS: `implicit` from the first byte (IMAPS 993, SMTPS 465), or `starttls` after the STARTTLS command (IMAP 143, submission 587), with every login refused before it.',
+    ),
+    name: text().optional().describe(
+      "The listener's name in logs; unset, it is `<protocol>-<port>`, for example `imap-993`.",
+    ),
+    proxyProtocol: boolean().default(false).describe(
+      'Whether every connection starts with a PROXY protocol v1 or v2 header (HAProxy, a load balancer), whose client address then counts everywhere: limits, logs, Dovecot and Postfix.',
+    ),
+    trustedProxies: list(text()).default([]).describe(
+      'Addresses or CIDR blocks of the proxies allowed to send the PROXY header, required with `proxyProtocol`; connections from anywhere else are refused.',
+    ),
   })
   .superRefine((l, ctx) => {
     if (l.proxyProtocol && l.trustedProxies.length === 0) {
@@ -103,17 +122,39 @@ const listenerSchema = z
 
 const limitsSchema = z
   .strictObject({
-    maxLineLength: integer(1024, 1 << 24).default(65536),
-    maxLiteralSize: integer(1024, 1 << 24).default(65536),
-    maxPreAuthCommands: integer(1, 100000).default(50),
-    preAuthTimeoutSeconds: integer(1, 3600).default(60),
-    maxConnections: integer(1, 10_000_000).default(20_000),
-    maxConnectionsPerAddress: integer(1, 10_000_000).default(100),
-    idleTimeoutSeconds: integer(1800, 86_400).default(1860),
-    maxAuthFailures: integer(1, 1000).default(5),
-    authFailureDelayMs: integer(0, 60_000).default(500),
-    authFailureMaxDelayMs: integer(0, 300_000).default(15_000),
-    shutdownGraceSeconds: integer(0, 3600).default(8),
+    maxLineLength: integer(1024, 1 << 24).default(65536).describe(
+      'The longest command line a client may send before login, in bytes (a 12 KiB token sent as an initial response fits in the default).',
+    ),
+    maxLiteralSize: integer(1024, 1 << 24).default(65536).describe(
+      'The most bytes all IMAP literals of one command before login may hold together.',
+    ),
+    maxPreAuthCommands: integer(1, 100000).default(50).describe(
+      'The most commands a client may send before logging in; then it gets `* BYE` or `421` and the connection is closed.',
+    ),
+    preAuthTimeoutSeconds: integer(1, 3600).default(60).describe(
+      'Seconds a client has from connecting to a successful login (the TLS handshake and the PROXY header count too), then it gets `* BYE` or `421`.',
+    ),
+    maxConnections: integer(1, 10_000_000).default(20_000).describe(
+      'The most client connections open at once over all listeners; more are refused with `* BYE [UNAVAILABLE]` or `421 4.7.0`.',
+    ),
+    maxConnectionsPerAddress: integer(1, 10_000_000).default(100).describe(
+      'The most client connections open at once from one client address; more are refused like those over `maxConnections`.',
+    ),
+    idleTimeoutSeconds: integer(1800, 86_400).default(1860).describe(
+      'Seconds without a byte in either direction after login before the connection is closed; at least 1800, so that IMAP IDLE clients stay connected.',
+    ),
+    maxAuthFailures: integer(1, 1000).default(5).describe(
+      'Failed logins on one connection before it is closed with `* BYE` or `421`.',
+    ),
+    authFailureDelayMs: integer(0, 60_000).default(500).describe(
+      'Milliseconds sasl-gate waits before answering a failed login; the delay doubles with each recent failure from the same address (IPv6 by /64) or for the same user name.',
+    ),
+    authFailureMaxDelayMs: integer(0, 300_000).default(15_000).describe(
+      'The longest that growing failure delay may become, in milliseconds.',
+    ),
+    shutdownGraceSeconds: integer(0, 3600).default(8).describe(
+      'Seconds open sessions may go on after SIGTERM before the rest are closed with `* BYE` or `421`.',
+    ),
   })
   .default({
     maxLineLength: 65536,
@@ -130,58 +171,140 @@ const limitsSchema = z
   });
 
 const imapBackendSchema = z.strictObject({
-  host: text(),
-  port: integer(1, 65535).default(143),
-  connectTimeoutSeconds: integer(1, 300).default(10),
-  responseTimeoutSeconds: integer(1, 300).default(30),
-  capabilityRefreshSeconds: integer(10, 86400).default(300),
-  proxyProtocol: boolean().default(false),
+  host: text().describe(
+    "The host name or address of Dovecot's IMAP listener (plain TCP; put it on a private network).",
+  ),
+  port: integer(1, 65535).default(143).describe(
+    "The TCP port of Dovecot's IMAP listener.",
+  ),
+  connectTimeoutSeconds: integer(1, 300).default(10).describe(
+    'Seconds to wait for a TCP connection to Dovecot before the login fails temporarily.',
+  ),
+  responseTimeoutSeconds: integer(1, 300).default(30).describe(
+    'Seconds Dovecot may take to answer a login step (its failure delay and penalties count here) before the login fails temporarily.',
+  ),
+  capabilityRefreshSeconds: integer(10, 86400).default(300).describe(
+    "How often, in seconds, Dovecot's capabilities are probed again, so clients are offered what Dovecot offers.",
+  ),
+  proxyProtocol: boolean().default(false).describe(
+    "Whether each connection to Dovecot starts with a PROXY protocol v2 header carrying the client's address (Dovecot needs `haproxy = yes` on the listener and sasl-gate in `haproxy_trusted_networks`).",
+  ),
 });
 
 const smtpBackendSchema = z.strictObject({
-  host: text(),
-  port: integer(1, 65535).default(587),
-  login: z.enum(['xclient', 'master']).default('xclient'),
-  connectTimeoutSeconds: integer(1, 300).default(10),
-  responseTimeoutSeconds: integer(1, 300).default(30),
-  capabilityRefreshSeconds: integer(10, 86400).default(300),
-  proxyProtocol: boolean().default(false),
+  host: text().describe(
+    'The host name or address of the Postfix submission listener reserved for sasl-gate (plain TCP; put it on a private network).',
+  ),
+  port: integer(1, 65535).default(587).describe(
+    'The TCP port of that Postfix listener.',
+  ),
+  login: z.enum(['xclient', 'master']).default('xclient').describe(
+    "How token users are logged into Postfix: `xclient` sends `XCLIENT LOGIN=<user>` (sasl-gate must be in `smtpd_authorized_xclient_hosts`), `master` sends `AUTH PLAIN` with the master user and the user as authorization identity (needs Postfix's Dovecot SASL).",
+  ),
+  connectTimeoutSeconds: integer(1, 300).default(10).describe(
+    'Seconds to wait for a TCP connection to Postfix before the login fails temporarily.',
+  ),
+  responseTimeoutSeconds: integer(1, 300).default(30).describe(
+    'Seconds Postfix may take to answer a command during the login before the login fails temporarily.',
+  ),
+  capabilityRefreshSeconds: integer(10, 86400).default(300).describe(
+    "How often, in seconds, Postfix's EHLO extensions are probed again, so clients are offered what Postfix offers.",
+  ),
+  proxyProtocol: boolean().default(false).describe(
+    "Whether each connection to Postfix starts with a PROXY protocol v2 header carrying the client's address (Postfix needs `smtpd_upstream_proxy_protocol = haproxy` on that listener).",
+  ),
 });
 
 const oauthSchema = z
   .strictObject({
-    issuer: httpsUrl(),
-    audience: list(text()).default([]),
-    validation: list(z.enum(['jwt', 'introspection', 'userinfo']), 1).default(['jwt']),
-    clientId: text().optional(),
-    clientSecret: text().optional(),
-    usernameClaims: list(text(), 1).default(['email', 'preferred_username']),
-    algorithms: list(z.enum(ALGORITHMS), 1).default([...ASYMMETRIC_ALGORITHMS]),
-    clockSkewSeconds: integer(0, 600).default(30),
-    scope: text().default('openid email'),
-    requestTimeoutSeconds: integer(1, 120).default(10),
-    jwksRefetchCooldownSeconds: integer(0, 3600).default(10),
-    clientAuthMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
-    jwksUri: httpsUrl().optional(),
-    introspectionEndpoint: httpsUrl().optional(),
-    userinfoEndpoint: httpsUrl().optional(),
-    requiredScopes: list(text()).default([]),
-    requireEmailVerified: boolean().default(false),
-    allowedEmailDomains: list(text()).default([]),
-    requiredClaim: z.strictObject({ name: text(), value: text() }).optional(),
+    issuer: httpsUrl().describe(
+      "The issuer URL of the OpenID provider, exactly as the tokens' `iss` claim writes it (mind the trailing slash); its `/.well-known/openid-configuration` is read at start.",
+    ),
+    audience: list(text()).default([]).describe(
+      'Accepted token audiences: a token passes when its `aud` contains one of them or its `azp` is one; empty means `oauth.clientId`.',
+    ),
+    validation: list(z.enum(['jwt', 'introspection', 'userinfo']), 1).default(['jwt']).describe(
+      "The token validation strategies, tried in this order: `jwt` (signature checked locally with the provider's keys), `introspection` (RFC 7662, needs `clientId` and `clientSecret`) and `userinfo` (cannot check the audience).",
+    ),
+    clientId: text().optional().describe(
+      "The client ID of the mail clients' registration at the provider; the accepted audience when `oauth.audience` is empty, and the client that calls introspection.",
+    ),
+    clientSecret: text().optional().describe(
+      'The secret of `oauth.clientId`, used to authenticate introspection calls and, when HS256/384/512 are allowed, to verify such tokens; better set from the environment.',
+    ),
+    usernameClaims: list(text(), 1).default(['email', 'preferred_username']).describe(
+      'Token claims that name the mail user, in order of preference: the first one present is the user, and it must match the user name the client sends.',
+    ),
+    algorithms: list(z.enum(ALGORITHMS), 1).default([...ASYMMETRIC_ALGORITHMS]).describe(
+      'JWT signature algorithms accepted; `none` never is, and HS256/384/512 need `oauth.clientSecret`.',
+    ),
+    clockSkewSeconds: integer(0, 600).default(30).describe(
+      "Seconds of clock difference tolerated when checking a token's `exp` and `nbf`.",
+    ),
+    scope: text().default('openid email').describe(
+      'The scope named in the error challenge sent to a client whose token is refused (space-separated).',
+    ),
+    requestTimeoutSeconds: integer(1, 120).default(10).describe(
+      'Seconds each call to the provider (discovery, keys, introspection, userinfo) may take before the login fails temporarily.',
+    ),
+    jwksRefetchCooldownSeconds: integer(0, 3600).default(10).describe(
+      "The least time, in seconds, between two fetches of the provider's keys caused by tokens signed with an unknown key ID.",
+    ),
+    clientAuthMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic').describe(
+      'How sasl-gate authenticates to the introspection endpoint: HTTP Basic (`client_secret_basic`) or form fields (`client_secret_post`).',
+    ),
+    jwksUri: httpsUrl().optional().describe(
+      "The URL of the provider's signing keys (JWKS); unset, it is taken from discovery.",
+    ),
+    introspectionEndpoint: httpsUrl().optional().describe(
+      "The URL of the provider's introspection endpoint; unset, it is taken from discovery.",
+    ),
+    userinfoEndpoint: httpsUrl().optional().describe(
+      "The URL of the provider's userinfo endpoint; unset, it is taken from discovery.",
+    ),
+    requiredScopes: list(text()).default([]).describe(
+      'Scopes every token must carry in its `scope` (or `scp`) claim; empty requires none.',
+    ),
+    requireEmailVerified: boolean().default(false).describe(
+      'Whether every token must carry `email_verified: true`, whichever claim names the user.',
+    ),
+    allowedEmailDomains: list(text()).default([]).describe(
+      "Domains the token's `email` claim must belong to (compared without regard to case); empty allows every domain.",
+    ),
+    requiredClaim: z
+      .strictObject({
+        name: text().describe('The claim to look in, by name or by a dotted path such as `realm_access.roles`.'),
+        value: text().describe('The value the claim must hold: equal to it, one element of an array, or one word of a space-separated string.'),
+      })
+      .optional()
+      .describe('A claim every token must carry a given value in, for example a group or a role; unset, no claim is required.'),
     cache: z
       .strictObject({
-        maxEntries: integer(0, 10_000_000).default(10_000),
-        maxTtlSeconds: integer(0, 86_400).default(300),
-        negativeTtlSeconds: integer(0, 3600).default(10),
+        maxEntries: integer(0, 10_000_000).default(10_000).describe('The most validation results kept; 0 turns the cache off.'),
+        maxTtlSeconds: integer(0, 86_400)
+          .default(300)
+          .describe(
+            'The longest time, in seconds, an accepted token is trusted without checking it again (never past its expiry); keep it short where revoking a token must take effect quickly.',
+          ),
+        negativeTtlSeconds: integer(0, 3600)
+          .default(10)
+          .describe('Seconds a rejected token stays rejected without being checked again.'),
       })
-      .default({ maxEntries: 10_000, maxTtlSeconds: 300, negativeTtlSeconds: 10 }),
+      .default({ maxEntries: 10_000, maxTtlSeconds: 300, negativeTtlSeconds: 10 })
+      .describe(
+        'The cache of validation results, keyed by a hash of the token (never the token itself); temporary failures are not cached.',
+      ),
     breaker: z
       .strictObject({
-        failureThreshold: integer(1, 1000).default(5),
-        openSeconds: integer(1, 3600).default(15),
+        failureThreshold: integer(1, 1000)
+          .default(5)
+          .describe('Provider failures in a row (errors, timeouts) after which calls fail at once instead of waiting.'),
+        openSeconds: integer(1, 3600)
+          .default(15)
+          .describe('Seconds calls fail at once before one trial call is let through to see whether the provider is back.'),
       })
-      .default({ failureThreshold: 5, openSeconds: 15 }),
+      .default({ failureThreshold: 5, openSeconds: 15 })
+      .describe('The circuit breaker in front of the OpenID provider: token logins fail temporarily and fast while it is down.'),
   })
   .superRefine((o, ctx) => {
     if (o.audience.length === 0 && !o.clientId) {
@@ -209,10 +332,26 @@ const oauthSchema = z
 
 const masterSchema = z
   .strictObject({
-    user: text(),
-    password: z.string().min(1).optional(),
-    passwordFile: text().optional(),
-    separator: z.string().length(1).default('*'),
+    user: text().describe(
+      'The Dovecot master user (from a passdb with `master = yes`) that sasl-gate logs in as on behalf of token users; password logins naming it are refused.',
+    ),
+    password: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("The master user's password; one of `master.password` and `master.passwordFile` is required."),
+    passwordFile: text()
+      .optional()
+      .describe(
+        "A file holding the master user's password (one trailing newline is ignored), read once at start; keeps the secret out of the configuration file.",
+      ),
+    separator: z
+      .string()
+      .length(1)
+      .default('*')
+      .describe(
+        "Dovecot's `auth_master_user_separator`, one character; password logins and token identities that contain it are refused.",
+      ),
   })
   .superRefine((m, ctx) => {
     if (m.password === undefined && m.passwordFile === undefined) {
@@ -226,27 +365,74 @@ const masterSchema = z
 /** The whole configuration file, before secrets are read from files. */
 export const configSchema = z
   .strictObject({
-    listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
+    listeners: z
+      .array(listenerSchema)
+      .min(1, 'at least one listener is needed')
+      .describe('The ports mail clients connect to, each speaking IMAP or SMTP in front of its backend.'),
     hostname: z
       .string()
       .regex(/^[A-Za-z0-9.-]{1,253}$/, 'must be a host name')
-      .default(() => hostname().replace(/[^A-Za-z0-9.-]/g, '-') || 'localhost'),
+      .default(() => hostname().replace(/[^A-Za-z0-9.-]/g, '-') || 'localhost')
+      .meta({
+        description: 'The name sasl-gate gives itself in the SMTP greeting and EHLO reply, and when it greets Postfix.',
+        accepts: 'letters, digits, `.` and `-`, up to 253 characters',
+        defaultText: "the machine's host name",
+      }),
     tls: z
-      .strictObject({ cert: text().optional(), key: text().optional(), devCertDir: text().default('certs') })
+      .strictObject({
+        cert: text()
+          .optional()
+          .describe(
+            'The server certificate in PEM (with its chain), set together with `tls.key`; loaded again when the file changes or on SIGHUP; unset, a development certificate is used and a warning logged.',
+          ),
+        key: text().optional().describe('The private key of `tls.cert`, in PEM.'),
+        devCertDir: text()
+          .default('certs')
+          .describe(
+            'The directory where a development CA and certificate are generated and kept when `tls.cert` and `tls.key` are not set.',
+          ),
+      })
       .default({ devCertDir: 'certs' })
       .superRefine((t, ctx) => {
         if ((t.cert === undefined) !== (t.key === undefined)) {
           ctx.addIssue({ code: 'custom', path: [t.cert ? 'key' : 'cert'], message: 'tls.cert and tls.key go together' });
         }
-      }),
-    backends: z.strictObject({ imap: imapBackendSchema.optional(), smtp: smtpBackendSchema.optional() }),
-    master: masterSchema,
-    oauth: oauthSchema,
-    admin: z.strictObject({ bind: hostPort().optional() }).default({}),
-    limits: limitsSchema,
+      })
+      .describe('The certificate every listener presents to clients.'),
+    backends: z
+      .strictObject({
+        imap: imapBackendSchema
+          .optional()
+          .describe("Dovecot's IMAP listener; required when a listener speaks `imap`."),
+        smtp: smtpBackendSchema
+          .optional()
+          .describe("Postfix's submission listener for sasl-gate; required when a listener speaks `smtp`."),
+      })
+      .describe('The mail servers behind sasl-gate, which it logs users into.'),
+    master: masterSchema.describe('The Dovecot master user sasl-gate logs token users in with.'),
+    oauth: oauthSchema.describe('The OpenID Connect provider, and what a token must show to be accepted.'),
+    admin: z
+      .strictObject({
+        bind: hostPort()
+          .optional()
+          .describe(
+            'The address and port of the HTTP endpoint serving `/healthz` and `/readyz`; unset, there is none; keep it on loopback or a private network.',
+          ),
+      })
+      .default({})
+      .describe('The HTTP endpoint for health checks.'),
+    limits: limitsSchema.describe('Bounds on what one client, or all of them, may cost; each has a safe default.'),
     log: z
-      .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
-      .default({ level: 'info' }),
+      .strictObject({
+        level: z
+          .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+          .default('info')
+          .describe(
+            'The least severity written to the log (JSON lines on standard output); `debug` adds per-connection detail, `silent` writes nothing.',
+          ),
+      })
+      .default({ level: 'info' })
+      .describe('Logging.'),
   })
   .superRefine((c, ctx) => {
     c.listeners.forEach((l, i) => {

@@ -42,6 +42,12 @@ export interface DovecotOptions {
    * `haproxy_trusted_networks` (loopback, and `host` when that is not loopback). Off by default.
    */
   haproxy?: boolean;
+  /**
+   * Dovecot's `disable_plaintext_auth` as in production (its default, `yes`): PLAIN and LOGIN only
+   * on secured connections, i.e. TLS, loopback, `login_trusted_networks`, or a PROXY header whose
+   * SSL TLV says the client used TLS. Off by default (`no`: plaintext logins on the loopback wire).
+   */
+  disablePlaintextAuth?: boolean;
 }
 
 /** A running private Dovecot. */
@@ -271,6 +277,7 @@ function renderConfig(
   postmaster: string,
   authPenalty: boolean,
   haproxyPort: number | undefined,
+  disablePlaintextAuth: boolean,
 ): string {
   const trusted = ['127.0.0.0/8', '::1', ...(isLoopbackOrWildcard(host) ? [] : [host])];
   const haproxyListener =
@@ -299,7 +306,7 @@ log_path = ${l.logPath}
 protocols = imap lmtp
 listen = ${host}
 ssl = no
-disable_plaintext_auth = no
+disable_plaintext_auth = ${disablePlaintextAuth ? 'yes' : 'no'}
 
 default_login_user = ${a.loginUser}
 default_internal_user = ${a.internalUser}
@@ -394,6 +401,7 @@ async function writeFiles(
   lmtpPort: number,
   authPort: number,
   haproxyPort: number | undefined,
+  disablePlaintextAuth: boolean,
 ): Promise<void> {
   // Unprivileged Dovecot processes must traverse the directory, but need not list it.
   await chmod(l.dir, 0o711);
@@ -421,7 +429,18 @@ async function writeFiles(
   }
 
   const domain = users.map((u) => u.name.split('@')[1]).find((d) => d !== undefined && d !== '') ?? 'example.test';
-  const config = renderConfig(l, a, host, imapPort, lmtpPort, authPort, `postmaster@${domain}`, authPenalty, haproxyPort);
+  const config = renderConfig(
+    l,
+    a,
+    host,
+    imapPort,
+    lmtpPort,
+    authPort,
+    `postmaster@${domain}`,
+    authPenalty,
+    haproxyPort,
+    disablePlaintextAuth,
+  );
   await writeFile(l.conf, config, { mode: 0o644 });
 }
 
@@ -636,7 +655,18 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       do haproxyPort = await freePort(host);
       while (haproxyPort === imapPort || haproxyPort === lmtpPort || haproxyPort === authPort);
     }
-    await writeFiles(l, a, logins, opts.authPenalty ?? true, host, imapPort, lmtpPort, authPort, haproxyPort);
+    await writeFiles(
+      l,
+      a,
+      logins,
+      opts.authPenalty ?? true,
+      host,
+      imapPort,
+      lmtpPort,
+      authPort,
+      haproxyPort,
+      opts.disablePlaintextAuth ?? false,
+    );
     try {
       launched = await launch(l, host, imapPort, lmtpPort, haproxyPort);
     } catch (err) {

@@ -276,7 +276,7 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
     } catch (err) {
       if (err instanceof SaslError) {
         this.log.info({ mechanism, reason: 'bad_sasl', detail: err.message }, 'authentication failed');
-        return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Invalid ${mechanism} message: ${err.message}.`, undefined);
+        return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Invalid ${mechanism} message: ${err.message}.`, undefined, 'bad_sasl');
       }
       throw err;
     }
@@ -290,9 +290,10 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
       const error = err instanceof AuthError ? err : new AuthError('provider_unavailable', String(err), { cause: err });
       this.log.info({ mechanism, user: credentials.user, reason: error.code, detail: error.message }, 'authentication failed');
       if (error.temporary) {
+        this.countAuthentication('temporary_failure', error.code);
         return this.send(`${tag} NO [UNAVAILABLE] Authentication service temporarily unavailable, try again later.`);
       }
-      return this.failWithChallenge(tag, mechanism);
+      return this.failWithChallenge(tag, mechanism, error.code);
     }
     return this.backendLogin(tag, {
       kind: 'master',
@@ -303,7 +304,7 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
   }
 
   /** RFC 7628 / XOAUTH2: an error challenge, the client's dummy reply, then the final NO. */
-  private async failWithChallenge(tag: string, mechanism: 'XOAUTH2' | 'OAUTHBEARER'): Promise<void> {
+  private async failWithChallenge(tag: string, mechanism: 'XOAUTH2' | 'OAUTHBEARER', reason: string): Promise<void> {
     const challenge =
       mechanism === 'XOAUTH2'
         ? xoauth2ErrorChallenge({ scope: this.ctx.oauth.scope })
@@ -316,18 +317,18 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
     if (reply.type === 'line' && !isDummyReply(reply.line)) {
       this.log.debug('client answered the error challenge with something other than the dummy reply');
     }
-    return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Authentication failed.`, this.user);
+    return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Authentication failed.`, this.user, reason);
   }
 
   private refuse(tag: string, err: unknown): Promise<void> {
     if (err instanceof GateError) {
       this.log.info({ mechanism: this.mechanism, reason: err.code, detail: err.message }, 'authentication refused');
-      if (err instanceof SaslError) return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] ${err.message}.`, this.user);
-      return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Authentication failed.`, this.user);
+      if (err instanceof SaslError) return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] ${err.message}.`, this.user, err.code);
+      return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Authentication failed.`, this.user, err.code);
     }
     if (err instanceof TypeError) {
       // TextDecoder's verdict on invalid UTF-8.
-      return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Invalid user name.`, undefined);
+      return this.authenticationFailed(`${tag} NO [AUTHENTICATIONFAILED] Invalid user name.`, undefined, 'bad_sasl');
     }
     throw err;
   }
@@ -361,12 +362,15 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
     } catch (err) {
       const code = err instanceof AuthError ? err.code : 'backend_unavailable';
       this.log.warn({ mechanism: this.mechanism, user: this.user, reason: code, detail: (err as Error).message }, 'backend login failed');
+      this.timeBackendLogin('imap', (Date.now() - started) / 1000, 'unavailable');
+      this.countAuthentication('temporary_failure', code);
       return this.send(`${tag} NO [UNAVAILABLE] Mail server temporarily unavailable, try again later.`);
     }
     if (this.isClosed) {
       if (result.ok) result.socket.destroy();
       return;
     }
+    this.timeBackendLogin('imap', (Date.now() - started) / 1000, result.ok ? 'ok' : 'refused');
     if (!result.ok) {
       if (credentials.kind === 'master') {
         // The token was good: a refusal here is sasl-gate's configuration or a missing mailbox,
@@ -375,13 +379,14 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
           { mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply: result.text.slice(0, 200) },
           'backend refused the master login: check master.user / master.password, and that the user exists there',
         );
+        this.countAuthentication('temporary_failure', 'backend_refused');
         return this.send(`${tag} NO [UNAVAILABLE] Mailbox temporarily unavailable, try again later.`);
       }
       this.log.info(
         { mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply: result.text.slice(0, 200) },
         'authentication failed',
       );
-      return this.authenticationFailed(`${tag} ${result.status} ${result.text}`, this.user);
+      return this.authenticationFailed(`${tag} ${result.status} ${result.text}`, this.user, 'backend_refused');
     }
     this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
     this.authenticationSucceeded(this.user);

@@ -15,6 +15,7 @@ import { CapabilityCache } from './capability-cache.js';
 import { CertificateStore } from './certificates.js';
 import { FailureTracker } from './failures.js';
 import { ConnectionLimiter } from './limits.js';
+import { Metrics } from '../observe/metrics.js';
 import { canonicalAddress, parseNetworks, type NetworkList } from './networks.js';
 import { readProxyHeader } from './proxy-reader.js';
 import type { SessionOptions } from './session.js';
@@ -69,8 +70,17 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const certificates = new CertificateStore(config, log);
   await certificates.load();
   certificates.watch();
+  let metrics: Metrics | undefined;
   const validator =
-    deps.validator ?? new ChainValidator(config.oauth, { masterSeparator: config.master.separator, log });
+    deps.validator ??
+    new ChainValidator(config.oauth, {
+      masterSeparator: config.master.separator,
+      log,
+      onStrategy: (strategy, seconds, verdict) => metrics?.validationSeconds.observe({ strategy, verdict }, seconds),
+    });
+  metrics = new Metrics(
+    validator instanceof ChainValidator ? { tokenCache: () => ({ ...validator.cache.stats, size: validator.cache.size }) } : {},
+  );
   if (validator instanceof ChainValidator) {
     validator.provider.warmUp().then(
       (meta) =>
@@ -102,6 +112,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       validator,
       log,
       failures,
+      metrics,
     };
     if (protocol === 'imap') {
       const backend = config.backends.imap!;
@@ -167,6 +178,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     if (trusted) {
       const peer = raw.remoteAddress ?? '';
       if (!trusted.contains(peer)) {
+        metrics.refusals.inc({ listener: name, limit: 'untrusted_proxy' });
         log.warn({ listener: name, peer }, 'connection refused: PROXY protocol header from an untrusted address');
         raw.destroy();
         return;
@@ -174,6 +186,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       try {
         clientAddress = await readProxyHeader(raw, config.limits.preAuthTimeoutSeconds * 1000);
       } catch (err) {
+        metrics.refusals.inc({ listener: name, limit: 'bad_proxy_header' });
         log.warn({ listener: name, peer, err: (err as Error).message }, 'connection refused: no valid PROXY protocol header');
         raw.destroy();
         return;
@@ -200,6 +213,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         secure.once('close', () => resolve(false));
       });
       if (!handshake) {
+        metrics.tlsHandshakeFailures.inc({ listener: name });
         secure.destroy();
         if (!refused) connections.release(address);
         return;
@@ -207,13 +221,19 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       socket = secure;
     }
     if (refused) {
+      metrics.refusals.inc({ listener: name, limit: refused });
       log.warn({ listener: name, client: address, limit: refused }, 'connection refused: limit reached');
       socket.on('error', () => undefined);
       socket.end(`${REFUSALS[listener.protocol]}\r\n`);
       setTimeout(() => socket.destroy(), 2000).unref();
       return;
     }
-    socket.once('close', () => connections.release(address));
+    metrics.connectionsTotal.inc({ listener: name });
+    metrics.connectionsOpen.inc({ listener: name });
+    socket.once('close', () => {
+      connections.release(address);
+      metrics.connectionsOpen.dec({ listener: name });
+    });
     const session = createSession(socket, name, {
       clientAddress,
       starttls: listener.tls === 'starttls' ? () => certificates.current() : undefined,
@@ -237,7 +257,12 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   let adminAddress: RunningGate['admin'];
   if (config.admin.bind) {
     admin = createHttpServer((req, res) => {
-      if (req.url === '/healthz') {
+      if (req.url === '/metrics') {
+        metrics.render().then(
+          ({ contentType, body }) => res.writeHead(200, { 'content-type': contentType }).end(body),
+          () => res.writeHead(500).end(),
+        );
+      } else if (req.url === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       } else if (req.url === '/readyz') {
         const checks = [

@@ -4,6 +4,7 @@ import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { LimitsConfig } from '../config/schema.js';
 import { relay, type RelayStats } from '../relay/pipe.js';
+import type { AuthResult, Metrics, Protocol } from '../observe/metrics.js';
 import type { FailureTracker } from './failures.js';
 import type { LineFramer } from './line-framer.js';
 
@@ -42,6 +43,7 @@ export interface SessionOptions {
   starttls?: (() => SecureContext) | undefined;
   /** Failed logins by address and user name, shared by all connections, for growing delays. */
   failures?: FailureTracker | undefined;
+  metrics?: Metrics | undefined;
 }
 
 /**
@@ -114,6 +116,8 @@ export abstract class PreAuthSession<F extends LineFramer> {
       this.greet();
       stats = await this.serve();
       outcome = 'relayed';
+      this.options.metrics?.bytesRelayed.inc({ listener: this.options.listener, direction: 'to_backend' }, stats.bytesFromClient);
+      this.options.metrics?.bytesRelayed.inc({ listener: this.options.listener, direction: 'to_client' }, stats.bytesToClient);
     } catch (err) {
       if (err instanceof SessionEnd) outcome = err.outcome;
       else {
@@ -122,6 +126,9 @@ export abstract class PreAuthSession<F extends LineFramer> {
       }
     } finally {
       clearTimeout(this.preAuthTimer);
+    }
+    if (outcome === 'timeout' || outcome === 'too_many_commands') {
+      this.options.metrics?.refusals.inc({ listener: this.options.listener, limit: outcome === 'timeout' ? 'pre_auth_time' : 'commands' });
     }
     this.log.info(
       {
@@ -209,7 +216,8 @@ export abstract class PreAuthSession<F extends LineFramer> {
    * Answers a failed login: after a delay that grows with recent failures from this address and
    * for this user name (so guessing is slow), and ends the connection after too many failures.
    */
-  protected async authenticationFailed(reply: string, user: string | undefined): Promise<void> {
+  protected async authenticationFailed(reply: string, user: string | undefined, reason: string): Promise<void> {
+    this.countAuthentication('failure', reason);
     const failures = this.options.failures;
     if (failures) {
       failures.recordFailure(this.client.address, user);
@@ -219,13 +227,25 @@ export abstract class PreAuthSession<F extends LineFramer> {
     this.send(reply);
     this.failedLogins += 1;
     if (this.failedLogins >= this.options.limits.maxAuthFailures) {
+      this.options.metrics?.refusals.inc({ listener: this.options.listener, limit: 'auth_failures' });
       this.stop('too_many_failures', this.farewell('too_many_failures'));
     }
   }
 
   /** A login that worked: the user name's failure record is cleared. */
   protected authenticationSucceeded(user: string | undefined): void {
+    this.countAuthentication('success', 'ok');
     this.options.failures?.recordSuccess(this.client.address, user);
+  }
+
+  /** Counts an authentication attempt for the metrics; `reason` is a reason code. */
+  protected countAuthentication(result: AuthResult, reason: string): void {
+    this.options.metrics?.authentications.inc({ listener: this.options.listener, mechanism: this.mechanism ?? 'none', result, reason });
+  }
+
+  /** Records how long a backend login took. */
+  protected timeBackendLogin(protocol: Protocol, seconds: number, result: 'ok' | 'refused' | 'unavailable'): void {
+    this.options.metrics?.backendLoginSeconds.observe({ protocol, result }, seconds);
   }
 
   /** Sends one line (CRLF added). */

@@ -218,7 +218,7 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
     } catch (err) {
       if (err instanceof SaslError) {
         this.log.info({ mechanism, reason: 'bad_sasl', detail: err.message }, 'authentication failed');
-        return this.authenticationFailed(`535 5.7.8 Invalid ${mechanism} message: ${err.message}`, undefined);
+        return this.authenticationFailed(`535 5.7.8 Invalid ${mechanism} message: ${err.message}`, undefined, 'bad_sasl');
       }
       throw err;
     }
@@ -231,7 +231,10 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
     } catch (err) {
       const error = err instanceof AuthError ? err : new AuthError('provider_unavailable', String(err), { cause: err });
       this.log.info({ mechanism, user: credentials.user, reason: error.code, detail: error.message }, 'authentication failed');
-      if (error.temporary) return this.send('454 4.7.0 Temporary authentication failure, try again later');
+      if (error.temporary) {
+        this.countAuthentication('temporary_failure', error.code);
+        return this.send('454 4.7.0 Temporary authentication failure, try again later');
+      }
       const challenge =
         mechanism === 'XOAUTH2'
           ? xoauth2ErrorChallenge({ scope: this.ctx.oauth.scope })
@@ -244,7 +247,7 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
       if (reply.type === 'line' && !isDummyReply(reply.line)) {
         this.log.debug('client answered the error challenge with something other than the dummy reply');
       }
-      return this.authenticationFailed('535 5.7.8 Authentication credentials invalid', this.user);
+      return this.authenticationFailed('535 5.7.8 Authentication credentials invalid', this.user, error.code);
     }
     const credentialsForBackend: SmtpBackendCredentials =
       this.ctx.login === 'xclient'
@@ -256,7 +259,7 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
   private refuse(err: unknown): Promise<void> {
     if (err instanceof GateError) {
       this.log.info({ mechanism: this.mechanism, reason: err.code, detail: err.message }, 'authentication refused');
-      return this.authenticationFailed('535 5.7.8 Authentication credentials invalid', this.user);
+      return this.authenticationFailed('535 5.7.8 Authentication credentials invalid', this.user, err.code);
     }
     throw err;
   }
@@ -284,12 +287,15 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
     } catch (err) {
       const code = err instanceof AuthError ? err.code : 'backend_unavailable';
       this.log.warn({ mechanism: this.mechanism, user: this.user, reason: code, detail: (err as Error).message }, 'backend login failed');
+      this.timeBackendLogin('smtp', (Date.now() - started) / 1000, 'unavailable');
+      this.countAuthentication('temporary_failure', code);
       return this.send('454 4.7.0 Mail server temporarily unavailable, try again later');
     }
     if (this.isClosed) {
       if (result.ok) result.socket.destroy();
       return;
     }
+    this.timeBackendLogin('smtp', (Date.now() - started) / 1000, result.ok ? 'ok' : 'refused');
     if (!result.ok) {
       const backendReply = `${result.reply.code} ${result.reply.lines.join(' ')}`.slice(0, 200);
       if (credentials.kind === 'master') {
@@ -298,11 +304,12 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
           { mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply },
           'backend refused the master login: check master.user / master.password, and that the user exists there',
         );
+        this.countAuthentication('temporary_failure', 'backend_refused');
         return this.send('454 4.7.0 Temporary authentication failure, try again later');
       }
       this.log.info({ mechanism: this.mechanism, user: this.user, reason: 'backend_refused', backendReply }, 'authentication failed');
       const { code, lines } = result.reply;
-      return this.authenticationFailed(`${code === 334 ? 535 : code} ${lines[lines.length - 1] ?? ''}`.trimEnd(), this.user);
+      return this.authenticationFailed(`${code === 334 ? 535 : code} ${lines[lines.length - 1] ?? ''}`.trimEnd(), this.user, 'backend_refused');
     }
     this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
     this.authenticationSucceeded(this.user);

@@ -141,6 +141,22 @@ describe('sasl-gate serve', () => {
     expect(await ready.text()).toBe('imap backend: ok\nsmtp backend: not reachable yet\nopenid provider: ok\n');
   });
 
+  it('exposes Prometheus metrics of what happened', async () => {
+    const response = await fetch(`http://127.0.0.1:${adminPort}/metrics`);
+    expect(response.status).toBe(200);
+    const text = await response.text();
+    const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? NaN);
+    expect(value(/^sasl_gate_authentications_total\{listener="imap-\d+",mechanism="OAUTHBEARER",result="success",reason="ok"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^sasl_gate_authentications_total\{listener="imap-\d+",mechanism="OAUTHBEARER",result="failure",reason="wrong_user"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^sasl_gate_authentications_total\{listener="smtp-\d+",mechanism="OAUTHBEARER",result="temporary_failure",reason="backend_unavailable"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^sasl_gate_connections_total\{listener="imap-\d+"\} (\d+)$/m)).toBeGreaterThanOrEqual(3);
+    expect(value(/^sasl_gate_token_validation_seconds_count\{strategy="jwt",verdict="accepted"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^sasl_gate_token_cache_lookups_total\{outcome="miss"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^sasl_gate_backend_login_seconds_count\{protocol="imap",result="ok"\} (\d+)$/m)).toBeGreaterThanOrEqual(2);
+    expect(value(/^sasl_gate_relayed_bytes_total\{listener="imap-\d+",direction="to_client"\} (\d+)$/m)).toBeGreaterThan(100);
+    expect(text).toMatch(/^sasl_gate_connections_open\{listener="imap-\d+"\} 0$/m);
+  });
+
   it('keeps secrets out of its output', () => {
     expect(output).not.toContain(MASTER.password);
     expect(output).not.toContain(idp.clientSecret);
