@@ -28,6 +28,14 @@ export function createLogger(options: { level: string; destination?: Destination
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    options.destination ?? pino.destination({ fd: 1, sync: false }),
+    options.destination ?? defaultDestination(),
   );
+}
+
+/** JSON lines for log collectors; on a terminal, the same records as readable colored lines. */
+function defaultDestination(): DestinationStream {
+  if (process.stdout.isTTY) {
+    return pino.transport({ target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,name' } }) as DestinationStream;
+  }
+  return pino.destination({ fd: 1, sync: false });
 }
