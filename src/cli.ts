@@ -12,6 +12,8 @@ Usage:
   sasl-gate check-config --config FILE validate the configuration and print it, secrets masked
   sasl-gate check-token --config FILE  read an access token on stdin and say whether sasl-gate
                                        accepts it, which strategy decided, and why
+  sasl-gate doctor --config FILE       check the provider, JWKS, backend logins and certificate;
+                                       pipe a token in to check it and log in as its user
   sasl-gate demo                       local demo: Dovecot, a development OpenID provider, the proxy
   sasl-gate --version | --help
 
@@ -79,6 +81,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'check-token':
       return checkToken(file);
+    case 'doctor':
+      return doctor(file);
     case 'demo': {
       const { runDemo } = await import('./devstack/demo.js');
       return runDemo();
@@ -140,6 +144,23 @@ async function checkToken(file: string | undefined): Promise<number> {
   }
 }
 
+/** `doctor`: checks the provider, the backends, the certificate and, when one is piped in, a token. */
+async function doctor(file: string | undefined): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(file === undefined ? {} : { file }).config;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const token = process.stdin.isTTY ? '' : await readStdin();
+  const { runDoctor } = await import('./doctor.js');
+  return runDoctor(config, token === '' ? {} : { token });
+}
+
 async function serve(file: string | undefined): Promise<number> {
   let loaded;
   try {
@@ -167,6 +188,8 @@ async function serve(file: string | undefined): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  log.flush();
-  return 0;
+  log.info('sasl-gate stopped');
+  // Keep-alive connections to the provider and the like must not hold the process open.
+  await new Promise<void>((resolve) => log.flush(() => resolve()));
+  process.exit(0);
 }

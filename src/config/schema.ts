@@ -132,7 +132,7 @@ const limitsSchema = z
       'The most commands a client may send before logging in; then it gets `* BYE` or `421` and the connection is closed.',
     ),
     preAuthTimeoutSeconds: integer(1, 3600).default(60).describe(
-      'Seconds a client has from connecting to a successful login (the TLS handshake and the PROXY header count too), then it gets `* BYE` or `421`.',
+      'Seconds a client has from connecting to a successful login, then it gets `* BYE` or `421`; the TLS handshake and the PROXY header each get as long.',
     ),
     maxConnections: integer(1, 10_000_000).default(20_000).describe(
       'The most client connections open at once over all listeners; more are refused with `* BYE [UNAVAILABLE]` or `421 4.7.0`.',
@@ -153,7 +153,7 @@ const limitsSchema = z
       'The longest that growing failure delay may become, in milliseconds.',
     ),
     shutdownGraceSeconds: integer(0, 3600).default(8).describe(
-      'Seconds open sessions may go on after SIGTERM before the rest are closed with `* BYE` or `421`.',
+      'Seconds open sessions may go on after SIGTERM before the remaining connections are closed (with `* BYE` or `421` where the client has not logged in).',
     ),
   })
   .default({

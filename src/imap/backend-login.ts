@@ -14,6 +14,8 @@ export interface ClientOrigin {
   sessionId: string;
   /** The client's own `ID` fields (name, version, ...), forwarded for the backend's logs. */
   clientId: Array<[string, string]>;
+  /** Whether the client reached sasl-gate over TLS. */
+  tls: boolean;
 }
 
 /** How the client authenticated, for the backend to judge (pass-through) or to trust (master). */
@@ -71,6 +73,7 @@ export async function loginToBackend(options: BackendLoginOptions): Promise<Back
   const socket = await options.connect({
     client: { address: origin.address, port: origin.port },
     local: { address: origin.localAddress, port: origin.localPort },
+    tls: origin.tls,
   });
   const conversation = new ImapBackendConversation(socket, options.responseTimeoutMs);
   try {

@@ -345,6 +345,7 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
       localPort: this.socket.localPort ?? 0,
       sessionId: this.id,
       clientId: this.clientId,
+      tls: this.tlsActive,
     };
   }
 

@@ -6,6 +6,8 @@ import { encodeProxyV2, encodeProxyV2Local } from './proxy-protocol.js';
 export interface ConnectionEnds {
   client: { address: string; port: number };
   local: { address: string; port: number };
+  /** Whether the client's connection to sasl-gate is encrypted. */
+  tls: boolean;
 }
 
 /**
@@ -28,7 +30,7 @@ export function tcpConnector(host: string, port: number, timeoutMs: number, prox
         socket.removeAllListeners('error');
         socket.setNoDelay(true);
         socket.setKeepAlive(true, 60_000);
-        if (proxyProtocol) socket.write(ends ? encodeProxyV2(ends.client, ends.local) : encodeProxyV2Local());
+        if (proxyProtocol) socket.write(ends ? encodeProxyV2(ends.client, ends.local, { tls: ends.tls }) : encodeProxyV2Local());
         resolve(socket);
       });
       socket.once('error', (err) => {

@@ -94,6 +94,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
 
   const servers: NetServer[] = [];
   const sessions = new Set<Session>();
+  /** Every client connection, whatever its stage (PROXY header, TLS handshake, session, relay). */
+  const sockets = new Set<Socket>();
   const bound: RunningGate['listeners'] = [];
   const caches: CapabilityCache[] = [];
   const connections = new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
@@ -171,6 +173,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
 
   /** Accepts one TCP connection: PROXY header, limits, TLS (implicit), then the session. */
   const accept = async (raw: Socket, listener: ListenerConfig, name: string, createSession: SessionFactory, trusted: NetworkList | undefined) => {
+    sockets.add(raw);
+    raw.once('close', () => sockets.delete(raw));
     raw.on('error', (err) => log.debug({ listener: name, err: err.message }, 'connection error'));
     raw.setNoDelay(true);
     raw.setKeepAlive(true, 60_000);
@@ -295,6 +299,11 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         while (sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       }
       for (const session of sessions) session.shutdown();
+      // Whatever has not closed after its goodbye (a handshake in progress, a peer that does not
+      // read) is cut, so shutdown always ends.
+      const cutAt = Date.now() + 2000;
+      while (sockets.size > 0 && Date.now() < cutAt) await new Promise((r) => setTimeout(r, 50));
+      for (const socket of sockets) socket.destroy();
       if (admin) {
         admin.closeAllConnections();
         closing.push(new Promise<void>((resolve) => admin!.close(() => resolve())));

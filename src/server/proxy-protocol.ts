@@ -194,7 +194,7 @@ function endpointBytes(endpoint: ProxyEndpoint, role: string): Buffer {
  * A version 2 PROXY header (command PROXY, TCP) for a backend connection; IPv4-mapped addresses are
  * sent as IPv4, and a mixed pair as IPv6 since one header carries one family.
  */
-export function encodeProxyV2(source: ProxyEndpoint, destination: ProxyEndpoint): Buffer {
+export function encodeProxyV2(source: ProxyEndpoint, destination: ProxyEndpoint, options: { tls?: boolean } = {}): Buffer {
   let from = endpointBytes(source, 'source');
   let to = endpointBytes(destination, 'destination');
   const ipv4 = from.length === 4 && to.length === 4;
@@ -202,7 +202,11 @@ export function encodeProxyV2(source: ProxyEndpoint, destination: ProxyEndpoint)
     if (from.length === 4) from = mapIPv4(from);
     if (to.length === 4) to = mapIPv4(to);
   }
-  const payloadLength = 2 * from.length + 4;
+  // PP2_TYPE_SSL with PP2_CLIENT_SSL and verify = 0: the client spoke TLS (to sasl-gate), so a
+  // backend that refuses plaintext logins treats the connection as secured.
+  const tlv = options.tls ? Buffer.from([0x20, 0x00, 0x05, 0x01, 0x00, 0x00, 0x00, 0x00]) : Buffer.alloc(0);
+  const addressLength = 2 * from.length + 4;
+  const payloadLength = addressLength + tlv.length;
   const header = Buffer.alloc(V2_FIXED_LENGTH + payloadLength);
   V2_SIGNATURE.copy(header, 0);
   header[12] = 0x21; // version 2, PROXY
@@ -212,6 +216,7 @@ export function encodeProxyV2(source: ProxyEndpoint, destination: ProxyEndpoint)
   to.copy(header, V2_FIXED_LENGTH + from.length);
   header.writeUInt16BE(source.port, V2_FIXED_LENGTH + 2 * from.length);
   header.writeUInt16BE(destination.port, V2_FIXED_LENGTH + 2 * from.length + 2);
+  tlv.copy(header, V2_FIXED_LENGTH + addressLength);
   return header;
 }
 

@@ -12,6 +12,8 @@ export interface SmtpClientOrigin {
   helo: string;
   /** The address and port the client connected to. */
   local: { address: string; port: number };
+  /** Whether the client reached sasl-gate over TLS. */
+  tls: boolean;
 }
 
 /** How the backend login is done: on the user's behalf (token users) or with the client's own credentials. */
@@ -36,6 +38,9 @@ function offers(extensions: string[], keyword: string, parameter?: string): bool
 /** XCLIENT attributes for the client's address (and login), in Postfix's xtext form. */
 function xclientCommand(origin: SmtpClientOrigin, extensions: string[], login: string | undefined): string | undefined {
   const attributes: Array<[string, string]> = [
+    // The client's name is not looked up: without NAME Postfix would keep sasl-gate's own.
+    ['NAME', '[UNAVAILABLE]'],
+    ['REVERSE_NAME', '[UNAVAILABLE]'],
     ['ADDR', origin.address.replace(/^::ffff:/, '')],
     ['PORT', String(origin.port)],
     ['HELO', origin.helo],
@@ -66,6 +71,7 @@ export async function loginToSmtpBackend(options: {
   const conversation = await SmtpBackendConversation.open(options.connect, options.responseTimeoutMs, {
     client: { address: origin.address, port: origin.port },
     local: origin.local,
+    tls: origin.tls,
   });
   const unavailable = (what: string, reply: SmtpReply) =>
     new AuthError('backend_unavailable', `backend refused ${what}: ${reply.code} ${reply.lines.join(' ').slice(0, 200)}`);

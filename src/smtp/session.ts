@@ -280,6 +280,7 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
           port: this.client.port,
           helo: this.helo ?? 'unknown',
           local: { address: this.socket.localAddress ?? '', port: this.socket.localPort ?? 0 },
+          tls: this.tlsActive,
         },
         credentials,
         localName: this.ctx.hostname,

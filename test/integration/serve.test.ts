@@ -4,7 +4,9 @@
  * as the mail client.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -12,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.js';
 import { startDevIdp, type DevIdp } from '../../src/devstack/idp.js';
 import { freePort } from '../../src/devstack/ports.js';
-import { ensureDevCertificate } from '../../src/server/devcert.js';
+import { ensureDevCertificate, generateDevCertificate } from '../../src/server/devcert.js';
 import { keepLog } from '../support/evidence.js';
 import { MASTER, USERS } from '../support/stack.js';
 
@@ -29,6 +31,7 @@ let imapPort: number;
 let adminPort: number;
 let smtpPort: number;
 let caPath: string;
+let certPaths: { cert: string; key: string };
 
 function waitFor(pattern: RegExp, timeoutMs = 20_000): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -59,6 +62,7 @@ function curl(args: string[]) {
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sasl-gate-serve-'));
   const certs = await ensureDevCertificate(join(dir, 'certs'));
+  certPaths = { cert: certs.certPath, key: certs.keyPath };
   caPath = certs.caPath;
   [dovecot, idp] = await Promise.all([
     startDovecot({ users: USERS, master: MASTER, authPenalty: false }),
@@ -163,10 +167,29 @@ describe('sasl-gate serve', () => {
     expect(output).not.toMatch(/eyJ[A-Za-z0-9_-]{20,}\./);
   });
 
+  it('on SIGHUP serves a renewed certificate to new connections, open ones keep theirs', async () => {
+    const open = tlsConnect({ host: '127.0.0.1', port: imapPort, ca: readFileSync(caPath), servername: 'localhost' });
+    await new Promise<void>((resolve, reject) => open.once('secureConnect', resolve).once('error', reject));
+    const renewed = await generateDevCertificate(join(dir, 'renewed'));
+    copyFileSync(renewed.certPath, certPaths.cert);
+    copyFileSync(renewed.keyPath, certPaths.key);
+    gate.kill('SIGHUP');
+    await waitFor(/"msg":"certificate reloaded"/);
+    const fresh = tlsConnect({ host: '127.0.0.1', port: imapPort, ca: readFileSync(renewed.caPath), servername: 'localhost' });
+    await new Promise<void>((resolve, reject) => fresh.once('secureConnect', resolve).once('error', reject));
+    expect(fresh.getPeerX509Certificate()?.fingerprint256).toBe(new X509Certificate(readFileSync(renewed.certPath)).fingerprint256);
+    fresh.destroy();
+    // The connection opened before the renewal is still served.
+    const greeting = await new Promise<string>((resolve) => open.once('data', (c: Buffer) => resolve(c.toString())));
+    expect(greeting).toMatch(/^\* OK /);
+    open.destroy();
+  });
+
   it('stops cleanly on SIGTERM', async () => {
     const exited = new Promise<number | null>((resolve) => gate.once('exit', (code) => resolve(code)));
     gate.kill('SIGTERM');
     expect(await exited).toBe(0);
+    expect(output).toContain('"msg":"sasl-gate stopped"');
   });
 });
 
