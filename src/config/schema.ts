@@ -444,6 +444,15 @@ export const configSchema = z
         });
       }
     });
+    if (c.backends.smtp?.proxyProtocol && c.backends.smtp.login === 'xclient') {
+      // Postfix then checks smtpd_authorized_xclient_hosts against the client's address from the
+      // header, never sasl-gate's, so XCLIENT is never offered and every token login would fail.
+      ctx.addIssue({
+        code: 'custom',
+        path: ['backends', 'smtp', 'proxyProtocol'],
+        message: 'with a PROXY header Postfix checks XCLIENT rights against the client, not sasl-gate: use backends.smtp.login: master',
+      });
+    }
   });
 
 /** The validated configuration as the rest of the program sees it. */

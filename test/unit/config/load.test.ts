@@ -133,6 +133,12 @@ describe('loadConfig', () => {
     expectConfigError(() => loadConfig({ file: file(CONTRACT), env: { SASL_GATE_OAUTH__ALGORITHM: 'HS256' } }), 'oauth');
   });
 
+  it('refuses PROXY protocol towards Postfix together with XCLIENT logins', () => {
+    const smtp = CONTRACT.replace('  imap: { host: 127.0.0.1, port: 143 }', '  imap: { host: 127.0.0.1, port: 143 }\n  smtp: { host: 127.0.0.1, port: 587, login: xclient, proxyProtocol: true }');
+    expectConfigError(() => loadConfig({ file: file(smtp), env: {} }), 'backends.smtp.proxyProtocol');
+    expect(() => loadConfig({ file: file(smtp.replace('login: xclient', 'login: master')), env: {} })).not.toThrow();
+  });
+
   it('names a certificate file it cannot read', () => {
     const tls = `tls: { cert: ${join(dir, 'missing.crt')}, key: ${join(dir, 'missing.key')} }`;
     expectConfigError(() => loadConfig({ file: file(CONTRACT.replace(/^tls: .*/m, tls)), env: {} }), 'tls.cert');
