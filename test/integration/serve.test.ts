@@ -239,6 +239,34 @@ describe('sasl-gate check-token', () => {
   });
 });
 
+describe('sasl-gate check-config', () => {
+  it('prints the effective configuration with secrets masked', async () => {
+    const r = await run(process.execPath, [BIN, 'check-config', '--config', join(dir, 'sasl-gate.yaml')]);
+    const effective = JSON.parse(r.stdout) as { master: { password: string }; oauth: { clientSecret: string; cache: { maxTtlSeconds: number } } };
+    expect(effective.master.password).toBe('********');
+    expect(effective.oauth.clientSecret).toBe('********');
+    expect(effective.oauth.cache.maxTtlSeconds).toBe(300);
+    expect(r.stdout).not.toContain(MASTER.password);
+    expect(r.stderr).toContain('configuration is valid');
+  });
+
+  it('lists every problem with its key', async () => {
+    const file = join(dir, 'many-problems.yaml');
+    writeFileSync(
+      file,
+      'listeners:\n  - { protocol: imap, bind: "nowhere" }\nbackends:\n  imap: { host: 127.0.0.1, port: 0 }\nmaster: { user: gate }\noauth: { issuer: "https://idp.example.com", audiences: [mail] }\n',
+    );
+    const result = await run(process.execPath, [BIN, 'check-config', '--config', file]).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(result.code).toBe(1);
+    for (const key of ['listeners.0.bind', 'backends.imap.port', 'master.password', 'oauth: Unrecognized key: "audiences"']) {
+      expect(result.stderr).toContain(key);
+    }
+  });
+});
+
 describe('sasl-gate with a bad configuration', () => {
   it.each([
     ['a bad port', 'listeners:\n  - { protocol: imap, bind: "127.0.0.1:http" }\n', 'listeners.0.bind'],
