@@ -14,6 +14,7 @@ Usage:
                                        accepts it, which strategy decided, and why
   sasl-gate doctor --config FILE       check the provider, JWKS, backend logins and certificate;
                                        pipe a token in to check it and log in as its user
+  sasl-gate load SCENARIO --target URL load-test an IMAP or SMTP server (sasl-gate load --help)
   sasl-gate demo                       local demo: Dovecot, a development OpenID provider, the proxy
   sasl-gate --version | --help
 
@@ -40,6 +41,11 @@ function masked(value: unknown): unknown {
 
 /** Runs the command line; resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // The load harness has its own options and help, parsed strictly.
+  if (argv[0] === 'load') {
+    const { runLoad } = await import('./load/cli.js');
+    return runLoad(argv.slice(1));
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

@@ -58,6 +58,11 @@ function listen(server: NetServer | HttpServer, host: string, port: number): Pro
   });
 }
 
+/** How long a connection that is going to be refused may take for its TLS handshake. */
+const REFUSAL_HANDSHAKE_MS = 10_000;
+/** Refusals in progress at once, over all addresses. */
+const MAX_REFUSALS_IN_PROGRESS = 1000;
+
 /** Words that refuse a connection at the limit, in each protocol's terms. */
 const REFUSALS = {
   imap: '* BYE [UNAVAILABLE] Too many connections from your address, try again later.',
@@ -99,6 +104,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const bound: RunningGate['listeners'] = [];
   const caches: CapabilityCache[] = [];
   const connections = new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
+  /** Connections being refused (handshake, then the refusal): bounded like the admitted ones. */
+  const refusing = new ConnectionLimiter(MAX_REFUSALS_IN_PROGRESS, config.limits.maxConnectionsPerAddress);
   const failures = new FailureTracker({ baseDelayMs: config.limits.authFailureDelayMs, maxDelayMs: config.limits.authFailureMaxDelayMs });
 
   /** One session factory per protocol, sharing a capability cache across that protocol's listeners. */
@@ -200,11 +207,32 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     const address = canonicalAddress(clientAddress?.address ?? raw.remoteAddress ?? '') ?? '';
     if (clientAddress) clientAddress = { address, port: clientAddress.port };
     const refused = connections.admit(address);
+    let releaseRefusal = () => {};
+    if (refused) {
+      // A refusal is said in protocol terms, which takes a TLS handshake; those handshakes are
+      // limited too, or a flood of silent connections would hold sockets without limit.
+      if (refusing.admit(address) !== undefined) {
+        metrics.refusals.inc({ listener: name, limit: refused });
+        log.debug({ listener: name, client: address, limit: refused }, 'connection dropped: limit reached and refusals in progress');
+        raw.destroy();
+        return;
+      }
+      let released = false;
+      releaseRefusal = () => {
+        if (!released) refusing.release(address);
+        released = true;
+      };
+      raw.once('close', releaseRefusal);
+    }
     let socket: Socket = raw;
     if (listener.tls === 'implicit') {
       const secure = new TLSSocket(raw, { isServer: true, secureContext: certificates.current() });
+      const handshakeMs = Math.min(refused ? REFUSAL_HANDSHAKE_MS : Infinity, config.limits.preAuthTimeoutSeconds * 1000);
       const handshake = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), config.limits.preAuthTimeoutSeconds * 1000);
+        const timer = setTimeout(() => {
+          log.debug({ listener: name, client: address }, 'TLS handshake timed out');
+          resolve(false);
+        }, handshakeMs);
         secure.once('secure', () => {
           clearTimeout(timer);
           resolve(true);
@@ -229,6 +257,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       log.warn({ listener: name, client: address, limit: refused }, 'connection refused: limit reached');
       socket.on('error', () => undefined);
       socket.end(`${REFUSALS[listener.protocol]}\r\n`);
+      // Said: the slot is free for the next refusal, the socket has two seconds to go.
+      releaseRefusal();
       setTimeout(() => socket.destroy(), 2000).unref();
       return;
     }
