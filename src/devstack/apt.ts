@@ -2,7 +2,7 @@
  * Installs Debian packages for the private mail servers (Dovecot, Postfix) with apt-get: unattended,
  * one `apt-get update` per process and one dpkg run at a time, whichever launcher asks first.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { access } from 'node:fs/promises';
 
 const APT_GET = '/usr/bin/apt-get';

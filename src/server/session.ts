@@ -6,7 +6,13 @@ import type { LimitsConfig } from '../config/schema.js';
 import { relay, type RelayStats } from '../relay/pipe.js';
 import type { AuthResult, Metrics, Protocol } from '../observe/metrics.js';
 import type { FailureTracker } from './failures.js';
-import type { LineFramer } from './line-framer.js';
+import { bindIdentity } from '../auth/identity.js';
+import { openidConfigurationUrl } from '../auth/provider.js';
+import type { TokenValidator } from '../auth/validator.js';
+import { AuthError, SaslError } from '../errors.js';
+import { decodeOauthbearer, decodeXoauth2, type BearerCredentials } from '../sasl/bearer.js';
+import { isDummyReply, oauthbearerErrorChallenge, xoauth2ErrorChallenge } from '../sasl/challenge.js';
+import type { LineFrame, LineFramer } from './line-framer.js';
 
 /** How a connection ended, for the one log line per connection. */
 export type Outcome =
@@ -44,7 +50,15 @@ export interface SessionOptions {
   /** Failed logins by address and user name, shared by all connections, for growing delays. */
   failures?: FailureTracker | undefined;
   metrics?: Metrics | undefined;
+  validator: TokenValidator;
+  oauth: { issuer: string; scope: string };
 }
+
+/** What became of a bearer-token login before any backend was asked. */
+export type BearerVerdict =
+  | { kind: 'accepted'; identity: string }
+  | { kind: 'bad_message'; detail: string }
+  | { kind: 'rejected'; error: AuthError };
 
 /**
  * The life of one client connection before login, common to IMAP and SMTP: reading frames
@@ -246,6 +260,50 @@ export abstract class PreAuthSession<F extends LineFramer> {
   /** Records how long a backend login took. */
   protected timeBackendLogin(protocol: Protocol, seconds: number, result: 'ok' | 'refused' | 'unavailable'): void {
     this.options.metrics?.backendLoginSeconds.observe({ protocol, result }, seconds);
+  }
+
+  /**
+   * A bearer-token login up to the backend: decodes the XOAUTH2 / OAUTHBEARER message,
+   * validates the token and binds it to the user the client named. Logs every failure with its
+   * reason; the protocol turns the verdict into its replies.
+   */
+  protected async verifyBearer(mechanism: 'XOAUTH2' | 'OAUTHBEARER', message: Buffer): Promise<BearerVerdict> {
+    let credentials: BearerCredentials;
+    try {
+      credentials = mechanism === 'XOAUTH2' ? decodeXoauth2(message) : decodeOauthbearer(message);
+    } catch (err) {
+      if (!(err instanceof SaslError)) throw err;
+      this.log.info({ mechanism, reason: 'bad_sasl', detail: err.message }, 'authentication failed');
+      return { kind: 'bad_message', detail: err.message };
+    }
+    this.user = credentials.user;
+    try {
+      const result = await this.options.validator.validate(credentials.token);
+      this.user = bindIdentity(credentials.user, result.identity);
+      return { kind: 'accepted', identity: this.user };
+    } catch (err) {
+      const error = err instanceof AuthError ? err : new AuthError('provider_unavailable', String(err), { cause: err });
+      this.log.info({ mechanism, user: credentials.user, reason: error.code, detail: error.message }, 'authentication failed');
+      if (error.temporary) this.countAuthentication('temporary_failure', error.code);
+      return { kind: 'rejected', error };
+    }
+  }
+
+  /**
+   * The error challenge of a refused token (XOAUTH2's JSON, or RFC 7628's), sent after `prefix`
+   * (`+ ` or `334 `), then the client's dummy reply read and let go.
+   */
+  protected async errorChallenge(prefix: string, mechanism: 'XOAUTH2' | 'OAUTHBEARER', readLine: () => Promise<LineFrame>): Promise<void> {
+    const { scope, issuer } = this.options.oauth;
+    const challenge =
+      mechanism === 'XOAUTH2'
+        ? xoauth2ErrorChallenge({ scope })
+        : oauthbearerErrorChallenge({ scope, openidConfiguration: openidConfigurationUrl(issuer) });
+    this.send(`${prefix}${challenge}`);
+    const reply = await readLine();
+    if (reply.type === 'line' && !isDummyReply(reply.line)) {
+      this.log.debug('client answered the error challenge with something other than the dummy reply');
+    }
   }
 
   /** Sends one line (CRLF added). */

@@ -1,16 +1,12 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { bindIdentity } from '../auth/identity.js';
 import { checkPasswordLogin } from '../auth/password-policy.js';
-import { openidConfigurationUrl } from '../auth/provider.js';
 import type { TokenValidator } from '../auth/validator.js';
 import type { LimitsConfig } from '../config/schema.js';
-import { AuthError, GateError, SaslError } from '../errors.js';
+import { AuthError, GateError } from '../errors.js';
 import type { BackendConnector } from '../server/connector.js';
 import type { RelayStats } from '../relay/pipe.js';
 import { decodeSaslResponse } from '../sasl/base64.js';
-import { decodeOauthbearer, decodeXoauth2, type BearerCredentials } from '../sasl/bearer.js';
-import { isDummyReply, oauthbearerErrorChallenge, xoauth2ErrorChallenge } from '../sasl/challenge.js';
 import { decodeLoginField, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT } from '../sasl/login.js';
 import { decodePlain } from '../sasl/plain.js';
 import { LineFramer, type LineFrame } from '../server/line-framer.js';
@@ -212,48 +208,21 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
   }
 
   private async tokenLogin(mechanism: 'XOAUTH2' | 'OAUTHBEARER', message: Buffer): Promise<RelayStats | void> {
-    let credentials: BearerCredentials;
-    try {
-      credentials = mechanism === 'XOAUTH2' ? decodeXoauth2(message) : decodeOauthbearer(message);
-    } catch (err) {
-      if (err instanceof SaslError) {
-        this.log.info({ mechanism, reason: 'bad_sasl', detail: err.message }, 'authentication failed');
-        return this.authenticationFailed(`535 5.7.8 Invalid ${mechanism} message: ${err.message}`, undefined, 'bad_sasl');
-      }
-      throw err;
+    const verdict = await this.verifyBearer(mechanism, message);
+    switch (verdict.kind) {
+      case 'bad_message':
+        return this.authenticationFailed(`535 5.7.8 Invalid ${mechanism} message: ${verdict.detail}`, undefined, 'bad_sasl');
+      case 'rejected':
+        if (verdict.error.temporary) return this.send('454 4.7.0 Temporary authentication failure, try again later');
+        await this.errorChallenge('334 ', mechanism, () => this.nextLine());
+        return this.authenticationFailed('535 5.7.8 Authentication credentials invalid', this.user, verdict.error.code);
+      case 'accepted':
+        return this.backendLogin(
+          this.ctx.login === 'xclient'
+            ? { kind: 'xclient', user: verdict.identity }
+            : { kind: 'master', user: verdict.identity, masterUser: this.ctx.master.user, masterPassword: this.ctx.master.password },
+        );
     }
-    this.user = credentials.user;
-    let identity: string;
-    try {
-      const result = await this.ctx.validator.validate(credentials.token);
-      identity = bindIdentity(credentials.user, result.identity);
-      this.user = identity;
-    } catch (err) {
-      const error = err instanceof AuthError ? err : new AuthError('provider_unavailable', String(err), { cause: err });
-      this.log.info({ mechanism, user: credentials.user, reason: error.code, detail: error.message }, 'authentication failed');
-      if (error.temporary) {
-        this.countAuthentication('temporary_failure', error.code);
-        return this.send('454 4.7.0 Temporary authentication failure, try again later');
-      }
-      const challenge =
-        mechanism === 'XOAUTH2'
-          ? xoauth2ErrorChallenge({ scope: this.ctx.oauth.scope })
-          : oauthbearerErrorChallenge({
-              scope: this.ctx.oauth.scope,
-              openidConfiguration: openidConfigurationUrl(this.ctx.oauth.issuer),
-            });
-      this.send(`334 ${challenge}`);
-      const reply = await this.nextLine();
-      if (reply.type === 'line' && !isDummyReply(reply.line)) {
-        this.log.debug('client answered the error challenge with something other than the dummy reply');
-      }
-      return this.authenticationFailed('535 5.7.8 Authentication credentials invalid', this.user, error.code);
-    }
-    const credentialsForBackend: SmtpBackendCredentials =
-      this.ctx.login === 'xclient'
-        ? { kind: 'xclient', user: identity }
-        : { kind: 'master', user: identity, masterUser: this.ctx.master.user, masterPassword: this.ctx.master.password };
-    return this.backendLogin(credentialsForBackend);
   }
 
   private refuse(err: unknown): Promise<void> {
