@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { loadConfig, pathToEnvName } from './config/load.js';
+import { loadConfig, pathToEnvName, type LoadedConfig } from './config/load.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './observe/logger.js';
 import { startGate } from './server/gate.js';
@@ -71,19 +71,12 @@ export async function main(argv: string[]): Promise<number> {
     case 'serve':
       return serve(file);
     case 'check-config': {
-      try {
-        const { config, warnings } = loadConfig(file === undefined ? {} : { file });
-        process.stdout.write(`${JSON.stringify(masked(config), null, 2)}\n`);
-        for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
-        process.stderr.write('configuration is valid\n');
-        return 0;
-      } catch (err) {
-        if (err instanceof ConfigError) {
-          process.stderr.write(`${err.message}\n`);
-          return 1;
-        }
-        throw err;
-      }
+      const loaded = loadOrReport(file);
+      if (!loaded) return 1;
+      process.stdout.write(`${JSON.stringify(masked(loaded.config), null, 2)}\n`);
+      for (const w of loaded.warnings) process.stderr.write(`warning: ${w}\n`);
+      process.stderr.write('configuration is valid\n');
+      return 0;
     }
     case 'check-token':
       return checkToken(file);
@@ -111,18 +104,21 @@ function relative(date: Date): string {
   return seconds >= 0 ? `in ${span}` : `${span} ago`;
 }
 
+/** The configuration, or undefined after saying on stderr what is wrong with it, key by key. */
+function loadOrReport(file: string | undefined): LoadedConfig | undefined {
+  try {
+    return loadConfig(file === undefined ? {} : { file });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`sasl-gate: ${err.message}\n`);
+    return undefined;
+  }
+}
+
 /** `check-token`: the verdict of every strategy on a token from stdin; the token is never printed. */
 async function checkToken(file: string | undefined): Promise<number> {
-  let config;
-  try {
-    config = loadConfig(file === undefined ? {} : { file }).config;
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      return 1;
-    }
-    throw err;
-  }
+  const config = loadOrReport(file)?.config;
+  if (!config) return 1;
   const token = await readStdin();
   if (token === '') {
     process.stderr.write('no token on stdin\n');
@@ -152,32 +148,16 @@ async function checkToken(file: string | undefined): Promise<number> {
 
 /** `doctor`: checks the provider, the backends, the certificate and, when one is piped in, a token. */
 async function doctor(file: string | undefined): Promise<number> {
-  let config;
-  try {
-    config = loadConfig(file === undefined ? {} : { file }).config;
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      return 1;
-    }
-    throw err;
-  }
+  const config = loadOrReport(file)?.config;
+  if (!config) return 1;
   const token = process.stdin.isTTY ? '' : await readStdin();
   const { runDoctor } = await import('./doctor.js');
   return runDoctor(config, token === '' ? {} : { token });
 }
 
 async function serve(file: string | undefined): Promise<number> {
-  let loaded;
-  try {
-    loaded = loadConfig(file === undefined ? {} : { file });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`sasl-gate: ${err.message}\n`);
-      return 1;
-    }
-    throw err;
-  }
+  const loaded = loadOrReport(file);
+  if (!loaded) return 1;
   const { config, warnings } = loaded;
   const log = createLogger({ level: config.log.level });
   for (const w of warnings) log.warn(w);
