@@ -11,6 +11,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { aptAvailable, aptInstall } from './apt.js';
@@ -48,6 +49,53 @@ export interface DovecotOptions {
    * SSL TLV says the client used TLS. Off by default (`no`: plaintext logins on the loopback wire).
    */
   disablePlaintextAuth?: boolean;
+  /**
+   * Also open an IMAPS listener (`imapsPort`, TLS from the first byte) with this certificate and
+   * key (PEM file paths, read by Dovecot's config process at start). Sets `ssl = yes`, so the plain
+   * IMAP listener then offers STARTTLS as well. Off by default (`ssl = no`).
+   */
+  tls?: { cert: string; key: string };
+  /**
+   * Also accept XOAUTH2 and OAUTHBEARER with Dovecot's own `oauth2` passdb (for benchmarks against
+   * sasl-gate): `local` validates JWTs in Dovecot (`introspection_mode = local`) with the keys
+   * given here, written as PEM into a `local_validation_key_dict = fs:posix:` directory under
+   * `<azp>/<alg>/<kid>`; `post` asks `introspectionUrl` (RFC 7662) on every login. Password logins
+   * keep using the passwd-file. Off by default.
+   */
+  oauth2?: DovecotOAuth2Options;
+  /** `mail_max_userip_connections` for IMAP (Dovecot's default is 10 per user and client address). */
+  maxUserIpConnections?: number;
+  /**
+   * Sizes the services for this many IMAP connections at once (login, imap, auth and anvil
+   * client and process limits; several connections per imap process, all mail belonging to one
+   * account). Dovecot's defaults (100 login processes, 1024 imap processes) apply when unset.
+   * The process that starts Dovecot needs `ulimit -n` above this.
+   */
+  connectionCapacity?: number;
+  /**
+   * imap-login in Dovecot's high-performance mode (`service_count = 0`, a process per CPU kept
+   * ready, each serving many connections) instead of the default high-security mode (one new
+   * process per connection).
+   */
+  highPerformanceLogin?: boolean;
+}
+
+/** Dovecot's own OAuth2 token validation (see {@link DovecotOptions.oauth2}). */
+export interface DovecotOAuth2Options {
+  mode: 'local' | 'post';
+  /** `local`: public keys in PEM (SPKI), looked up as `<azp>/<alg>/<kid>` (azp: the token's, or `default`). */
+  keys?: Array<{ azp: string; alg: string; kid: string; pem: string }>;
+  /** `post`: the introspection endpoint, with client credentials in the URL (`http://id:secret@host/...`). */
+  introspectionUrl?: string;
+  /** Accepted `iss` values (Dovecot's `issuers`); unset, any. */
+  issuers?: string[];
+  /** The token claim that names the user; default `email`. */
+  usernameAttribute?: string;
+  /** `client_id`: when set, the token's `aud` must contain it. */
+  clientId?: string;
+  /** `post`: the introspection answer's field that must be present (`active`), and its value. */
+  activeAttribute?: string;
+  activeValue?: string;
 }
 
 /** A running private Dovecot. */
@@ -65,6 +113,10 @@ export interface DovecotInstance {
    * (`LOCAL` for a connection of the proxy's own). Present only when started with `haproxy: true`.
    */
   haproxyPort?: number;
+  /** The IMAPS listener (TLS from the first byte); present only when started with `tls`. */
+  imapsPort?: number;
+  /** Process id of Dovecot's master process (the group leader of all its processes). */
+  pid?: number;
   dir: string;
   logPath: string;
   /** The whole Dovecot log so far (after stop(), the log as it was when the instance ended). */
@@ -239,6 +291,16 @@ function isLoopbackOrWildcard(host: string): boolean {
   return host === '::1' || host === '::' || host === '*' || host === '0.0.0.0' || host.startsWith('127.');
 }
 
+/** The optional parts of the configuration ({@link DovecotOptions} tls, oauth2, limits), with their ports. */
+interface ConfigExtras {
+  imapsPort: number | undefined;
+  tls: { cert: string; key: string } | undefined;
+  oauth2: DovecotOAuth2Options | undefined;
+  maxUserIpConnections: number | undefined;
+  connectionCapacity: number | undefined;
+  highPerformanceLogin: boolean;
+}
+
 interface Layout {
   dir: string;
   conf: string;
@@ -250,6 +312,8 @@ interface Layout {
   homeDir: string;
   usersFile: string;
   mastersFile: string;
+  oauth2Conf: string;
+  oauth2KeysDir: string;
 }
 
 function layoutOf(dir: string): Layout {
@@ -264,6 +328,8 @@ function layoutOf(dir: string): Layout {
     homeDir: join(dir, 'home'),
     usersFile: join(dir, 'auth', 'users'),
     mastersFile: join(dir, 'auth', 'master-users'),
+    oauth2Conf: join(dir, 'auth', 'dovecot-oauth2.conf.ext'),
+    oauth2KeysDir: join(dir, 'auth', 'oauth2-keys'),
   };
 }
 
@@ -278,6 +344,7 @@ function renderConfig(
   authPenalty: boolean,
   haproxyPort: number | undefined,
   disablePlaintextAuth: boolean,
+  extras: ConfigExtras,
 ): string {
   const trusted = ['127.0.0.0/8', '::1', ...(isLoopbackOrWildcard(host) ? [] : [host])];
   const haproxyListener =
@@ -296,7 +363,49 @@ function renderConfig(
       ? []
       : ['  # No listener, no penalty tracking.', '  unix_listener anvil-auth-penalty {', '    mode = 0', '  }']),
   ];
+  const capacity = extras.connectionCapacity;
+  // Several connections per imap process: they all run as the one mail account.
+  const imapClientLimit = capacity === undefined ? undefined : Math.min(100, Math.max(1, Math.ceil(capacity / 100)));
+  const imapProcessLimit =
+    capacity === undefined || imapClientLimit === undefined ? undefined : Math.ceil(capacity / imapClientLimit) + 64;
+  const loginProcessLimit = capacity === undefined ? undefined : 512;
+  if (capacity !== undefined) {
+    // Every login and mail process keeps a connection to anvil.
+    anvil.push(`  client_limit = ${(imapProcessLimit ?? 0) + (loginProcessLimit ?? 0) + capacity + 1000}`);
+  }
   const anvilSection = anvil.length === 0 ? '' : `service anvil {\n${anvil.join('\n')}\n}\n`;
+  const tls = extras.tls;
+  const oauth2 = extras.oauth2;
+  const imapsListener =
+    extras.imapsPort === undefined
+      ? '  inet_listener imaps {\n    port = 0\n  }'
+      : `  inet_listener imaps {\n    address = ${host}\n    port = ${extras.imapsPort}\n    ssl = yes\n  }`;
+  const loginTuning = [
+    ...(extras.highPerformanceLogin
+      ? ['  # High-performance mode: long-lived login processes, each serving many connections.', '  service_count = 0', '  process_min_avail = 2']
+      : []),
+    ...(loginProcessLimit === undefined ? [] : [`  process_limit = ${loginProcessLimit}`]),
+    ...(capacity === undefined && !extras.highPerformanceLogin ? [] : [`  client_limit = ${Math.max(1000, capacity ?? 0)}`]),
+  ];
+  const imapService =
+    capacity === undefined
+      ? ''
+      : `service imap {\n  client_limit = ${imapClientLimit}\n  process_limit = ${imapProcessLimit}\n}\n`;
+  const protocolImap =
+    extras.maxUserIpConnections === undefined
+      ? ''
+      : `protocol imap {\n  mail_max_userip_connections = ${extras.maxUserIpConnections}\n}\n`;
+  const passwordPassdbMechanisms = oauth2 === undefined ? '' : '\n  mechanisms = plain login';
+  const oauth2Passdb =
+    oauth2 === undefined
+      ? ''
+      : `passdb {
+  # Dovecot's own token validation (${oauth2.mode}); the token is the "password" of XOAUTH2 / OAUTHBEARER.
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = ${l.oauth2Conf}
+}
+`;
   return `# Private Dovecot instance for sasl-gate (generated; rewritten on every start).
 # Names the processes (dovecot-<instance>/imap) so ps tells the instances apart.
 instance_name = sasl-gate-imap${imapPort}
@@ -305,8 +414,8 @@ state_dir = ${l.stateDir}
 log_path = ${l.logPath}
 protocols = imap lmtp
 listen = ${host}
-ssl = no
-disable_plaintext_auth = ${disablePlaintextAuth ? 'yes' : 'no'}
+${tls === undefined ? 'ssl = no' : `ssl = yes\nssl_cert = <${tls.cert}\nssl_key = <${tls.key}`}
+${capacity === undefined ? '' : `default_client_limit = ${Math.max(1000, capacity + 1000)}\n`}disable_plaintext_auth = ${disablePlaintextAuth ? 'yes' : 'no'}
 
 default_login_user = ${a.loginUser}
 default_internal_user = ${a.internalUser}
@@ -315,7 +424,7 @@ last_valid_uid = ${a.mailUid}
 first_valid_gid = ${a.mailGid}
 last_valid_gid = ${a.mailGid}
 
-auth_mechanisms = plain login
+auth_mechanisms = plain login${oauth2 === undefined ? '' : ' xoauth2 oauthbearer'}
 auth_master_user_separator = *
 # The proxy connects from here; only trusted peers may set the client address with ID.
 login_trusted_networks = ${trusted.join(' ')}
@@ -331,9 +440,9 @@ passdb {
 }
 passdb {
   driver = passwd-file
-  args = ${l.usersFile}
+  args = ${l.usersFile}${passwordPassdbMechanisms}
 }
-userdb {
+${oauth2Passdb}userdb {
   driver = passwd-file
   args = ${l.usersFile}
 }
@@ -348,17 +457,16 @@ service imap-login {
     address = ${host}
     port = ${imapPort}
   }
-  inet_listener imaps {
-    port = 0
-  }${haproxyListener}${a.root ? '' : '\n  chroot ='}
+${imapsListener}${haproxyListener}${a.root ? '' : '\n  chroot ='}${loginTuning.length === 0 ? '' : `\n${loginTuning.join('\n')}`}
 }
+${imapService}${protocolImap}
 service lmtp {
   inet_listener lmtp {
     address = ${host}
     port = ${lmtpPort}
   }
 }
-service auth {
+service auth {${capacity === undefined ? '' : `\n  client_limit = ${(loginProcessLimit ?? 0) + (imapProcessLimit ?? 0) + 1000}`}
   # For Postfix's Dovecot SASL client: over TCP no socket file needs modes shared by both servers' accounts.
   inet_listener auth-client {
     address = ${host}
@@ -402,6 +510,7 @@ async function writeFiles(
   authPort: number,
   haproxyPort: number | undefined,
   disablePlaintextAuth: boolean,
+  extras: ConfigExtras,
 ): Promise<void> {
   // Unprivileged Dovecot processes must traverse the directory, but need not list it.
   await chmod(l.dir, 0o711);
@@ -440,8 +549,63 @@ async function writeFiles(
     authPenalty,
     haproxyPort,
     disablePlaintextAuth,
+    extras,
   );
+  if (extras.oauth2 !== undefined) await writeOAuth2Files(l, a, extras.oauth2);
   await writeFile(l.conf, config, { mode: 0o644 });
+}
+
+/** A path segment of the key dictionary: Dovecot escapes `/` and `%` in azp and kid; refuse what would need it. */
+const KEY_SEGMENT_RE = /^[A-Za-z0-9_.:=+-]+$/;
+/** Values written unquoted into dovecot-oauth2.conf.ext. */
+const OAUTH2_VALUE_RE = /^[^\s"'#\\{}$%]+$/;
+
+/** The oauth2 passdb's settings file and, for local validation, one PEM file per key. */
+async function writeOAuth2Files(l: Layout, a: Accounts, o: DovecotOAuth2Options): Promise<void> {
+  const value = (name: string, v: string): string => {
+    if (!OAUTH2_VALUE_RE.test(v)) throw new Error(`oauth2.${name} ${JSON.stringify(v)} cannot be written into dovecot-oauth2.conf.ext`);
+    return v;
+  };
+  const lines = [
+    '# Dovecot oauth2 passdb (generated by the sasl-gate devstack).',
+    `username_attribute = ${value('usernameAttribute', o.usernameAttribute ?? 'email')}`,
+    ...(o.issuers === undefined || o.issuers.length === 0 ? [] : [`issuers = ${o.issuers.map((i) => value('issuers', i)).join(' ')}`]),
+    ...(o.clientId === undefined ? [] : [`client_id = ${value('clientId', o.clientId)}`]),
+    ...(o.activeAttribute === undefined ? [] : [`active_attribute = ${value('activeAttribute', o.activeAttribute)}`]),
+    ...(o.activeValue === undefined ? [] : [`active_value = ${value('activeValue', o.activeValue)}`]),
+  ];
+  if (o.mode === 'local') {
+    const keys = o.keys ?? [];
+    if (keys.length === 0) throw new Error('oauth2 local validation needs at least one key');
+    await mkdir(l.oauth2KeysDir, { recursive: true, mode: 0o700 });
+    await chown(l.oauth2KeysDir, a.internalUid, -1);
+    for (const k of keys) {
+      for (const [name, segment] of [['azp', k.azp], ['alg', k.alg], ['kid', k.kid]] as const) {
+        if (!KEY_SEGMENT_RE.test(segment) || segment.startsWith('.')) {
+          throw new Error(`oauth2 key ${name} ${JSON.stringify(segment)} cannot be a file name in the key dictionary`);
+        }
+      }
+      // Dovecot upper-cases the token's alg before the lookup.
+      const parts = [k.azp, k.alg.toUpperCase()];
+      let dir = l.oauth2KeysDir;
+      for (const part of parts) {
+        dir = join(dir, part);
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await chown(dir, a.internalUid, -1);
+      }
+      const file = join(dir, k.kid);
+      await writeFile(file, k.pem.endsWith('\n') ? k.pem : `${k.pem}\n`, { mode: 0o600 });
+      await chown(file, a.internalUid, -1);
+    }
+    lines.push('introspection_mode = local', `local_validation_key_dict = fs:posix:prefix=${l.oauth2KeysDir}/`);
+  } else {
+    if (o.introspectionUrl === undefined) throw new Error('oauth2 mode post needs introspectionUrl');
+    lines.push('introspection_mode = post', `introspection_url = ${value('introspectionUrl', o.introspectionUrl)}`);
+    // Every login asks the provider: let many run at once.
+    lines.push('max_parallel_connections = 32', 'timeout_msecs = 10000');
+  }
+  await writeFile(l.oauth2Conf, `${lines.join('\n')}\n`, { mode: 0o600 });
+  await chown(l.oauth2Conf, a.internalUid, -1);
 }
 
 /** PROXY protocol v2 `LOCAL` header: "this connection is the proxy's own", no addresses. */
@@ -468,6 +632,27 @@ function readGreeting(host: string, port: number, timeoutMs: number, preamble?: 
       if (end >= 0) finish(null, buffered.slice(0, end));
     });
     socket.on('end', () => finish(new Error(`${host}:${port} closed the connection before greeting`)));
+  });
+}
+
+/** Reads the first line a server sends after a TLS handshake (certificate not checked: only for readiness). */
+function readTlsGreeting(host: string, port: number, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host, port, rejectUnauthorized: false });
+    let buffered = '';
+    const finish = (err: Error | null, line?: string): void => {
+      socket.destroy();
+      if (err) reject(err);
+      else resolve(line ?? '');
+    };
+    socket.setTimeout(timeoutMs, () => finish(new Error(`no TLS greeting from ${host}:${port} within ${timeoutMs} ms`)));
+    socket.on('error', (err) => finish(err));
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('latin1');
+      const end = buffered.indexOf('\r\n');
+      if (end >= 0) finish(null, buffered.slice(0, end));
+    });
+    socket.on('end', () => finish(new Error(`${host}:${port} closed the TLS connection before greeting`)));
   });
 }
 
@@ -534,6 +719,7 @@ async function launch(
   imapPort: number,
   lmtpPort: number,
   haproxyPort: number | undefined,
+  imapsPort?: number,
 ): Promise<Launched> {
   // setpriv's parent-death signal takes Dovecot down even when this process is SIGKILLed.
   const setpriv = (await exists('/usr/bin/setpriv')) ? '/usr/bin/setpriv' : undefined;
@@ -602,6 +788,10 @@ async function launch(
           return fail(`greeted with ${JSON.stringify(proxied)} instead of * OK on the PROXY protocol listener`);
         }
       }
+      if (imapsPort !== undefined) {
+        const secured = await readTlsGreeting(host, imapsPort, 3_000);
+        if (!secured.startsWith('* OK')) return fail(`greeted with ${JSON.stringify(secured)} instead of * OK on the IMAPS listener`);
+      }
       break;
     } catch (err) {
       lastProblem = err instanceof Error ? err.message : String(err);
@@ -645,6 +835,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
   let lmtpPort = 0;
   let authPort = 0;
   let haproxyPort: number | undefined;
+  let imapsPort: number | undefined;
   for (let attempt = 1; launched === undefined; attempt++) {
     imapPort = await freePort(host);
     do lmtpPort = await freePort(host);
@@ -654,6 +845,10 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     if (opts.haproxy === true) {
       do haproxyPort = await freePort(host);
       while (haproxyPort === imapPort || haproxyPort === lmtpPort || haproxyPort === authPort);
+    }
+    if (opts.tls !== undefined) {
+      do imapsPort = await freePort(host);
+      while ([imapPort, lmtpPort, authPort, haproxyPort].includes(imapsPort));
     }
     await writeFiles(
       l,
@@ -666,9 +861,17 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       authPort,
       haproxyPort,
       opts.disablePlaintextAuth ?? false,
+      {
+        imapsPort,
+        tls: opts.tls,
+        oauth2: opts.oauth2,
+        maxUserIpConnections: opts.maxUserIpConnections,
+        connectionCapacity: opts.connectionCapacity,
+        highPerformanceLogin: opts.highPerformanceLogin ?? false,
+      },
     );
     try {
-      launched = await launch(l, host, imapPort, lmtpPort, haproxyPort);
+      launched = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort);
     } catch (err) {
       // Another process may take a free port between our probe and Dovecot's bind.
       if (err instanceof StartupError && err.addressInUse && attempt < PORT_ATTEMPTS) continue;
@@ -705,6 +908,8 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     lmtpPort,
     authPort,
     ...(haproxyPort === undefined ? {} : { haproxyPort }),
+    ...(imapsPort === undefined ? {} : { imapsPort }),
+    pid: pgid,
     dir,
     logPath: l.logPath,
     readLog: async () => finalLog ?? (await readFile(l.logPath, 'utf8').catch(() => '')),

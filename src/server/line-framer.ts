@@ -66,6 +66,13 @@ export class LineFramer {
     return { type: 'line', line: Buffer.from(line) };
   }
 
+  /** Consumes the input if it is exactly this one byte (an answer some clients send without CRLF). */
+  takeLoneByte(byte: number): boolean {
+    if (this.discardBytes > 0 || this.buffer.length !== 1 || this.buffer[0] !== byte) return false;
+    this.consume(1);
+    return true;
+  }
+
   /** Drops the next `n` bytes of input (data that belongs to a refused command), stored or not. */
   skip(n: number): void {
     this.discardBytes += n;

@@ -32,6 +32,9 @@ export class SessionEnd extends Error {
   }
 }
 
+/** How long a client may take to answer an error challenge before it gets the refusal anyway. */
+const DUMMY_REPLY_WAIT_MS = 5000;
+
 /**
  * Replies a client has not read yet, beyond which sasl-gate stops reading its commands: a client
  * that sends without reading cannot make the proxy buffer its answers without bound.
@@ -79,6 +82,8 @@ export abstract class PreAuthSession<F extends LineFramer> {
   private relaying = false;
   private preAuthTimer: NodeJS.Timeout | undefined;
   private failedLogins = 0;
+  /** Bumped when a pending read is abandoned; a read from an older generation stops. */
+  private generation = 0;
   /** Whether the connection is encrypted: from the start, or since STARTTLS. */
   protected tlsActive: boolean;
   /** Where the client really is (PROXY protocol), for logs and for the backend. */
@@ -300,7 +305,20 @@ export abstract class PreAuthSession<F extends LineFramer> {
         ? xoauth2ErrorChallenge({ scope })
         : oauthbearerErrorChallenge({ scope, openidConfiguration: openidConfigurationUrl(issuer) });
     this.send(`${prefix}${challenge}`);
-    const reply = await readLine();
+    // Some clients never answer the challenge, or answer with a lone 0x01 and no line end: they
+    // get the final refusal after a short wait instead of hanging until the pre-login timeout.
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), DUMMY_REPLY_WAIT_MS);
+      timer.unref();
+    });
+    const reply = await Promise.race([readLine(), waited]);
+    clearTimeout(timer);
+    if (reply === 'timeout') {
+      this.abandonWait();
+      if (!this.framer.takeLoneByte(0x01)) this.log.debug('client did not answer the error challenge');
+      return;
+    }
     if (reply.type === 'line' && !isDummyReply(reply.line)) {
       this.log.debug('client answered the error challenge with something other than the dummy reply');
     }
@@ -327,12 +345,20 @@ export abstract class PreAuthSession<F extends LineFramer> {
     throw new SessionEnd(outcome);
   }
 
+  /** Forgets a read that is no longer awaited (it timed out), so it can never take a frame. */
+  private abandonWait(): void {
+    this.generation += 1;
+    this.wake = undefined;
+  }
+
   /**
    * Waits for the next frame from `read`. Frames the client sent before closing its side are
    * still served; reading pauses while the client leaves replies unread.
    */
   protected async nextFrame<T>(read: () => T | null): Promise<T> {
+    const generation = this.generation;
     for (;;) {
+      if (generation !== this.generation) return new Promise<T>(() => undefined);
       if (this.endOutcome !== undefined) throw new SessionEnd(this.endOutcome);
       if (this.closed) throw new SessionEnd('client_closed');
       if (this.socket.writableLength <= MAX_UNREAD_OUTPUT) {

@@ -254,6 +254,21 @@ describe('token misuse is refused with the error challenge and never reaches Dov
     expect(stack.logs.some((l) => l['reason'] === 'bad_algorithm')).toBe(true);
   });
 
+  it('a client that answers the challenge with a lone 0x01 and no line end, or not at all, still gets the NO', async () => {
+    for (const answer of ['\x01', '']) {
+      const c = await TlsImap.connect(stack);
+      c.write(`z1 AUTHENTICATE XOAUTH2 ${xoauth2(BOB.name, aliceToken)}\r\n`);
+      decodeChallenge(await c.readLine());
+      if (answer) c.write(answer);
+      const started = Date.now();
+      expect(await c.readLine(10_000)).toBe('z1 NO [AUTHENTICATIONFAILED] Authentication failed.');
+      expect(Date.now() - started).toBeLessThan(8000);
+      // Whatever comes next is a command again.
+      expect((await c.command('NOOP')).tagged).toMatch(/OK/);
+      c.close();
+    }
+  });
+
   it('a token that is not a JWT at all', async () => {
     await expectChallengeThenNo('OAUTHBEARER', oauthbearer(ALICE.name, 'opaque-token-value'));
   });
