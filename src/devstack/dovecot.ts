@@ -78,6 +78,14 @@ export interface DovecotOptions {
    * process per connection).
    */
   highPerformanceLogin?: boolean;
+  /**
+   * Further passwd-files consulted after the built-in users (absolute paths), e.g. the one
+   * sasl-gate's `PasswdFileWriter` keeps from its user directory: each is a userdb (LMTP delivery and
+   * logins find the users in it; Dovecot re-reads it when it changes), and also a passdb with
+   * `passdb: true`, so the master user may log in as users that exist only there. Their uid and gid
+   * must be {@link DovecotInstance.mailUid} and `mailGid`. None by default.
+   */
+  passwdFiles?: Array<{ path: string; passdb?: boolean }>;
 }
 
 /** Dovecot's own OAuth2 token validation (see {@link DovecotOptions.oauth2}). */
@@ -115,6 +123,9 @@ export interface DovecotInstance {
   haproxyPort?: number;
   /** The IMAPS listener (TLS from the first byte); present only when started with `tls`. */
   imapsPort?: number;
+  /** The uid and gid mail is stored with (userdb entries must name them; Dovecot refuses others). */
+  mailUid?: number;
+  mailGid?: number;
   /** Process id of Dovecot's master process (the group leader of all its processes). */
   pid?: number;
   dir: string;
@@ -299,6 +310,7 @@ interface ConfigExtras {
   maxUserIpConnections: number | undefined;
   connectionCapacity: number | undefined;
   highPerformanceLogin: boolean;
+  passwdFiles: Array<{ path: string; passdb?: boolean }>;
 }
 
 interface Layout {
@@ -390,12 +402,19 @@ function renderConfig(
   const imapService =
     capacity === undefined
       ? ''
-      : `service imap {\n  client_limit = ${imapClientLimit}\n  process_limit = ${imapProcessLimit}\n}\n`;
+      : `service imap {\n  # Processes serve many connections (service_count = 1, the default, would end one after its first).\n  service_count = 0\n  client_limit = ${imapClientLimit}\n  process_limit = ${imapProcessLimit}\n}\n`;
   const protocolImap =
     extras.maxUserIpConnections === undefined
       ? ''
       : `protocol imap {\n  mail_max_userip_connections = ${extras.maxUserIpConnections}\n}\n`;
   const passwordPassdbMechanisms = oauth2 === undefined ? '' : '\n  mechanisms = plain login';
+  const extraPassdbs = extras.passwdFiles
+    .filter((f) => f.passdb === true)
+    .map((f) => `passdb {\n  driver = passwd-file\n  args = ${f.path}${passwordPassdbMechanisms}\n}\n`)
+    .join('');
+  const extraUserdbs = extras.passwdFiles
+    .map((f) => `userdb {\n  # Re-read whenever the file changes.\n  driver = passwd-file\n  args = ${f.path}\n}\n`)
+    .join('');
   const oauth2Passdb =
     oauth2 === undefined
       ? ''
@@ -442,11 +461,11 @@ passdb {
   driver = passwd-file
   args = ${l.usersFile}${passwordPassdbMechanisms}
 }
-${oauth2Passdb}userdb {
+${extraPassdbs}${oauth2Passdb}userdb {
   driver = passwd-file
   args = ${l.usersFile}
 }
-
+${extraUserdbs}
 mail_location = maildir:${l.mailDir}/%u
 lmtp_save_to_detail_mailbox = no
 recipient_delimiter =
@@ -807,6 +826,12 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
   const ownDir = opts.dir === undefined;
   if (!HOST_RE.test(host)) throw new Error(`host ${JSON.stringify(host)} is not an address Dovecot can listen on`);
   const logins = checkedUsers(opts);
+  const passwdFiles = opts.passwdFiles ?? [];
+  for (const f of passwdFiles) {
+    if (!f.path.startsWith('/') || UNSAFE_PATH_RE.test(f.path)) {
+      throw new Error(`passwdFiles path ${JSON.stringify(f.path)} must be absolute, without spaces, quotes, %, $ or braces`);
+    }
+  }
   // Dovecot needs absolute paths; a relative dir would be resolved against its own cwd.
   const dir = opts.dir === undefined ? await mkdtemp(join(tmpdir(), 'sasl-gate-dovecot-')) : resolvePath(opts.dir);
   const l = layoutOf(dir);
@@ -868,6 +893,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
         maxUserIpConnections: opts.maxUserIpConnections,
         connectionCapacity: opts.connectionCapacity,
         highPerformanceLogin: opts.highPerformanceLogin ?? false,
+        passwdFiles,
       },
     );
     try {
@@ -909,6 +935,8 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     authPort,
     ...(haproxyPort === undefined ? {} : { haproxyPort }),
     ...(imapsPort === undefined ? {} : { imapsPort }),
+    mailUid: a.mailUid,
+    mailGid: a.mailGid,
     pid: pgid,
     dir,
     logPath: l.logPath,

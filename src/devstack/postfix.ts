@@ -30,6 +30,28 @@ export interface PostfixOptions {
    * a PROXY protocol header first (`-o smtpd_upstream_proxy_protocol=haproxy`). Off by default.
    */
   proxyProtocol?: boolean;
+  /**
+   * Look recipients up in sasl-gate's user directory over the socketmap protocol (socketmap_table(5))
+   * at `host:port`: `virtual_mailbox_maps = socketmap:inet:host:port:mailbox` and
+   * `virtual_alias_maps = socketmap:inet:host:port:alias`, so Postfix accepts mail only for the
+   * directory's mailboxes and aliases (and `staticMailboxes`) and answers others
+   * `550 5.1.1 ... User unknown in virtual mailbox table`. With `senders`, also
+   * `smtpd_sender_login_maps = socketmap:inet:host:port:senders` ahead of the built-in map. Off by default
+   * (then every address in the domain is accepted and left to Dovecot).
+   */
+  directoryMaps?: {
+    host: string;
+    port: number;
+    /** Also ask the directory who owns a sender address (`smtpd_sender_login_maps`). */
+    senders?: boolean;
+    /** Addresses accepted besides the directory's (e.g. Dovecot's static users), from a texthash table. */
+    staticMailboxes?: string[];
+  };
+  /**
+   * Also start an MX-style smtpd (`inboundPort`): no AUTH, mail accepted from anyone for the domain
+   * only (`reject_unauth_destination`), as port 25 takes mail from the internet. Off by default.
+   */
+  inbound?: boolean;
 }
 
 /** A running private Postfix. */
@@ -44,6 +66,8 @@ export interface PostfixInstance {
    * when started with `proxyProtocol: true`.
    */
   proxySubmissionPort?: number;
+  /** The MX-style smtpd without AUTH for mail from anyone to the domain; present only when started with `inbound: true`. */
+  inboundPort?: number;
   configDir: string;
   queueDir: string;
   logPath: string;
@@ -157,6 +181,7 @@ interface Layout {
   dataDir: string;
   logPath: string;
   senderLoginMap: string;
+  staticMailboxMap: string;
 }
 
 function layoutOf(dir: string): Layout {
@@ -168,6 +193,7 @@ function layoutOf(dir: string): Layout {
     dataDir: join(dir, 'data'),
     logPath: join(dir, 'postfix.log'),
     senderLoginMap: join(configDir, 'sender_login_maps.regexp'),
+    staticMailboxMap: join(configDir, 'static_mailboxes'),
   };
 }
 
@@ -182,6 +208,22 @@ interface Settings {
   lmtpPort: number;
   authPort: number;
   xclientHosts: string[];
+  /** The MX-style smtpd, when there is one. */
+  inboundPort: number | undefined;
+  directoryMaps: PostfixOptions['directoryMaps'];
+}
+
+/** The main.cf lines that hand recipient (and sender owner) lookups to the directory's socketmap. */
+function renderDirectoryMaps(l: Layout, s: Settings): string {
+  const d = s.directoryMaps;
+  if (d === undefined) return '';
+  const socketmap = (name: string): string => `socketmap:inet:${d.host}:${d.port}:${name}`;
+  const statics = (d.staticMailboxes ?? []).length > 0 ? `texthash:${l.staticMailboxMap}, ` : '';
+  return `
+# Recipients come from sasl-gate's user directory (socketmap_table(5)); unknown ones get 550 5.1.1.
+virtual_mailbox_maps = ${statics}${socketmap('mailbox')}
+virtual_alias_maps = ${socketmap('alias')}
+`;
 }
 
 function renderMainCf(l: Layout, s: Settings): string {
@@ -223,13 +265,13 @@ smtpd_authorized_xclient_hosts = ${s.xclientHosts.join(', ')}
 # The port XCLIENT PORT= names shows up in the log next to the client address.
 smtpd_client_port_logging = yes
 # Every address belongs to the login of the same name: a user may send only as themselves.
-smtpd_sender_login_maps = regexp:${l.senderLoginMap}
+smtpd_sender_login_maps = ${s.directoryMaps?.senders === true ? `socketmap:inet:${s.directoryMaps.host}:${s.directoryMaps.port}:senders, ` : ''}regexp:${l.senderLoginMap}
 smtpd_sender_restrictions = reject_authenticated_sender_login_mismatch
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 smtpd_recipient_restrictions = permit_sasl_authenticated, reject
 # Sender restrictions answer MAIL FROM itself rather than waiting for the first RCPT TO.
 smtpd_delay_reject = no
-`;
+${renderDirectoryMaps(l, s)}`;
 }
 
 function renderMasterCf(s: Settings): string {
@@ -244,11 +286,25 @@ function renderMasterCf(s: Settings): string {
           '  -o smtpd_upstream_proxy_protocol=haproxy',
           '',
         ].join('\n');
+  const inbound =
+    s.inboundPort === undefined
+      ? ''
+      : [
+          '# MX-style: mail from anyone, for the domain only, no AUTH.',
+          `${s.host}:${s.inboundPort} inet n - n - - smtpd`,
+          '  -o syslog_name=postfix/inbound',
+          '  -o smtpd_sasl_auth_enable=no',
+          '  -o smtpd_authorized_xclient_hosts=',
+          '  -o smtpd_sender_restrictions=',
+          '  -o smtpd_relay_restrictions=reject_unauth_destination',
+          '  -o smtpd_recipient_restrictions=reject_unauth_destination',
+          '',
+        ].join('\n');
   // No service is chrooted: a chroot would need copies of /etc files inside the queue directory.
   return `# service type  private unpriv  chroot  wakeup  maxproc command + args
 ${s.host}:${s.port} inet n - n - - smtpd
 ${submission.join('\n')}
-${proxied}pickup    unix  n       -       n       60      1       pickup
+${proxied}${inbound}pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
@@ -278,6 +334,10 @@ async function writeConfig(l: Layout, s: Settings): Promise<void> {
   await writeFile(join(l.configDir, 'main.cf'), renderMainCf(l, s), { mode: 0o644 });
   await writeFile(join(l.configDir, 'master.cf'), renderMasterCf(s), { mode: 0o644 });
   await writeFile(l.senderLoginMap, '/^(.+)$/ ${1}\n', { mode: 0o644 });
+  const statics = s.directoryMaps?.staticMailboxes ?? [];
+  if (statics.length > 0) {
+    await writeFile(l.staticMailboxMap, statics.map((a) => `${a} ${a.split('@')[1] ?? a}/${a.split('@')[0] ?? a}/\n`).join(''), { mode: 0o644 });
+  }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -416,7 +476,13 @@ function startWatchdog(pgid: number): ChildProcess {
   return watchdog;
 }
 
-async function launch(l: Layout, host: string, port: number, proxyPort: number | undefined): Promise<Launched> {
+async function launch(
+  l: Layout,
+  host: string,
+  port: number,
+  proxyPort: number | undefined,
+  inboundPort?: number,
+): Promise<Launched> {
   // The master stays in the foreground as our child (-s keeps its startup errors on stdout), in its
   // own session and process group, so stop() can signal the master and all its daemons at once.
   const child = spawn(MASTER, ['-c', l.configDir, '-s'], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -500,6 +566,17 @@ async function launch(l: Layout, host: string, port: number, proxyPort: number |
         );
       }
     }
+    if (inboundPort !== undefined) {
+      let inbound: { greeting: string; ehlo: string };
+      try {
+        inbound = await probeSmtp(host, inboundPort, 5_000);
+      } catch (err) {
+        return fail(`did not answer on the inbound port ${host}:${inboundPort} (${err instanceof Error ? err.message : String(err)})`);
+      }
+      if (!inbound.greeting.startsWith('220')) {
+        return fail(`answered on the inbound port ${host}:${inboundPort} with ${JSON.stringify(inbound.greeting)}`);
+      }
+    }
     return { child, pgid, exited, watchdog };
   }
 }
@@ -535,6 +612,17 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
     throw new Error('the Dovecot instance has no auth listener (authPort) for Postfix to authenticate against');
   }
   const dovecotHost = dovecotAddress(opts.dovecot.host);
+  const directoryMaps = opts.directoryMaps;
+  if (directoryMaps !== undefined) {
+    if (!IPV4_RE.test(directoryMaps.host)) {
+      throw new Error(`directoryMaps.host ${JSON.stringify(directoryMaps.host)} is not an IPv4 address`);
+    }
+    if (!Number.isInteger(directoryMaps.port) || directoryMaps.port <= 0 || directoryMaps.port > 65535) {
+      throw new Error(`directoryMaps.port ${String(directoryMaps.port)} is not a port`);
+    }
+    const bad = (directoryMaps.staticMailboxes ?? []).find((a) => !/^[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+$/.test(a));
+    if (bad !== undefined) throw new Error(`directoryMaps.staticMailboxes entry ${JSON.stringify(bad)} is not a plain address`);
+  }
   const postfixUid = await uidOf('postfix');
 
   const dir = await mkdtemp(join(tmpdir(), 'sasl-gate-postfix-'));
@@ -564,12 +652,17 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
   let launched: Launched | undefined;
   let port = 0;
   let proxyPort: number | undefined;
+  let inboundPort: number | undefined;
   for (let attempt = 1; launched === undefined; attempt++) {
     try {
       port = await freePort(host);
       if (opts.proxyProtocol === true) {
         do proxyPort = await freePort(host);
         while (proxyPort === port);
+      }
+      if (opts.inbound === true) {
+        do inboundPort = await freePort(host);
+        while (inboundPort === port || inboundPort === proxyPort);
       }
       const settings: Settings = {
         domain: opts.domain,
@@ -580,6 +673,8 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
         lmtpPort,
         authPort,
         xclientHosts,
+        inboundPort,
+        directoryMaps,
       };
       await writeConfig(l, settings);
       if (attempt === 1) {
@@ -589,7 +684,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
           throw new Error(await diagnose(l, `failed its check (exit ${String(check.code)})`, check.output));
         }
       }
-      launched = await launch(l, host, port, proxyPort);
+      launched = await launch(l, host, port, proxyPort, inboundPort);
     } catch (err) {
       // Another process may take a free port between our probe and the master's bind.
       if (err instanceof StartupError && err.addressInUse && attempt < PORT_ATTEMPTS) continue;
@@ -626,6 +721,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
     host,
     submissionPort: port,
     ...(proxyPort === undefined ? {} : { proxySubmissionPort: proxyPort }),
+    ...(inboundPort === undefined ? {} : { inboundPort }),
     configDir: l.configDir,
     queueDir: l.queueDir,
     logPath: l.logPath,

@@ -190,7 +190,7 @@ export class PasswdFileWriter {
     }
     await this.refresh();
     const every = this.options.refreshIntervalMs ?? 30_000;
-    this.intervalTimer = setInterval(() => void this.refresh().catch(() => undefined), every);
+    this.intervalTimer = setInterval(() => this.background(), every);
     this.intervalTimer.unref();
   }
 
@@ -200,7 +200,7 @@ export class PasswdFileWriter {
     if (this.debounceTimer !== undefined) clearTimeout(this.debounceTimer);
     this.debounceTimer = setTimeout(() => {
       this.debounceTimer = undefined;
-      void this.refresh().catch(() => undefined);
+      this.background();
     }, this.options.debounceMs ?? 200);
     this.debounceTimer.unref();
   }
@@ -226,6 +226,16 @@ export class PasswdFileWriter {
       this.running = undefined;
     });
     return this.running;
+  }
+
+  /** A refresh nobody awaits: failures are logged (the file stays as it was) and retried on the next check. */
+  private background(): void {
+    this.refresh().catch((err: unknown) => {
+      this.options.log?.error(
+        { event: 'passwd_file_refresh_failed', path: this.options.path, err: err instanceof Error ? err.message : String(err) },
+        'could not bring the Dovecot passwd-file up to date; retrying on the next check',
+      );
+    });
   }
 
   /** Stops the timers (the file stays). */
@@ -292,7 +302,7 @@ export class PasswdFileWriter {
     if (end === undefined || this.stopped) return;
     // setTimeout holds at most 2^31-1 ms; the periodic check covers anything further out.
     const delay = Math.min(Math.max(end - this.now() + 1_000, 1_000), 0x7fffffff);
-    this.graceTimer = setTimeout(() => void this.refresh().catch(() => undefined), delay);
+    this.graceTimer = setTimeout(() => this.background(), delay);
     this.graceTimer.unref();
   }
 
@@ -322,7 +332,6 @@ export class PasswdFileWriter {
       this.lastMtimeSec = mtime;
     } catch (err) {
       await rm(tmp, { force: true }).catch(() => undefined);
-      this.options.log?.error({ event: 'passwd_file_failed', path, err: err instanceof Error ? err.message : String(err) }, 'could not replace the Dovecot passwd-file');
       throw err;
     }
     // Make the rename itself durable.

@@ -28,6 +28,9 @@ import type { AddressVerdict, DirectoryUser } from './model.js';
 export type NetstringErrorCode = 'syntax' | 'too-long';
 
 export class NetstringError extends Error {
+  /** Netstrings completed in the same `push()` before the bad byte (they are valid requests). */
+  decoded: Buffer[] = [];
+
   constructor(
     readonly code: NetstringErrorCode,
     message: string,
@@ -125,6 +128,7 @@ export class NetstringDecoder {
     } catch (err) {
       this.state = 'failed';
       this.chunks = [];
+      if (err instanceof NetstringError) err.decoded = out;
       throw err;
     }
     return out;
@@ -243,6 +247,10 @@ export async function answerSocketmap(
   if (key === '' || key.length > MAX_KEY_LENGTH) return reply.notFound();
   // eslint-disable-next-line no-control-regex
   if (/[\x00-\x20\x7f]/.test(key)) return reply.notFound();
+  // No address: Postfix asks virtual_alias_maps about bare domains (virtual_alias_domains defaults to
+  // $virtual_alias_maps) for every address it routes, outbound mail included. The directory holds no
+  // domains, so the answer needs no directory and never waits for one that is still loading.
+  if (!key.includes('@') || key.startsWith('@')) return reply.notFound();
 
   try {
     if (directory.isReady !== undefined && !directory.isReady()) return reply.temp('directory not loaded yet');
@@ -356,13 +364,12 @@ export async function startSocketmapServer(
     socket.on('data', (chunk: Buffer) => {
       if (closing) return;
       let requests: Buffer[];
+      let failure: NetstringError | undefined;
       try {
         requests = decoder.push(chunk);
       } catch (err) {
-        const code = err instanceof NetstringError ? err.code : 'syntax';
-        log?.warn({ event: 'socketmap_bad_request', client: peer, reason: code }, 'socketmap request refused');
-        fail(reply.perm(code === 'too-long' ? 'request too long' : 'malformed netstring'));
-        return;
+        failure = err instanceof NetstringError ? err : new NetstringError('syntax', String(err));
+        requests = failure.decoded;
       }
       for (const request of requests) {
         inFlight += 1;
@@ -374,6 +381,10 @@ export async function startSocketmapServer(
           socket.write(encodeNetstring(answer));
           if (!closing && inFlight < maxPipelined && socket.isPaused()) socket.resume();
         });
+      }
+      if (failure !== undefined) {
+        log?.warn({ event: 'socketmap_bad_request', client: peer, reason: failure.code }, 'socketmap request refused');
+        fail(reply.perm(failure.code === 'too-long' ? 'request too long' : 'malformed netstring'));
       }
     });
   };
