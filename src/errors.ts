@@ -23,6 +23,7 @@ export type AuthFailureCode =
   | 'email_not_verified'
   | 'domain_not_allowed'
   | 'missing_claim'
+  | 'user_disabled'
   | 'master_user_refused'
   | 'backend_refused'
   | 'provider_unavailable'

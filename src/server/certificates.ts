@@ -16,6 +16,7 @@ export class CertificateStore {
   private context: SecureContext | undefined;
   private paths: { cert: string; key: string } | undefined;
   private watching = false;
+  private material: { cert: Buffer; key: Buffer } | undefined;
 
   constructor(
     private readonly config: GateConfig,
@@ -73,8 +74,17 @@ export class CertificateStore {
     this.watching = false;
   }
 
+  /** The PEM files' contents in use, for servers that take them rather than a context. */
+  pem(): { cert: Buffer; key: Buffer } {
+    if (!this.material) throw new Error('certificates not loaded');
+    return this.material;
+  }
+
   private read(): SecureContext {
     const { cert, key } = this.paths!;
-    return createSecureContext({ cert: readFileSync(cert), key: readFileSync(key), minVersion: 'TLSv1.2' });
+    const material = { cert: readFileSync(cert), key: readFileSync(key) };
+    const context = createSecureContext({ ...material, minVersion: 'TLSv1.2' });
+    this.material = material;
+    return context;
   }
 }

@@ -15,6 +15,7 @@ import { CapabilityCache } from './capability-cache.js';
 import { CertificateStore } from './certificates.js';
 import { FailureTracker } from './failures.js';
 import { ConnectionLimiter } from './limits.js';
+import { startDirectory, type RunningDirectory } from '../directory/service.js';
 import { Metrics } from '../observe/metrics.js';
 import { canonicalAddress, parseNetworks, type NetworkList } from './networks.js';
 import { readProxyHeader } from './proxy-reader.js';
@@ -29,6 +30,8 @@ export interface GateDependencies {
 }
 
 export interface RunningGate {
+  /** The user directory, when one is configured. */
+  directory: RunningDirectory | undefined;
   /** Bound addresses of the listeners, in configuration order. */
   listeners: Array<{ protocol: 'imap' | 'smtp'; host: string; port: number }>;
   admin: { host: string; port: number } | undefined;
@@ -97,6 +100,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     );
   }
 
+  const directory = config.directory ? await startDirectory(config.directory, { log, certificates }) : undefined;
+
   const servers: NetServer[] = [];
   const sessions = new Set<Session>();
   /** Every client connection, whatever its stage (PROXY header, TLS handshake, session, relay). */
@@ -122,6 +127,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       log,
       failures,
       metrics,
+      loginAllowed: directory ? (identity: string) => directory.isLoginAllowed(identity) : undefined,
     };
     if (protocol === 'imap') {
       const backend = config.backends.imap!;
@@ -302,6 +308,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         const checks = [
           ...caches.map((c) => [`${c.name} backend`, c.isProbed] as const),
           ['openid provider', validator.isReady?.() ?? true] as const,
+          ...(directory ? [['directory', directory.directory.isLoaded()] as const] : []),
         ];
         const ready = checks.every(([, ok]) => ok);
         const body = checks.map(([what, ok]) => `${what}: ${ok ? 'ok' : 'not reachable yet'}`).join('\n');
@@ -316,12 +323,14 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   }
 
   return {
+    directory,
     listeners: bound,
     admin: adminAddress,
     reloadCertificates: () => certificates.reload('reload requested'),
     async close(graceMs = config.limits.shutdownGraceSeconds * 1000) {
       for (const cache of caches) cache.stop();
       certificates.stop();
+      await directory?.close();
       const closing = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
       if (sessions.size > 0 && graceMs > 0) {
         log.info({ sessions: sessions.size, graceMs }, 'letting open sessions finish');

@@ -55,6 +55,8 @@ export interface SessionOptions {
   metrics?: Metrics | undefined;
   validator: TokenValidator;
   oauth: { issuer: string; scope: string };
+  /** The directory's word on a token user (disabled or removed users are refused); unset, no directory. */
+  loginAllowed?: ((identity: string) => boolean) | undefined;
 }
 
 /** What became of a bearer-token login before any backend was asked. */
@@ -285,6 +287,9 @@ export abstract class PreAuthSession<F extends LineFramer> {
     try {
       const result = await this.options.validator.validate(credentials.token);
       this.user = bindIdentity(credentials.user, result.identity);
+      if (this.options.loginAllowed && !this.options.loginAllowed(this.user)) {
+        throw new AuthError('user_disabled', 'the user is disabled or removed in the directory');
+      }
       return { kind: 'accepted', identity: this.user };
     } catch (err) {
       const error = err instanceof AuthError ? err : new AuthError('provider_unavailable', String(err), { cause: err });

@@ -70,6 +70,14 @@ describe('configuration reference', () => {
       backends: { imap: { host: 'dovecot' }, smtp: { host: 'postfix' } },
       master: { user: 'sasl-gate', password: 'x' },
       oauth: { issuer: 'https://idp.example.com', clientId: 'mail', requiredClaim: { name: 'groups', value: 'mail' } },
+      directory: {
+        source: 'keycloak',
+        stateFile: '/var/lib/sasl-gate/directory.json',
+        keycloak: { url: 'https://sso.example.com', realm: 'mail', clientId: 'directory', clientSecret: 'x' },
+        socketmap: { bind: '127.0.0.1:7777' },
+        dovecot: { passwdFile: '/var/lib/sasl-gate/users' },
+        scim: { bind: ':8443', token: 'x'.repeat(32) },
+      },
     }) as unknown as Record<string, unknown>;
     const at = (path: Array<string | number>) =>
       path.reduce<unknown>((node, part) => (node as Record<string | number, unknown> | undefined)?.[part], parsed);

@@ -1,0 +1,158 @@
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { DirectoryConfig } from '../config/schema.js';
+import { ConfigError } from '../errors.js';
+import type { CertificateStore } from '../server/certificates.js';
+import { Directory, type DirectoryEvent } from './directory.js';
+import { PasswdFileWriter } from './dovecot.js';
+import { createScimHandler } from './scim.js';
+import { startSocketmapServer } from './socketmap.js';
+import { createDirectorySource } from './sources/index.js';
+import { DirectoryStore } from './store.js';
+import { DirectorySync } from './sync.js';
+
+/** The directory as the rest of sasl-gate uses it once it runs. */
+export interface RunningDirectory {
+  directory: Directory;
+  /** Whether a token login by `identity` may go on (false for users disabled or removed in the provider). */
+  isLoginAllowed(identity: string): boolean;
+  /** Where the optional servers listen, for logs and tests. */
+  socketmap: { host: string; port: number } | undefined;
+  scim: { host: string; port: number } | undefined;
+  close(): Promise<void>;
+}
+
+function secretFrom(value: string | undefined, file: string | undefined, key: string): string {
+  if (value !== undefined) return value;
+  try {
+    return readFileSync(file!, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError(key, `cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
+function describe(event: DirectoryEvent): Record<string, unknown> {
+  const { type, ...rest } = event as DirectoryEvent & Record<string, unknown>;
+  return { event: type, ...rest };
+}
+
+/**
+ * Starts the directory: loads the last good set, syncs from the provider on schedule (or takes
+ * SCIM pushes), and serves it to Postfix (socketmap) and Dovecot (passwd-file). A provider that
+ * is down never empties it: the last good set is served until the provider answers again.
+ */
+export async function startDirectory(
+  config: DirectoryConfig,
+  deps: { log: Logger; certificates: CertificateStore },
+): Promise<RunningDirectory> {
+  const log = deps.log.child({ component: 'directory' });
+  const directory = new Directory({
+    graceSeconds: config.graceSeconds,
+    maxRemovalShare: config.maxRemovalShare,
+    maxRemovalsAlwaysAllowed: config.maxRemovalsAlwaysAllowed,
+    onEvent: (event) => {
+      if (event.type === 'held') log.warn(describe(event), 'directory sync held back: it would remove too many users');
+    },
+  });
+  const store = config.stateFile ? new DirectoryStore(config.stateFile) : undefined;
+  const source = createDirectorySource(config);
+  const persist = () => {
+    if (store && directory.isLoaded()) store.save(directory.exportState()).catch((err: Error) => log.error({ err: err.message }, 'could not save the directory'));
+  };
+
+  let sync: DirectorySync | undefined;
+  if (source) {
+    sync = new DirectorySync({
+      directory,
+      source,
+      ...(store ? { store } : {}),
+      intervalSeconds: config.syncIntervalSeconds,
+      jitter: config.syncJitter,
+      retrySeconds: config.retrySeconds,
+      logger: log,
+    });
+    // The first sync may wait for a provider that is down: the saved set serves meanwhile.
+    await sync.loadStored();
+    void sync.start();
+  } else if (store) {
+    const state = await store.load().catch((err: Error) => {
+      log.error({ err: err.message }, 'could not load the saved directory');
+      return undefined;
+    });
+    if (state) directory.restore(state);
+  }
+
+  let writer: PasswdFileWriter | undefined;
+  if (config.dovecot) {
+    writer = new PasswdFileWriter(directory, {
+      path: config.dovecot.passwdFile,
+      ...(config.dovecot.uid !== undefined ? { uid: config.dovecot.uid } : {}),
+      ...(config.dovecot.gid !== undefined ? { gid: config.dovecot.gid } : {}),
+      ...(config.dovecot.home !== undefined ? { home: config.dovecot.home } : {}),
+      refreshIntervalMs: config.dovecot.refreshIntervalSeconds * 1000,
+      log,
+    });
+    await writer.start();
+  }
+  const unsubscribe = directory.subscribe(() => writer?.schedule());
+
+  let socketmap: Awaited<ReturnType<typeof startSocketmapServer>> | undefined;
+  if (config.socketmap) {
+    socketmap = await startSocketmapServer(directory, {
+      host: config.socketmap.bind.host,
+      port: config.socketmap.bind.port,
+      ...(config.socketmap.allowFrom ? { allowFrom: config.socketmap.allowFrom } : {}),
+      ...(config.socketmap.recipientDelimiter ? { recipientDelimiter: config.socketmap.recipientDelimiter } : {}),
+      maxConnections: config.socketmap.maxConnections,
+      log,
+    });
+    log.info({ address: `${socketmap.host}:${socketmap.port}` }, 'socketmap server listening');
+  }
+
+  let scimServer: Server | undefined;
+  let scimAddress: RunningDirectory['scim'];
+  if (config.scim) {
+    const handler = createScimHandler(directory, {
+      token: secretFrom(config.scim.token, config.scim.tokenFile, 'directory.scim.tokenFile'),
+      basePath: config.scim.basePath,
+      domains: config.domains,
+      maxBodyBytes: config.scim.maxBodyBytes,
+      onChange: persist,
+      log,
+    });
+    // New connections use the certificate in use now, reloads included.
+    scimServer = createHttpsServer(
+      { ...deps.certificates.pem(), minVersion: 'TLSv1.2', SNICallback: (_name, cb) => cb(null, deps.certificates.current()) },
+      handler,
+    );
+    await new Promise<void>((resolve, reject) => {
+      scimServer!.once('error', reject);
+      scimServer!.listen({ host: config.scim!.bind.host, port: config.scim!.bind.port }, () => resolve());
+    });
+    const address = scimServer.address() as AddressInfo;
+    scimAddress = { host: address.address, port: address.port };
+    log.info({ address: `${address.address}:${address.port}`, path: config.scim.basePath }, 'SCIM endpoint listening');
+  }
+
+  return {
+    directory,
+    socketmap: socketmap ? { host: socketmap.host, port: socketmap.port } : undefined,
+    scim: scimAddress,
+    isLoginAllowed(identity) {
+      // Until a first set is known (no saved state, provider down) the token alone decides.
+      return !directory.isLoaded() || directory.isLoginAllowed(identity);
+    },
+    async close() {
+      sync?.stop();
+      unsubscribe();
+      await writer?.stop();
+      await socketmap?.close();
+      if (scimServer) {
+        scimServer.closeAllConnections();
+        await new Promise<void>((resolve) => scimServer!.close(() => resolve()));
+      }
+    },
+  };
+}
