@@ -15,63 +15,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PasswdFileWriter } from '../../src/directory/dovecot.js';
-import type { AddressVerdict, DirectoryUser } from '../../src/directory/model.js';
-import { createScimHandler, SCIM_PATCH_OP, SCIM_USER_SCHEMA, type DirectoryView } from '../../src/directory/scim.js';
+import { createScimHandler, SCIM_PATCH_OP, SCIM_USER_SCHEMA } from '../../src/directory/scim.js';
 import { startSocketmapServer, type SocketmapServer } from '../../src/directory/socketmap.js';
 import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.js';
 import { startPostfix, type PostfixInstance } from '../../src/devstack/postfix.js';
 import { RawImap, quoted, saslPlain } from '../support/imap-raw.js';
 import { RawSmtp } from '../support/smtp-raw.js';
+import { MemoryDirectory } from '../support/memory-directory.js';
 
-/** A tiny directory: users by id, grace counted from when a user was disabled or removed. */
-class MemoryDirectory implements DirectoryView {
-  readonly users = new Map<string, DirectoryUser>();
-  readonly removed = new Map<string, DirectoryUser>();
-  readonly since = new Map<string, number>();
-  /** Moves this directory's clock forward, to get past grace periods without waiting. */
-  offsetMs = 0;
-  ready = true;
-
-  constructor(readonly graceMs: number) {}
-
-  now(): number {
-    return Date.now() + this.offsetMs;
-  }
-
-  isReady(): boolean {
-    return this.ready;
-  }
-
-  lookup(address: string): AddressVerdict {
-    for (const user of [...this.users.values(), ...this.removed.values()]) {
-      const kind = user.mailbox === address ? 'mailbox' : user.aliases.includes(address) ? 'alias' : undefined;
-      if (kind === undefined) continue;
-      if (user.active && this.users.has(user.id)) return { kind, user };
-      const until = (this.since.get(user.id) ?? 0) + this.graceMs;
-      if (this.now() < until) return { kind: 'grace', user, until: new Date(until) };
-    }
-    return { kind: 'unknown' };
-  }
-
-  upsert(user: DirectoryUser): void {
-    const before = this.users.get(user.id);
-    if (!user.active && (before === undefined || before.active)) this.since.set(user.id, this.now());
-    this.removed.delete(user.id);
-    this.users.set(user.id, structuredClone(user));
-  }
-
-  remove(id: string): void {
-    const user = this.users.get(id);
-    if (user === undefined) return;
-    this.users.delete(id);
-    this.removed.set(id, user);
-    if (user.active) this.since.set(id, this.now());
-  }
-
-  list(): DirectoryUser[] {
-    return [...this.users.values()];
-  }
-}
 
 const DOMAIN = 'example.test';
 const HOUR = 3_600_000;

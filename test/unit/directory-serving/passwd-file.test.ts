@@ -7,57 +7,10 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { PasswdFileWriter, renderPasswdFile, safeAddress, type DirectoryListing } from '../../../src/directory/dovecot.js';
-import type { AddressVerdict, DirectoryUser } from '../../../src/directory/model.js';
+import { PasswdFileWriter, renderPasswdFile, safeAddress } from '../../../src/directory/dovecot.js';
+import type { DirectoryUser } from '../../../src/directory/model.js';
+import { MemoryDirectory } from '../../support/memory-directory.js';
 
-/** A tiny directory: users by id, grace counted from when a user was disabled or removed. */
-class MemoryDirectory implements DirectoryListing {
-  readonly users = new Map<string, DirectoryUser>();
-  readonly removed = new Map<string, DirectoryUser>();
-  readonly since = new Map<string, number>();
-  offsetMs = 0;
-  ready = true;
-
-  constructor(readonly graceMs = 0) {}
-
-  now(): number {
-    return Date.now() + this.offsetMs;
-  }
-
-  isReady(): boolean {
-    return this.ready;
-  }
-
-  lookup(address: string): AddressVerdict {
-    for (const user of [...this.users.values(), ...this.removed.values()]) {
-      const kind = user.mailbox === address ? 'mailbox' : user.aliases.includes(address) ? 'alias' : undefined;
-      if (kind === undefined) continue;
-      if (user.active && this.users.has(user.id)) return { kind, user };
-      const until = (this.since.get(user.id) ?? 0) + this.graceMs;
-      if (this.now() < until) return { kind: 'grace', user, until: new Date(until) };
-    }
-    return { kind: 'unknown' };
-  }
-
-  upsert(user: DirectoryUser): void {
-    const before = this.users.get(user.id);
-    if (!user.active && (before === undefined || before.active)) this.since.set(user.id, this.now());
-    this.removed.delete(user.id);
-    this.users.set(user.id, structuredClone(user));
-  }
-
-  remove(id: string): void {
-    const user = this.users.get(id);
-    if (user === undefined) return;
-    this.users.delete(id);
-    this.removed.set(id, user);
-    if (user.active) this.since.set(id, this.now());
-  }
-
-  list(): DirectoryUser[] {
-    return [...this.users.values()];
-  }
-}
 
 const HOUR = 3_600_000;
 const user = (id: string, mailbox: string, active = true, aliases: string[] = []): DirectoryUser => ({ id, mailbox, aliases, active, groups: [] });

@@ -8,7 +8,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { AddressVerdict, DirectoryUser } from '../../../src/directory/model.js';
 import { GateError } from '../../../src/errors.js';
 import {
   createScimHandler,
@@ -21,53 +20,10 @@ import {
   SCIM_MAIL_EXTENSION,
   SCIM_PATCH_OP,
   SCIM_USER_SCHEMA,
-  type DirectoryView,
   type ScimOptions,
 } from '../../../src/directory/scim.js';
+import { MemoryDirectory } from '../../support/memory-directory.js';
 
-/** A tiny directory: users by id, grace counted from when a user was disabled or removed. */
-class MemoryDirectory implements DirectoryView {
-  readonly users = new Map<string, DirectoryUser>();
-  readonly removed = new Map<string, DirectoryUser>();
-  readonly since = new Map<string, number>();
-  offsetMs = 0;
-
-  constructor(readonly graceMs = 0) {}
-
-  now(): number {
-    return Date.now() + this.offsetMs;
-  }
-
-  lookup(address: string): AddressVerdict {
-    for (const user of [...this.users.values(), ...this.removed.values()]) {
-      const kind = user.mailbox === address ? 'mailbox' : user.aliases.includes(address) ? 'alias' : undefined;
-      if (kind === undefined) continue;
-      if (user.active && this.users.has(user.id)) return { kind, user };
-      const until = (this.since.get(user.id) ?? 0) + this.graceMs;
-      if (this.now() < until) return { kind: 'grace', user, until: new Date(until) };
-    }
-    return { kind: 'unknown' };
-  }
-
-  upsert(user: DirectoryUser): void {
-    const before = this.users.get(user.id);
-    if (!user.active && (before === undefined || before.active)) this.since.set(user.id, this.now());
-    this.removed.delete(user.id);
-    this.users.set(user.id, structuredClone(user));
-  }
-
-  remove(id: string): void {
-    const user = this.users.get(id);
-    if (user === undefined) return;
-    this.users.delete(id);
-    this.removed.set(id, user);
-    if (user.active) this.since.set(id, this.now());
-  }
-
-  list(): DirectoryUser[] {
-    return [...this.users.values()];
-  }
-}
 
 const TOKEN = 'scim-token-0123456789abcdef-please-keep-secret';
 
