@@ -5,7 +5,8 @@
  * a production backend to be: a master user, the proxy in `login_trusted_networks`, plaintext
  * logins allowed on the (loopback) wire, and an LMTP listener for Postfix to deliver into. On request
  * it also opens a second IMAP listener behind the PROXY protocol (`haproxy = yes`), for sasl-gate's
- * `backends.imap.proxyProtocol`.
+ * `backends.imap.proxyProtocol`. For benchmarks it can also open an IMAPS listener, validate OAuth2
+ * tokens itself (the `oauth2` passdb), and be sized for many connections; all of that is off unless asked.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -912,7 +913,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
 
   let finalLog: string | undefined;
   let stopping: Promise<void> | undefined;
-  const keepDir = !ownDir || process.env.SASL_GATE_KEEP_DOVECOT_DIR === '1';
+  const keepDir = !ownDir || process.env.SASLGATE_KEEP_DOVECOT_DIR === '1';
 
   const stop = async (): Promise<void> => {
     child.ref();

@@ -699,7 +699,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
 
   let finalLog: string | undefined;
   let stopping: Promise<void> | undefined;
-  const keepDir = process.env.SASL_GATE_KEEP_POSTFIX_DIR === '1';
+  const keepDir = process.env.SASLGATE_KEEP_POSTFIX_DIR === '1';
 
   const stop = async (): Promise<void> => {
     child.ref();
