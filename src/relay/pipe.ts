@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { Duplex, Transform, Writable } from 'node:stream';
 
 export interface RelayStats {
@@ -18,7 +19,7 @@ const LINGER_MS = 5000;
  */
 export function relay(
   client: Duplex & { setTimeout?(ms: number, callback?: () => void): unknown },
-  backend: Duplex,
+  backend: Socket,
   pending: { toBackend: Buffer; toClient: Buffer },
   options: {
     idleTimeoutMs?: number;
@@ -30,11 +31,11 @@ export function relay(
   } = {},
 ): Promise<RelayStats> {
   return new Promise((resolve) => {
-    const stats: RelayStats = {
-      bytesFromClient: pending.toBackend.length,
-      bytesToClient: pending.toClient.length,
-      closedBy: 'client',
-    };
+    // Counted from the backend socket's own counters at the end: no per-chunk work, nothing
+    // per connection but two numbers while it is open.
+    const readBefore = backend.bytesRead - pending.toClient.length;
+    const writtenBefore = backend.bytesWritten;
+    const stats: RelayStats = { bytesFromClient: 0, bytesToClient: 0, closedBy: 'client' };
     let closed = 0;
     let first: 'client' | 'backend' | undefined;
     const onClose = (side: 'client' | 'backend', other: Duplex) => () => {
@@ -46,15 +47,13 @@ export function relay(
       }
       if (closed === 2) {
         stats.closedBy = first;
+        stats.bytesFromClient = backend.bytesWritten - writtenBefore;
+        stats.bytesToClient = backend.bytesRead - readBefore;
         resolve(stats);
       }
     };
     const filter = options.clientFilter;
-    client.on('data', (chunk: Buffer) => (stats.bytesFromClient += chunk.length));
-    backend.on('data', (chunk: Buffer) => {
-      stats.bytesToClient += chunk.length;
-      filter?.observeReplies(chunk);
-    });
+    if (filter) backend.on('data', (chunk: Buffer) => filter.observeReplies(chunk));
     // Errors end the connection; the close handlers do the rest.
     client.on('error', () => client.destroy());
     backend.on('error', () => backend.destroy());
