@@ -2,44 +2,14 @@
  * Installs Debian packages for the private mail servers (Dovecot, Postfix) with apt-get: unattended,
  * one `apt-get update` per process and one dpkg run at a time, whichever launcher asks first.
  */
-import { execFile } from 'node:child_process';
 import { access } from 'node:fs/promises';
+import { run } from './processes.js';
 
 const APT_GET = '/usr/bin/apt-get';
 const DEBCONF_SET_SELECTIONS = '/usr/bin/debconf-set-selections';
 
-interface RunResult {
-  code: number | null;
-  output: string;
-}
-
-function run(file: string, args: string[], input?: string): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      file,
-      args,
-      {
-        env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-        maxBuffer: 64 * 1024 * 1024,
-        encoding: 'utf8',
-      },
-      (error, stdout, stderr) => {
-        const output = `${stdout}\n${stderr}`.trim();
-        if (error === null) {
-          resolve({ code: 0, output });
-          return;
-        }
-        // A non-numeric code means the program could not be run at all (ENOENT, EACCES, ...).
-        const code = typeof error.code === 'number' ? error.code : null;
-        resolve({ code, output: output || error.message });
-      },
-    );
-    if (input !== undefined) child.stdin?.end(input);
-  });
-}
-
 async function mustRun(file: string, args: string[], input?: string): Promise<void> {
-  const result = await run(file, args, input);
+  const result = await run(file, args, { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, ...(input !== undefined ? { input } : {}) });
   if (result.code !== 0) {
     const tail = result.output.split('\n').slice(-20).join('\n');
     throw new Error(`${file} ${args.join(' ')} failed (exit ${String(result.code)}):\n${tail}`);

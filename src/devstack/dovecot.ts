@@ -8,15 +8,28 @@
  * `backends.imap.proxyProtocol`. For benchmarks it can also open an IMAPS listener, validate OAuth2
  * tokens itself (the `oauth2` passdb), and be sized for many connections; all of that is off unless asked.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { tmpdir, userInfo } from 'node:os';
-import { dirname, join, resolve as resolvePath } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { aptAvailable, aptInstall } from './apt.js';
+import { encodeProxyV2Local } from '../server/proxy-protocol.js';
 import { freePort } from './ports.js';
+import {
+  closedAncestor,
+  exists,
+  groupAlive,
+  run,
+  signalGroup,
+  sleep,
+  StartupError,
+  tailOf,
+  trackGroup,
+  untrackGroup,
+} from './processes.js';
 
 /** A mailbox owner known to the private Dovecot (names may be e-mail addresses). */
 export interface DovecotUser {
@@ -153,37 +166,6 @@ const HOST_RE = /^[A-Za-z0-9.:-]+$/;
 /** Unix socket paths are limited to 107 bytes and Dovecot's longest name under base_dir is 22. */
 const MAX_BASE_DIR_LENGTH = 84;
 
-const exists = (path: string): Promise<boolean> =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
-
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(file: string, args: string[], env?: NodeJS.ProcessEnv): Promise<RunResult> {
-  return new Promise((resolve) => {
-    execFile(
-      file,
-      args,
-      { env: env ?? process.env, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
-      (error, stdout, stderr) => {
-        if (error === null) {
-          resolve({ code: 0, stdout, stderr });
-          return;
-        }
-        // A non-numeric code means the program could not be run at all (ENOENT, EACCES, ...).
-        const code = typeof error.code === 'number' ? error.code : null;
-        resolve({ code, stdout, stderr: stderr || error.message });
-      },
-    );
-  });
-}
-
 async function missingDovecotFiles(): Promise<string[]> {
   const present = await Promise.all(REQUIRED_FILES.map(exists));
   return REQUIRED_FILES.filter((_, i) => !present[i]);
@@ -291,13 +273,6 @@ function validateName(kind: string, name: string): string {
 }
 
 /** The first ancestor of `dir` that other accounts cannot traverse, if any. */
-async function closedAncestor(dir: string): Promise<string | undefined> {
-  for (let current = dirname(dir); ; current = dirname(current)) {
-    const info = await stat(current);
-    if ((info.mode & 0o001) === 0) return current;
-    if (dirname(current) === current) return undefined;
-  }
-}
 
 function isLoopbackOrWildcard(host: string): boolean {
   return host === '::1' || host === '::' || host === '*' || host === '0.0.0.0' || host.startsWith('127.');
@@ -628,10 +603,6 @@ async function writeOAuth2Files(l: Layout, a: Accounts, o: DovecotOAuth2Options)
   await chown(l.oauth2Conf, a.internalUid, -1);
 }
 
-/** PROXY protocol v2 `LOCAL` header: "this connection is the proxy's own", no addresses. */
-const PROXY_V2_LOCAL = Buffer.from([
-  0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00, 0x00,
-]);
 
 /** Reads up to the first CRLF a server sends (after sending `preamble`, if any), or rejects. */
 function readGreeting(host: string, port: number, timeoutMs: number, preamble?: Buffer): Promise<string> {
@@ -676,56 +647,16 @@ function readTlsGreeting(host: string, port: number, timeoutMs: number): Promise
   });
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch {
-    // Already gone.
-  }
-}
 
-// Process groups of instances still running; killed if the test process exits without stop().
-const liveGroups = new Set<number>();
-let exitHookInstalled = false;
 
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const pgid of liveGroups) signalGroup(pgid, 'SIGTERM');
-  });
-}
-
-async function tailOf(path: string, lines = 40): Promise<string> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return text.trimEnd().split('\n').slice(-lines).join('\n');
-}
 
 async function doveconfReport(conf: string): Promise<string> {
   const result = await run(DOVECONF, ['-c', conf, '-n']);
   return `${result.stdout}${result.stderr}`.trim();
 }
 
-class StartupError extends Error {
-  constructor(
-    message: string,
-    readonly addressInUse: boolean,
-  ) {
-    super(message);
-    this.name = 'StartupError';
-  }
-}
 
 interface Launched {
   child: ChildProcess;
@@ -771,7 +702,7 @@ async function launch(
   const fail = async (reason: string): Promise<never> => {
     if (pgid !== undefined) {
       signalGroup(pgid, 'SIGKILL');
-      liveGroups.delete(pgid);
+      untrackGroup(pgid);
     }
     await Promise.race([exited, sleep(2_000)]);
     const log = await tailOf(l.logPath);
@@ -787,8 +718,7 @@ async function launch(
     );
   };
   if (pgid === undefined) return fail('could not be started');
-  liveGroups.add(pgid);
-  installExitHook();
+  trackGroup(pgid);
 
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   let lastProblem = 'no attempt yet';
@@ -803,7 +733,7 @@ async function launch(
       const lmtp = await readGreeting(host, lmtpPort, 2_000);
       if (!lmtp.startsWith('220')) return fail(`LMTP greeted with ${JSON.stringify(lmtp)} instead of 220`);
       if (haproxyPort !== undefined) {
-        const proxied = await readGreeting(host, haproxyPort, 2_000, PROXY_V2_LOCAL);
+        const proxied = await readGreeting(host, haproxyPort, 2_000, encodeProxyV2Local());
         if (!proxied.startsWith('* OK')) {
           return fail(`greeted with ${JSON.stringify(proxied)} instead of * OK on the PROXY protocol listener`);
         }
@@ -924,7 +854,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     // Children that outlive the master (a login process mid-connection) would keep the ports bound.
     signalGroup(pgid, 'SIGKILL');
     for (let i = 0; i < 200 && groupAlive(pgid); i++) await sleep(25);
-    liveGroups.delete(pgid);
+    untrackGroup(pgid);
     finalLog = await readFile(l.logPath, 'utf8').catch(() => '');
     if (!keepDir) await rm(dir, { recursive: true, force: true });
   };

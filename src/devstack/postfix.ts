@@ -7,14 +7,27 @@
  * for one domain delivered into Dovecot over LMTP. On request a second submission smtpd expects the
  * PROXY protocol (`smtpd_upstream_proxy_protocol = haproxy`), for sasl-gate's `backends.smtp.proxyProtocol`.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { aptAvailable, aptInstall } from './apt.js';
 import type { DovecotInstance } from './dovecot.js';
+import { encodeProxyV2Local } from '../server/proxy-protocol.js';
 import { freePort } from './ports.js';
+import {
+  closedAncestor,
+  exists,
+  groupAlive,
+  run,
+  signalGroup,
+  sleep,
+  StartupError,
+  tailOf,
+  trackGroup,
+  untrackGroup,
+} from './processes.js';
 
 /** What to start: the Dovecot to authenticate against and deliver into, and the domain it holds. */
 export interface PostfixOptions {
@@ -103,28 +116,6 @@ const UNSAFE_PATH_RE = /[\s$,#"'\\{}=]/;
 /** Unix socket paths are limited to 107 bytes; the longest Postfix puts under the queue is private/proxywrite. */
 const MAX_QUEUE_DIR_LENGTH = 107 - '/private/proxywrite'.length;
 
-const exists = (path: string): Promise<boolean> =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
-
-interface RunResult {
-  code: number | null;
-  output: string;
-}
-
-function run(file: string, args: string[]): Promise<RunResult> {
-  return new Promise((resolve) => {
-    execFile(file, args, { maxBuffer: 16 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
-      const output = `${stdout}${stderr}`.trim();
-      if (error === null) resolve({ code: 0, output });
-      // A non-numeric code means the program could not be run at all (ENOENT, EACCES, ...).
-      else resolve({ code: typeof error.code === 'number' ? error.code : null, output: output || error.message });
-    });
-  });
-}
-
 async function missingPostfixFiles(): Promise<string[]> {
   const present = await Promise.all(REQUIRED_FILES.map(exists));
   return REQUIRED_FILES.filter((_, i) => !present[i]);
@@ -166,13 +157,6 @@ async function uidOf(account: string): Promise<number> {
 }
 
 /** The first ancestor of `dir` that other accounts cannot traverse, if any. */
-async function closedAncestor(dir: string): Promise<string | undefined> {
-  for (let current = dirname(dir); ; current = dirname(current)) {
-    const info = await stat(current);
-    if ((info.mode & 0o001) === 0) return current;
-    if (dirname(current) === current) return undefined;
-  }
-}
 
 interface Layout {
   dir: string;
@@ -340,12 +324,7 @@ async function writeConfig(l: Layout, s: Settings): Promise<void> {
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** PROXY protocol v2 `LOCAL` header: "this connection is the proxy's own", no addresses. */
-const PROXY_V2_LOCAL = Buffer.from([
-  0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00, 0x00,
-]);
 
 /**
  * Opens an SMTP session (sending `preamble` first, if any) and returns the greeting and the EHLO
@@ -393,49 +372,10 @@ function probeSmtp(
   });
 }
 
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch {
-    // Already gone.
-  }
-}
 
-// Process groups of instances still running; killed if the test process exits without stop().
-const liveGroups = new Set<number>();
-let exitHookInstalled = false;
 
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const pgid of liveGroups) signalGroup(pgid, 'SIGTERM');
-  });
-}
 
-async function tailOf(path: string, lines = 40): Promise<string> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return text.trimEnd().split('\n').slice(-lines).join('\n');
-}
-
-class StartupError extends Error {
-  constructor(
-    message: string,
-    readonly addressInUse: boolean,
-  ) {
-    super(message);
-    this.name = 'StartupError';
-  }
-}
 
 async function diagnose(l: Layout, problem: string, output: string): Promise<string> {
   const check = await run(POSTFIX, ['-c', l.configDir, 'check']);
@@ -511,7 +451,7 @@ async function launch(
   const fail = async (reason: string): Promise<never> => {
     if (pgid !== undefined) {
       signalGroup(pgid, 'SIGKILL');
-      liveGroups.delete(pgid);
+      untrackGroup(pgid);
     }
     watchdog?.kill('SIGKILL');
     await Promise.race([exited, sleep(2_000)]);
@@ -523,8 +463,7 @@ async function launch(
     );
   };
   if (pgid === undefined || watchdog === undefined) return fail('could not be started');
-  liveGroups.add(pgid);
-  installExitHook();
+  trackGroup(pgid);
 
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   let lastProblem = 'no attempt yet';
@@ -556,7 +495,7 @@ async function launch(
       // The master opened both listeners together; this proves smtpd takes a header there.
       let proxied: { greeting: string; ehlo: string };
       try {
-        proxied = await probeSmtp(host, proxyPort, 5_000, PROXY_V2_LOCAL);
+        proxied = await probeSmtp(host, proxyPort, 5_000, encodeProxyV2Local());
       } catch (err) {
         return fail(`did not answer on the PROXY protocol port ${host}:${proxyPort} (${err instanceof Error ? err.message : String(err)})`);
       }
@@ -711,7 +650,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
     // A daemon busy with a session would otherwise keep the listening socket it inherited.
     signalGroup(pgid, 'SIGKILL');
     for (let i = 0; i < 200 && groupAlive(pgid); i++) await sleep(25);
-    liveGroups.delete(pgid);
+    untrackGroup(pgid);
     watchdog.kill('SIGKILL');
     finalLog = await readFile(l.logPath, 'utf8').catch(() => '');
     if (!keepDir) await removeDir();
