@@ -3,6 +3,7 @@
  * line based, no literals, no parsing beyond the tag and status of the final response.
  */
 import { connect, type Socket } from 'node:net';
+import { LineReader } from './line-reader.js';
 
 /** A tagged command's outcome: the untagged lines before it and the tagged line itself. */
 export interface ImapReply {
@@ -19,26 +20,14 @@ export interface ImapReply {
 export class RawImap {
   /** The server greeting, without CRLF. */
   greeting = '';
-  private buffer = '';
-  private readonly lines: string[] = [];
-  private waiter: ((err: Error | null) => void) | undefined;
-  private failure: Error | undefined;
   private nextTag = 1;
+  private readonly reader: LineReader;
 
   private constructor(
     private readonly socket: Socket,
     private readonly timeoutMs: number,
   ) {
-    socket.on('data', (chunk: Buffer) => {
-      this.buffer += chunk.toString('latin1');
-      for (let end = this.buffer.indexOf('\r\n'); end >= 0; end = this.buffer.indexOf('\r\n')) {
-        this.lines.push(this.buffer.slice(0, end));
-        this.buffer = this.buffer.slice(end + 2);
-      }
-      this.wake(null);
-    });
-    socket.on('error', (err) => this.fail(err));
-    socket.on('close', () => this.fail(new Error('connection closed')));
+    this.reader = new LineReader(socket);
   }
 
   /** Connects and reads the greeting. */
@@ -53,35 +42,9 @@ export class RawImap {
     return client;
   }
 
-  private wake(err: Error | null): void {
-    const waiter = this.waiter;
-    this.waiter = undefined;
-    waiter?.(err);
-  }
-
-  private fail(err: Error): void {
-    this.failure ??= err;
-    this.wake(err);
-  }
-
   /** Next line from the server, without CRLF. */
-  async readLine(): Promise<string> {
-    for (;;) {
-      const line = this.lines.shift();
-      if (line !== undefined) return line;
-      if (this.failure) throw this.failure;
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          this.waiter = undefined;
-          reject(new Error(`no line from the server within ${this.timeoutMs} ms`));
-        }, this.timeoutMs);
-        this.waiter = (err) => {
-          clearTimeout(timer);
-          if (err) reject(err);
-          else resolve();
-        };
-      });
-    }
+  readLine(): Promise<string> {
+    return this.reader.next(this.timeoutMs);
   }
 
   /** Sends raw text as-is (add CRLF yourself). */

@@ -3,6 +3,7 @@
  * line based, one command at a time, multi-line replies gathered into one value.
  */
 import { connect, type Socket } from 'node:net';
+import { LineReader } from './line-reader.js';
 
 /** One complete server reply: `250-a`, `250-b`, `250 c` is one reply with three lines. */
 export interface SmtpReply {
@@ -21,29 +22,20 @@ export interface RawSmtpOptions {
   timeoutMs?: number;
 }
 
-/** One raw SMTP connection that hands out replies in order. */
+/** One raw SMTP connection (plain or TLS) that hands out replies in order. */
 export class RawSmtp {
   /** The server greeting (normally `220 ...`). */
   greeting: SmtpReply = { code: 0, lines: [], text: '' };
-  private buffer = '';
-  private readonly lines: string[] = [];
-  private waiter: ((err: Error | null) => void) | undefined;
-  private failure: Error | undefined;
+  /** The client's port of this connection, as the server sees it (kept after the connection ends). */
+  readonly localPort: number;
+  private readonly reader: LineReader;
 
   private constructor(
-    private readonly socket: Socket,
+    readonly socket: Socket,
     private readonly timeoutMs: number,
   ) {
-    socket.on('data', (chunk: Buffer) => {
-      this.buffer += chunk.toString('latin1');
-      for (let end = this.buffer.indexOf('\r\n'); end >= 0; end = this.buffer.indexOf('\r\n')) {
-        this.lines.push(this.buffer.slice(0, end));
-        this.buffer = this.buffer.slice(end + 2);
-      }
-      this.wake(null);
-    });
-    socket.on('error', (err) => this.fail(err));
-    socket.on('close', () => this.fail(new Error('connection closed')));
+    this.localPort = socket.localPort ?? 0;
+    this.reader = new LineReader(socket);
   }
 
   /** Connects and reads the greeting. */
@@ -53,82 +45,72 @@ export class RawSmtp {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    const client = new RawSmtp(socket, options.timeoutMs ?? 10_000);
+    return RawSmtp.over(socket, options.timeoutMs ?? 10_000);
+  }
+
+  /** Speaks SMTP over a socket that is already connected (and, for SMTPS, encrypted); reads the greeting. */
+  static async over(socket: Socket, timeoutMs: number): Promise<RawSmtp> {
+    const client = new RawSmtp(socket, timeoutMs);
     client.greeting = await client.readReply();
     return client;
   }
 
-  private wake(err: Error | null): void {
-    const waiter = this.waiter;
-    this.waiter = undefined;
-    waiter?.(err);
-  }
-
-  private fail(err: Error): void {
-    this.failure ??= err;
-    this.wake(err);
-  }
-
-  private async readLine(): Promise<string> {
-    for (;;) {
-      const line = this.lines.shift();
-      if (line !== undefined) return line;
-      if (this.failure) throw this.failure;
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          this.waiter = undefined;
-          reject(new Error(`no line from the server within ${this.timeoutMs} ms`));
-        }, this.timeoutMs);
-        this.waiter = (err) => {
-          clearTimeout(timer);
-          if (err) reject(err);
-          else resolve();
-        };
-      });
-    }
-  }
-
   /** Reads one complete (possibly multi-line) reply. */
-  async readReply(): Promise<SmtpReply> {
+  async readReply(timeoutMs = this.timeoutMs): Promise<SmtpReply> {
     const lines: string[] = [];
     for (;;) {
-      const line = await this.readLine();
+      const line = await this.reader.next(timeoutMs);
       lines.push(line);
       const match = /^(\d{3})(?:([ -])(.*))?$/.exec(line);
       if (!match) throw new Error(`malformed SMTP reply line: ${JSON.stringify(line)}`);
       // "250-..." continues a reply, "250 ..." (or a bare "250") ends it.
-      if (match[2] !== '-') {
-        return { code: Number(match[1]), lines, text: match[3] ?? '' };
-      }
+      if (match[2] !== '-') return { code: Number(match[1]), lines, text: match[3] ?? '' };
     }
   }
 
-  /** Sends raw text as-is (add CRLF yourself). */
-  write(text: string): void {
-    this.socket.write(text, 'latin1');
+  /** Reads `count` replies in order (for pipelined commands). */
+  async readReplies(count: number, timeoutMs = this.timeoutMs): Promise<SmtpReply[]> {
+    const replies: SmtpReply[] = [];
+    for (let i = 0; i < count; i++) replies.push(await this.readReply(timeoutMs));
+    return replies;
+  }
+
+  /** Sends raw bytes as-is (strings as latin1; add CRLF yourself). */
+  write(data: string | Buffer): void {
+    this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
   }
 
   /** Sends one command line and reads its reply. */
-  async command(line: string): Promise<SmtpReply> {
+  async command(line: string, timeoutMs = this.timeoutMs): Promise<SmtpReply> {
     this.write(`${line}\r\n`);
-    return this.readReply();
+    return this.readReply(timeoutMs);
   }
 
   /** Sends DATA, then the message (dot-stuffed, CRLF line ends) and the final dot; returns the reply to the message. */
   async data(message: string): Promise<SmtpReply> {
     const go = await this.command('DATA');
     if (go.code !== 354) return go;
-    const body = message
-      .replace(/\r?\n/g, '\r\n')
-      .split('\r\n')
-      .map((l) => (l.startsWith('.') ? `.${l}` : l))
-      .join('\r\n');
-    this.write(`${body}${body.endsWith('\r\n') ? '' : '\r\n'}.\r\n`);
+    this.write(dataBlock(message));
     return this.readReply();
+  }
+
+  /** Whether the server has closed the connection (after everything it sent has been read). */
+  waitClosed(timeoutMs = 5_000): Promise<boolean> {
+    return this.reader.waitEnded(timeoutMs);
   }
 
   /** Closes the connection without QUIT. */
   close(): void {
     this.socket.destroy();
   }
+}
+
+/** Dot-stuffs a message for DATA (CRLF line ends) and appends the terminating `.` line. */
+export function dataBlock(message: string): string {
+  const body = message
+    .replace(/\r?\n/g, '\r\n')
+    .split('\r\n')
+    .map((l) => (l.startsWith('.') ? `.${l}` : l))
+    .join('\r\n');
+  return `${body}${body.endsWith('\r\n') ? '' : '\r\n'}.\r\n`;
 }

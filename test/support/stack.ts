@@ -17,6 +17,7 @@ import { createLogger } from '../../src/observe/logger.js';
 import { ensureDevCertificate } from '../../src/server/devcert.js';
 import { startGate, type RunningGate } from '../../src/server/gate.js';
 import { keepLog, secret } from './evidence.js';
+import { LineReader } from './line-reader.js';
 
 export const USERS = [
   { name: 'alice@example.test', password: secret('alice-Pa55word', 'password') },
@@ -150,26 +151,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 /** A raw IMAP client over TLS that shows the exact lines sasl-gate sends. */
 export class TlsImap {
   greeting = '';
-  private buffer = '';
-  private readonly lines: string[] = [];
-  private waiter: (() => void) | undefined;
-  private closed = false;
   private tagCounter = 0;
+  private readonly reader: LineReader;
 
   private constructor(readonly socket: import('node:tls').TLSSocket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.buffer += chunk.toString('latin1');
-      for (let end = this.buffer.indexOf('\r\n'); end >= 0; end = this.buffer.indexOf('\r\n')) {
-        this.lines.push(this.buffer.slice(0, end));
-        this.buffer = this.buffer.slice(end + 2);
-      }
-      this.waiter?.();
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => {
-      this.closed = true;
-      this.waiter?.();
-    });
+    this.reader = new LineReader(socket);
   }
 
   /** Connects with TLS, checking the certificate against `ca`, and reads the greeting. */
@@ -191,30 +177,13 @@ export class TlsImap {
   }
 
   /** Next line, without CRLF; rejects when the server closed or nothing came within the timeout. */
-  async readLine(timeoutMs = 10_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const line = this.lines.shift();
-      if (line !== undefined) return line;
-      if (this.closed) throw new Error('connection closed');
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) throw new Error('timeout waiting for a line');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, remaining);
-        this.waiter = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.waiter = undefined;
-    }
+  readLine(timeoutMs = 10_000): Promise<string> {
+    return this.reader.next(timeoutMs);
   }
 
   /** Whether the server has closed the connection (after draining what it sent). */
-  async waitClosed(timeoutMs = 5000): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    return this.closed;
+  waitClosed(timeoutMs = 5000): Promise<boolean> {
+    return this.reader.waitEnded(timeoutMs);
   }
 
   write(text: string | Buffer): void {
