@@ -8,7 +8,7 @@
  * `backends.imap.proxyProtocol`. For benchmarks it can also open an IMAPS listener, validate OAuth2
  * tokens itself (the `oauth2` passdb), and be sized for many connections; all of that is off unless asked.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -25,6 +25,7 @@ import {
   run,
   signalGroup,
   sleep,
+  spawnGroup,
   StartupError,
   tailOf,
   trackGroup,
@@ -677,28 +678,8 @@ async function launch(
   const [file, args] = setpriv
     ? [setpriv, ['--pdeathsig', 'TERM', '--', DOVECOT, '-F', '-c', l.conf]]
     : [DOVECOT, ['-F', '-c', l.conf]];
-  const child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const collect = (chunk: Buffer): void => {
-    output = (output + chunk.toString('utf8')).slice(-16_384);
-  };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
-  let exitCode: string | undefined;
-  let spawnError: Error | undefined;
-  const exited = new Promise<void>((resolve) => {
-    child.once('error', (err) => {
-      spawnError = err;
-      exitCode = 'spawn error';
-      resolve();
-    });
-    child.once('exit', (code, signal) => {
-      exitCode = signal ?? String(code);
-      resolve();
-    });
-  });
-
-  const pgid = child.pid;
+  const spawned = spawnGroup(file, args);
+  const { child, pgid, exited } = spawned;
   const fail = async (reason: string): Promise<never> => {
     if (pgid !== undefined) {
       signalGroup(pgid, 'SIGKILL');
@@ -707,11 +688,11 @@ async function launch(
     await Promise.race([exited, sleep(2_000)]);
     const log = await tailOf(l.logPath);
     const config = await doveconfReport(l.conf);
-    const text = `${output}\n${log}`;
+    const text = `${spawned.output()}\n${log}`;
     throw new StartupError(
       `Dovecot (${l.conf}) ${reason}` +
-        `${spawnError ? `\n${spawnError.message}` : ''}` +
-        `\n--- dovecot output ---\n${output.trim() || '(none)'}` +
+        `${spawned.spawnError() ? `\n${spawned.spawnError()?.message}` : ''}` +
+        `\n--- dovecot output ---\n${spawned.output().trim() || '(none)'}` +
         `\n--- log tail (${l.logPath}) ---\n${log || '(empty)'}` +
         `\n--- doveconf -c ${l.conf} -n ---\n${config}`,
       /Address already in use/i.test(text),
@@ -723,7 +704,7 @@ async function launch(
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   let lastProblem = 'no attempt yet';
   for (;;) {
-    if (exitCode !== undefined) return fail(`exited during startup (${exitCode})`);
+    if (spawned.exitCode() !== undefined) return fail(`exited during startup (${spawned.exitCode()})`);
     if (Date.now() > deadline) {
       return fail(`did not answer on ${host}:${imapPort} within ${STARTUP_TIMEOUT_MS} ms (${lastProblem})`);
     }

@@ -23,6 +23,7 @@ import {
   run,
   signalGroup,
   sleep,
+  spawnGroup,
   StartupError,
   tailOf,
   trackGroup,
@@ -425,28 +426,8 @@ async function launch(
 ): Promise<Launched> {
   // The master stays in the foreground as our child (-s keeps its startup errors on stdout), in its
   // own session and process group, so stop() can signal the master and all its daemons at once.
-  const child = spawn(MASTER, ['-c', l.configDir, '-s'], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const collect = (chunk: Buffer): void => {
-    output = (output + chunk.toString('utf8')).slice(-16_384);
-  };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
-  let exitCode: string | undefined;
-  let spawnError: Error | undefined;
-  const exited = new Promise<void>((resolve) => {
-    child.once('error', (err) => {
-      spawnError = err;
-      exitCode = 'spawn error';
-      resolve();
-    });
-    child.once('exit', (code, signal) => {
-      exitCode = signal ?? String(code);
-      resolve();
-    });
-  });
-
-  const pgid = child.pid;
+  const spawned = spawnGroup(MASTER, ['-c', l.configDir, '-s']);
+  const { child, pgid, exited } = spawned;
   const watchdog = pgid === undefined ? undefined : startWatchdog(pgid);
   const fail = async (reason: string): Promise<never> => {
     if (pgid !== undefined) {
@@ -456,9 +437,9 @@ async function launch(
     watchdog?.kill('SIGKILL');
     await Promise.race([exited, sleep(2_000)]);
     const log = await readFile(l.logPath, 'utf8').catch(() => '');
-    const text = `${output}\n${log}`;
+    const text = `${spawned.output()}\n${log}`;
     throw new StartupError(
-      await diagnose(l, `${reason}${spawnError ? `: ${spawnError.message}` : ''}`, output),
+      await diagnose(l, `${reason}${spawned.spawnError() ? `: ${spawned.spawnError()?.message}` : ''}`, spawned.output()),
       /Address already in use/i.test(text),
     );
   };
@@ -468,7 +449,7 @@ async function launch(
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   let lastProblem = 'no attempt yet';
   for (;;) {
-    if (exitCode !== undefined) return fail(`exited during startup (${exitCode})`);
+    if (spawned.exitCode() !== undefined) return fail(`exited during startup (${spawned.exitCode()})`);
     if (Date.now() > deadline) {
       return fail(`did not answer on ${host}:${port} within ${STARTUP_TIMEOUT_MS} ms (${lastProblem})`);
     }

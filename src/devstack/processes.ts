@@ -3,7 +3,7 @@
  * program to completion, whole process groups that die with the test process, and the small
  * file-system questions their start-up checks ask.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { access, readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
@@ -110,4 +110,43 @@ export class StartupError extends Error {
     super(message);
     this.name = 'StartupError';
   }
+}
+
+/** A server started in a process group of its own, watched until it exits. */
+export interface Spawned {
+  child: ChildProcess;
+  /** The process group (the child's pid); undefined when it could not be started. */
+  pgid: number | undefined;
+  /** Resolves when the child exits, or could not be started. */
+  exited: Promise<void>;
+  /** The last 16 KiB it wrote to standard output and error. */
+  output(): string;
+  /** How it ended (exit code, signal, or `spawn error`); undefined while it runs. */
+  exitCode(): string | undefined;
+  spawnError(): Error | undefined;
+}
+
+/** Starts a server in its own process group, so that stop() can signal it and all its children at once. */
+export function spawnGroup(file: string, args: string[]): Spawned {
+  const child = spawn(file, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const collect = (chunk: Buffer): void => {
+    output = (output + chunk.toString('utf8')).slice(-16_384);
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  let exitCode: string | undefined;
+  let spawnError: Error | undefined;
+  const exited = new Promise<void>((resolve) => {
+    child.once('error', (err) => {
+      spawnError = err;
+      exitCode = 'spawn error';
+      resolve();
+    });
+    child.once('exit', (code, signal) => {
+      exitCode = signal ?? String(code);
+      resolve();
+    });
+  });
+  return { child, pgid: child.pid, exited, output: () => output, exitCode: () => exitCode, spawnError: () => spawnError };
 }
