@@ -35,7 +35,7 @@
 # be set (host networking), bind high ports instead and map them, e.g.
 #   SASL_GATE_LISTENERS__0__BIND=0.0.0.0:10993 with -p 993:10993.
 
-ARG NODE_IMAGE=node:22-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---- build: compile TypeScript to dist/ ------------------------------------------------------
 FROM ${NODE_IMAGE} AS build
