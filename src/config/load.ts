@@ -1,10 +1,11 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
+import { envNameToPath, formatKey } from './env.js';
+import { containerPathHint, InvalidConfigError, readFailure, schemaProblems, type ConfigProblem } from './problems.js';
 import { configSchema, type Config } from './schema.js';
 
-/** Environment variables that configure sasl-gate start with this prefix. */
-export const ENV_PREFIX = 'SASL_GATE_';
+export { ENV_PREFIX, envNameToPath, formatKey, pathToEnvName } from './env.js';
 
 /** The configuration after validation, with the master password read and everything frozen. */
 export type GateConfig = Readonly<Config & { master: Config['master'] & { password: string } }>;
@@ -13,31 +14,8 @@ export interface LoadedConfig {
   config: GateConfig;
   /** Things that work but deserve the admin's attention; logged once at start. */
   warnings: string[];
-}
-
-/**
- * Maps an environment variable name to a configuration path: the prefix is dropped, `__`
- * separates levels, each level is UPPER_SNAKE for a camelCase key, and numbers index lists.
- * `SASL_GATE_OAUTH__CLIENT_SECRET` -> `oauth.clientSecret`,
- * `SASL_GATE_LISTENERS__0__BIND` -> `listeners[0].bind`.
- */
-export function envNameToPath(name: string): Array<string | number> | undefined {
-  if (!name.startsWith(ENV_PREFIX) || name === `${ENV_PREFIX}CONFIG`) return undefined;
-  const segments = name.slice(ENV_PREFIX.length).split('__');
-  if (segments.some((s) => s === '')) return undefined;
-  return segments.map((segment) =>
-    /^\d+$/.test(segment)
-      ? Number(segment)
-      : segment.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()),
-  );
-}
-
-/** The environment variable that sets a configuration path (the inverse of envNameToPath). */
-export function pathToEnvName(path: Array<string | number>): string {
-  return (
-    ENV_PREFIX +
-    path.map((p) => (typeof p === 'number' ? String(p) : p.replace(/([A-Z])/g, '_$1').toUpperCase())).join('__')
-  );
+  /** Keys set from the environment (`listeners[0].bind`), with the variable that set each. */
+  fromEnv: ReadonlyMap<string, string>;
 }
 
 function setPath(target: Record<string, unknown>, path: Array<string | number>, value: string): void {
@@ -55,10 +33,6 @@ function setPath(target: Record<string, unknown>, path: Array<string | number>, 
   });
 }
 
-function formatPath(path: ReadonlyArray<PropertyKey>): string {
-  return path.length === 0 ? '(top level)' : path.map(String).join('.');
-}
-
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
     Object.freeze(value);
@@ -67,9 +41,49 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** Files read once at start: each must be readable, or start-up fails naming its key. */
+const FILES_READ_AT_START: ReadonlyArray<ReadonlyArray<string>> = [
+  ['master', 'passwordFile'],
+  ['tls', 'cert'],
+  ['tls', 'key'],
+  ['directory', 'authentik', 'tokenFile'],
+  ['directory', 'keycloak', 'clientSecretFile'],
+  ['directory', 'scim', 'tokenFile'],
+];
+
+function stringAt(root: unknown, path: ReadonlyArray<string>): string | undefined {
+  let node = root;
+  for (const part of path) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return typeof node === 'string' && node.trim() !== '' ? node.trim() : undefined;
+}
+
+/** A problem for each file of FILES_READ_AT_START that is set but cannot be read. */
+function fileProblems(raw: unknown, configFile: string | undefined, reported: ReadonlySet<string>): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  for (const path of FILES_READ_AT_START) {
+    const key = formatKey(path);
+    const file = stringAt(raw, path);
+    if (file === undefined || reported.has(key)) continue;
+    try {
+      accessSync(file, constants.R_OK);
+      if (key === 'master.passwordFile' && readFileSync(file, 'utf8').replace(/\r?\n$/, '') === '') {
+        problems.push({ key, message: `${file} is empty` });
+      }
+    } catch (err) {
+      const hint = containerPathHint(file, path, configFile);
+      problems.push({ key, message: `cannot read ${file}: ${readFailure(err)}`, ...(hint ? { hint } : {}) });
+    }
+  }
+  return problems;
+}
+
 /**
  * Reads the YAML file (if any), applies `SASL_GATE_*` environment overrides, validates the
- * result once and returns it frozen. Throws a ConfigError naming the first offending key.
+ * result once and returns it frozen. Throws an InvalidConfigError listing every problem found:
+ * schema violations and unreadable files alike.
  */
 export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } = {}): LoadedConfig {
   const env = options.env ?? process.env;
@@ -79,7 +93,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
     try {
       text = readFileSync(options.file, 'utf8');
     } catch (err) {
-      throw new ConfigError('--config', `cannot read ${options.file}: ${(err as Error).message}`);
+      throw new ConfigError('--config', `cannot read ${options.file}: ${readFailure(err)}`);
     }
     let parsed: unknown;
     try {
@@ -94,39 +108,21 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
       raw = parsed as Record<string, unknown>;
     }
   }
+  const fromEnv = new Map<string, string>();
   for (const [name, value] of Object.entries(env)) {
     const path = envNameToPath(name);
-    if (path && value !== undefined) setPath(raw, path, value);
+    if (!path || value === undefined) continue;
+    setPath(raw, path, value);
+    fromEnv.set(formatKey(path), name);
   }
 
   const result = configSchema.safeParse(raw);
-  if (!result.success) {
-    const problems = result.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
-    const first = result.error.issues[0];
-    const error = new ConfigError(first ? formatPath(first.path) : '(config)', first?.message ?? 'invalid');
-    error.message = `invalid configuration:\n  ${problems.join('\n  ')}`;
-    throw error;
-  }
-  const config = result.data;
-  let password = config.master.password;
-  if (password === undefined && config.master.passwordFile !== undefined) {
-    try {
-      password = readFileSync(config.master.passwordFile, 'utf8').replace(/\r?\n$/, '');
-    } catch (err) {
-      throw new ConfigError('master.passwordFile', `cannot read ${config.master.passwordFile}: ${(err as Error).message}`);
-    }
-    if (password === '') throw new ConfigError('master.passwordFile', 'the file is empty');
-  }
+  const problems = result.success ? [] : schemaProblems(result.error.issues, raw, fromEnv);
+  problems.push(...fileProblems(raw, options.file, new Set(problems.map((p) => p.key))));
+  if (!result.success || problems.length > 0) throw new InvalidConfigError(problems);
 
-  for (const key of ['cert', 'key'] as const) {
-    const path = config.tls[key];
-    if (path === undefined) continue;
-    try {
-      accessSync(path, constants.R_OK);
-    } catch (err) {
-      throw new ConfigError(`tls.${key}`, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
-  }
+  const config = result.data;
+  const password = config.master.password ?? readFileSync(config.master.passwordFile!, 'utf8').replace(/\r?\n$/, '');
 
   const warnings: string[] = [];
   if (config.oauth.algorithms.some((a) => a.startsWith('HS'))) {
@@ -137,6 +133,15 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   if (config.oauth.validation.includes('userinfo') && config.oauth.validation.length === 1) {
     warnings.push('oauth.validation: userinfo alone cannot check who a token was issued for (its audience); prefer jwt or introspection');
   }
+  const staticFile = config.directory?.static?.file;
+  if (staticFile !== undefined) {
+    try {
+      accessSync(staticFile, constants.R_OK);
+    } catch (err) {
+      // Read on every sync: until it appears, the last good directory is served.
+      warnings.push(`directory.static.file: cannot read ${staticFile} now: ${readFailure(err)}`);
+    }
+  }
 
-  return { config: deepFreeze({ ...config, master: { ...config.master, password: password as string } }), warnings };
+  return { config: deepFreeze({ ...config, master: { ...config.master, password } }), warnings, fromEnv };
 }

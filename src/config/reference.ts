@@ -8,7 +8,7 @@
  * which would make the output depend on the machine it was rendered on.
  */
 import { globalRegistry, type z } from 'zod';
-import { ENV_PREFIX, pathToEnvName } from './load.js';
+import { ENV_PREFIX, pathToEnvName } from './env.js';
 import { configSchema } from './schema.js';
 
 /** What the reference says about one key. */
@@ -259,9 +259,11 @@ const INTRO = `# Configuration reference
 
 sasl-gate reads one YAML file, named by \`--config FILE\` or by the \`SASL_GATE_CONFIG\`
 environment variable, and validates it once at start: a value out of range, an unknown key or an
-unreadable certificate stops start-up with a message naming the key.
-\`sasl-gate check-config --config FILE\` prints the effective configuration, secrets masked,
-without starting anything.
+unreadable certificate or secret file stops start-up with a list of every problem, each naming its
+key (\`listeners[0].bind\`) and the form the value must take.
+\`sasl-gate check-config --config FILE\` does the same checks without starting anything and, when
+all is well, prints the effective configuration as YAML: defaults filled in, secrets masked, the
+files they were read from and the keys set from the environment named.
 
 \`\`\`yaml
 listeners:

@@ -213,7 +213,7 @@ describe('examples/docker-mailserver', () => {
         expect(text).not.toContain(masterPassword);
         expect(text).not.toContain(clientSecret);
       }
-      const effective = obj(JSON.parse(stdout), 'check-config output');
+      const effective = obj(parseYaml(stdout), 'check-config output');
       const master = obj(effective['master'], 'master');
       expect(master['user']).toBe('sasl-gate');
       expect(master['password']).toBe('********');
@@ -225,10 +225,14 @@ describe('examples/docker-mailserver', () => {
       // The environment overrides were applied (the certificate the test wrote).
       expect(obj(effective['tls'], 'tls')['cert']).toBe(certPath);
       const listeners = list(effective['listeners']).map((l) => obj(l, 'listener'));
-      expect(listeners.map((l) => [l['protocol'], obj(l['bind'], 'bind')['port'], l['tls']])).toEqual([
-        ['imap', 993, 'implicit'],
-        ['smtp', 465, 'implicit'],
+      expect(listeners.map((l) => [l['protocol'], l['bind'], l['tls']])).toEqual([
+        ['imap', '0.0.0.0:993', 'implicit'],
+        ['smtp', '0.0.0.0:465', 'implicit'],
       ]);
+      // Which files the secret came from, and which keys the environment set.
+      expect(master['passwordFile']).toBe(join(dir, 'master_password'));
+      expect(stdout).toContain(`# read from ${join(dir, 'master_password')} (master.passwordFile)`);
+      expect(stdout).toMatch(/cert: \S+ # from SASL_GATE_TLS__CERT/);
     });
 
     it('refuses to start without the master password file, naming the key', async () => {
@@ -239,7 +243,18 @@ describe('examples/docker-mailserver', () => {
         SASL_GATE_MASTER__PASSWORD_FILE: missing,
       });
       expect(code).toBe(1);
-      expect(stderr).toMatch(/master\.passwordFile/);
+      expect(stderr).toMatch(/master\.passwordFile: cannot read \S+no-such-secret: no such file \(ENOENT\)/);
+    });
+
+    it('run on the host without overrides, lists every container path at once, with the way to check it', async () => {
+      const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SASL_GATE_')));
+      const { code, stdout, stderr } = await run(['check-config', '--config', CONFIG_FILE], clean);
+      expect(code).toBe(1);
+      expect(stdout).toBe('');
+      expect(stderr).toMatch(/invalid configuration \(3 problems\)/);
+      expect(stderr).toMatch(/master\.passwordFile: cannot read \/run\/secrets\/master_password: no such file \(ENOENT\)\n\s+\/run\/secrets\/master_password is a container secret/);
+      for (const key of ['tls.cert', 'tls.key']) expect(stderr).toMatch(new RegExp(`${key}: cannot read /etc/sasl-gate/tls/\\S+: no such file .*\\n\\s+the configuration sits next to compose\\.yaml`));
+      expect(stderr).toContain('docker compose run --rm --no-deps sasl-gate check-config --config /etc/sasl-gate/config.yaml');
     });
   });
 

@@ -1,9 +1,12 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { envNameToPath, loadConfig, pathToEnvName } from '../../../src/config/load.js';
+import { effectiveYaml } from '../../../src/config/effective.js';
+import { InvalidConfigError, type ConfigProblem } from '../../../src/config/problems.js';
 import { ConfigError } from '../../../src/errors.js';
+import { parse as parseYaml } from 'yaml';
 
 const dir = mkdtempSync(join(tmpdir(), 'sasl-gate-config-'));
 writeFileSync(join(dir, 'server.crt'), 'certificate');
@@ -104,9 +107,9 @@ describe('loadConfig', () => {
   });
 
   it.each([
-    ['listeners:\n  - { protocol: imap, bind: "nope", tls: implicit }', 'listeners.0.bind'],
-    ['listeners:\n  - { protocol: pop3, bind: ":995" }', 'listeners.0.protocol'],
-    ['listeners:\n  - { protocol: imap, bind: ":99999" }', 'listeners.0.bind'],
+    ['listeners:\n  - { protocol: imap, bind: "nope", tls: implicit }', 'listeners[0].bind'],
+    ['listeners:\n  - { protocol: pop3, bind: ":995" }', 'listeners[0].protocol'],
+    ['listeners:\n  - { protocol: imap, bind: ":99999" }', 'listeners[0].bind'],
   ])('names the key of a bad listener (%#)', (listeners, key) => {
     const text = CONTRACT.replace(/listeners:\n {2}- .*\n/, `${listeners}\n`);
     expectConfigError(() => loadConfig({ file: file(text), env: {} }), key);
@@ -121,7 +124,7 @@ describe('loadConfig', () => {
     );
     expectConfigError(
       () => loadConfig({ file: file(CONTRACT), env: { SASL_GATE_OAUTH__ALGORITHMS: 'HS256,none' } }),
-      'oauth.algorithms.1',
+      'oauth.algorithms[1]',
     );
     expectConfigError(() => loadConfig({ file: file(CONTRACT.replace('password: "s3cret"', '')), env: {} }), 'master.password');
     expectConfigError(() => loadConfig({ file: file(CONTRACT.replace('user: sasl-gate', 'user: "a*b"')), env: {} }), 'master.user');
@@ -129,8 +132,8 @@ describe('loadConfig', () => {
   });
 
   it('refuses unknown keys, so a typo never silently falls back to a default', () => {
-    expectConfigError(() => loadConfig({ file: file(CONTRACT.replace('audience: [mail]', 'audiences: [mail]')), env: {} }), 'oauth');
-    expectConfigError(() => loadConfig({ file: file(CONTRACT), env: { SASL_GATE_OAUTH__ALGORITHM: 'HS256' } }), 'oauth');
+    expectConfigError(() => loadConfig({ file: file(CONTRACT.replace('audience: [mail]', 'audiences: [mail]')), env: {} }), 'oauth.audiences');
+    expectConfigError(() => loadConfig({ file: file(CONTRACT), env: { SASL_GATE_OAUTH__ALGORITHM: 'HS256' } }), 'oauth.algorithm');
   });
 
   it('refuses PROXY protocol towards Postfix together with XCLIENT logins', () => {
@@ -153,3 +156,97 @@ describe('loadConfig', () => {
     expect(config.master.password).toBe('from-file');
   });
 });
+
+/** The problems loadConfig reports for a configuration, by key. */
+function problemsOf(text: string, env: NodeJS.ProcessEnv = {}, path = file(text)): Map<string, ConfigProblem> {
+  try {
+    loadConfig({ file: path, env });
+  } catch (err) {
+    expect(err).toBeInstanceOf(InvalidConfigError);
+    return new Map((err as InvalidConfigError).problems.map((p) => [p.key, p]));
+  }
+  throw new Error('the configuration was accepted');
+}
+
+describe('every problem at once', () => {
+  it('reports five mistakes in one run, each with its key, the expected form and a hint', () => {
+    const secrets = join(dir, 'container-like');
+    mkdirSync(secrets, { recursive: true });
+    writeFileSync(join(secrets, 'compose.yaml'), 'services: {}\n');
+    const configFile = join(secrets, 'sasl-gate.yaml');
+    writeFileSync(
+      configFile,
+      CONTRACT.replace('bind: "0.0.0.0:993"', 'bind: 993')
+        .replace('port: 143', 'port: 143x')
+        .replace('https://idp.example.com/realms/mail', 'idp.example.com')
+        .replace('audience: [mail]', 'audiences: [mail]')
+        .replace('password: "s3cret"', 'passwordFile: /run/secrets/master_password')
+        .replace(/^tls: .*$/m, `tls: { cert: /etc/sasl-gate/tls/fullchain.pem, key: ${join(dir, 'server.key')} }`),
+    );
+    const problems = problemsOf('', {}, configFile);
+    expect([...problems.keys()].sort()).toEqual(
+      ['backends.imap.port', 'listeners[0].bind', 'master.passwordFile', 'oauth.audiences', 'oauth.issuer', 'tls.cert'].sort(),
+    );
+    expect(problems.get('listeners[0].bind')).toMatchObject({
+      message: expect.stringMatching(/^expected host:port, \[IPv6\]:port, or :port .*, got the number 993$/),
+      hint: expect.stringContaining('"0.0.0.0:993"'),
+    });
+    expect(problems.get('backends.imap.port')?.message).toBe('expected a whole number from 1 to 65535, got "143x"');
+    expect(problems.get('oauth.issuer')?.message).toMatch(/not a URL|https:\/\//);
+    expect(problems.get('oauth.audiences')).toEqual({ key: 'oauth.audiences', message: 'unknown key', hint: 'did you mean oauth.audience?' });
+    // The path once, the reason in words, and where the file really is.
+    const secret = problems.get('master.passwordFile')!;
+    expect(secret.message).toBe('cannot read /run/secrets/master_password: no such file (ENOENT)');
+    expect(secret.hint).toMatch(/container secret.*SASL_GATE_MASTER__PASSWORD_FILE=/);
+    expect(problems.get('tls.cert')?.hint).toMatch(/next to compose\.yaml: .* inside the container.*SASL_GATE_TLS__CERT=/);
+  });
+
+  it('speaks of a missing section and a misspelt one, and of docker-mailserver paths', () => {
+    const problems = problemsOf(
+      CONTRACT.replace('backends:', 'backend:').replace(/^tls: .*$/m, 'tls: { cert: /tmp/docker-mailserver/ssl/cert.pem, key: /etc/dms/key.pem }'),
+    );
+    expect(problems.get('backends')?.message).toMatch(/^required, but missing/);
+    expect(problems.get('backend')?.hint).toBe('did you mean backends?');
+    expect(problems.get('tls.cert')?.hint).toMatch(/inside the docker-mailserver container/);
+    expect(problems.get('tls.key')?.hint).toMatch(/inside the docker-mailserver container/);
+  });
+
+  it('names the variable that set a bad value, and a key that belongs elsewhere', () => {
+    const problems = problemsOf(CONTRACT.replace('hostname', 'x').replace('admin: { bind: "127.0.0.1:9090" }', 'clientSecret: x'), {
+      SASL_GATE_BACKENDS__IMAP__PORT: '70000',
+      SASL_GATE_LISTENERS__0__TLS: 'implict',
+    });
+    expect(problems.get('backends.imap.port')?.message).toMatch(/^expected a whole number from 1 to 65535, .*\(from SASL_GATE_BACKENDS__IMAP__PORT\)$/);
+    expect(problems.get('listeners[0].tls')).toMatchObject({ message: expect.stringMatching(/one of implicit, starttls/), hint: 'did you mean implicit?' });
+    expect(problems.get('clientSecret')?.hint).toBe('did you mean oauth.clientSecret?');
+  });
+
+  it('never shows the value of a secret key', () => {
+    const problems = problemsOf(CONTRACT.replace('password: "s3cret"', 'password: 424242424242'));
+    expect(problems.get('master.password')?.message).not.toContain('424242424242');
+  });
+});
+
+describe('the effective configuration', () => {
+  it('is YAML as the file writes it: host:port, secrets masked, their files and the environment named', () => {
+    const secretFile = file('from-file\n');
+    const loaded = loadConfig({
+      file: file(CONTRACT.replace('password: "s3cret"', `passwordFile: ${secretFile}`)),
+      env: { SASL_GATE_OAUTH__CLIENT_SECRET: 'env-client-secret', SASL_GATE_LISTENERS__0__BIND: '[::1]:1993' },
+    });
+    const text = effectiveYaml(loaded.config, loaded.fromEnv);
+    expect(text).not.toContain('from-file');
+    expect(text).not.toContain('env-client-secret');
+    expect(text).toContain(`password: "********" # read from ${secretFile} (master.passwordFile)`);
+    expect(text).toContain('clientSecret: "********" # from SASL_GATE_OAUTH__CLIENT_SECRET');
+    expect(text).toContain('audience: [ mail ]');
+    const parsed = parseYaml(text) as { listeners: Array<{ bind: string }>; admin: { bind: string }; master: { passwordFile: string } };
+    expect(parsed.listeners[0]!.bind).toBe('[::1]:1993');
+    expect(parsed.admin.bind).toBe('127.0.0.1:9090');
+    expect(parsed.master.passwordFile).toBe(secretFile);
+    // What it prints is itself a configuration that loads (secrets aside).
+    const again = loadConfig({ file: file(text.replace(/password: "\*+".*$/m, '').replace(/clientSecret: "\*+".*$/m, 'clientSecret: x')), env: {} });
+    expect(again.config.listeners[0]!.bind).toEqual({ host: '::1', port: 1993 });
+  });
+});
+
