@@ -1,42 +1,207 @@
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { loadConfig, pathToEnvName, type LoadedConfig } from './config/load.js';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { effectiveYaml, writtenForm } from './config/effective.js';
+import { ENV_PREFIX, loadConfig, pathToEnvName, type LoadedConfig } from './config/load.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './observe/logger.js';
+import { checkUsername } from './sasl/username.js';
 import { startGate } from './server/gate.js';
 
 const HELP = `sasl-gate: OAuth2 (XOAUTH2 / OAUTHBEARER) front door for IMAP and SMTP
 
 Usage:
   sasl-gate serve --config FILE        run the proxy
-  sasl-gate check-config --config FILE validate the configuration and print it, secrets masked
+  sasl-gate check-config --config FILE validate the configuration, list every problem, or print
+                                       the effective configuration, secrets masked
   sasl-gate check-token --config FILE  read an access token on stdin and say whether sasl-gate
                                        accepts it, which strategy decided, and why
   sasl-gate doctor --config FILE       check the provider, JWKS, backend logins and certificate;
-                                       pipe a token in to check it and log in as its user
-  sasl-gate load SCENARIO --target URL load-test an IMAP or SMTP server (sasl-gate load --help)
+                                       --user NAME tries the master login for NAME, or pipe a
+                                       token in to check it and log in as its user
+  sasl-gate load SCENARIO --target URL load-test an IMAP or SMTP server
   sasl-gate demo                       local demo: Dovecot, a development OpenID provider, the proxy
   sasl-gate --version | --help
+
+sasl-gate COMMAND --help (or sasl-gate help COMMAND) tells what a command does, its options,
+exit status and examples.
 
 Every configuration key can also be set from the environment: ${pathToEnvName(['oauth', 'clientSecret'])}
 sets oauth.clientSecret, ${pathToEnvName(['listeners', 0, 'bind'])} sets listeners[0].bind.
 `;
+
+const CONFIG_OPTION = `  -c, --config FILE   the YAML configuration file; or set ${ENV_PREFIX}CONFIG. Every key can also be
+                      set from the environment (${pathToEnvName(['master', 'passwordFile'])}=... sets
+                      master.passwordFile), which wins over the file
+  -h, --help          this text`;
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+interface Command {
+  options: Options;
+  help: string;
+}
+
+const CONFIG_OPTIONS: Options = {
+  config: { type: 'string', short: 'c' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+const COMMANDS: Record<string, Command> = {
+  serve: {
+    options: CONFIG_OPTIONS,
+    help: `Usage: sasl-gate serve --config FILE
+
+Runs the proxy: the listeners of the configuration, the admin endpoint (admin.bind) and the
+user directory (directory), until SIGTERM or SIGINT. The configuration is validated first, the
+way check-config does; any problem stops start-up with the list of problems.
+Logs are JSON lines on standard output (log.level).
+
+Signals:
+  SIGHUP              load tls.cert and tls.key again for new connections
+  SIGTERM, SIGINT     stop accepting; open sessions get limits.shutdownGraceSeconds, then the
+                      rest are closed (a second signal closes them at once)
+
+Options:
+${CONFIG_OPTION}
+
+Exit status:
+  0   stopped by a signal
+  1   the configuration has problems, or a listener could not start (port taken, no right to
+      bind a port below 1024: give the process CAP_NET_BIND_SERVICE)
+  2   usage error
+
+Examples:
+  sasl-gate serve --config /etc/sasl-gate/config.yaml
+  systemctl start sasl-gate            (examples/systemd/sasl-gate.service)
+`,
+  },
+  'check-config': {
+    options: { ...CONFIG_OPTIONS, json: { type: 'boolean' } },
+    help: `Usage: sasl-gate check-config --config FILE [--json]
+
+Validates the configuration without starting anything, exactly as serve would: the file, the
+${ENV_PREFIX}* variables, and the files read at start (master.passwordFile, tls.cert, tls.key,
+the directory's token files). Every problem is listed in one run, each with its key as the
+documentation writes it (listeners[0].bind), the form the value must take (host:port, a whole
+number, an https:// URL), "did you mean" for an unknown key, and a hint when a path can only
+exist inside a container (/run/secrets/..., a configuration next to a compose.yaml).
+
+When the configuration is valid, prints the effective configuration on standard output as YAML:
+defaults filled in, secrets masked (the file each was read from named in a comment), and keys
+set from the environment marked. Warnings go to standard error.
+
+Options:
+${CONFIG_OPTION}
+  --json              print the effective configuration as one JSON object instead
+
+Exit status:
+  0   valid (there may be warnings)
+  1   the configuration has problems (listed on standard error)
+  2   usage error, or no configuration given
+
+Examples:
+  sasl-gate check-config --config /etc/sasl-gate/config.yaml
+  ${pathToEnvName(['master', 'passwordFile'])}=./secrets/master_password sasl-gate check-config -c sasl-gate.yaml
+  docker compose run --rm --no-deps sasl-gate check-config --config /etc/sasl-gate/config.yaml
+`,
+  },
+  'check-token': {
+    options: CONFIG_OPTIONS,
+    help: `Usage: sasl-gate check-token --config FILE < TOKEN
+
+Reads one access token on standard input (a leading "Bearer " is ignored) and says whether
+sasl-gate would accept it for a login: the verdict of each strategy of oauth.validation in turn,
+then the identity and the claim it came from, and the expiry; or the precise reason for the
+rejection (expired, wrong_audience, unknown_key, ...; see docs/troubleshooting.md). It asks the
+provider like serve does. The token is never printed.
+
+Options:
+${CONFIG_OPTION}
+
+Exit status:
+  0   accepted
+  1   rejected, or the configuration has problems
+  2   no token on standard input, or usage error
+  3   could not be decided: the provider was unreachable or failing (temporary)
+
+Examples:
+  sasl-gate check-token --config /etc/sasl-gate/config.yaml < token.txt
+  printf '%s' "$TOKEN" | sasl-gate check-token -c /etc/sasl-gate/config.yaml
+`,
+  },
+  doctor: {
+    options: { ...CONFIG_OPTIONS, user: { type: 'string', short: 'u' } },
+    help: `Usage: sasl-gate doctor --config FILE [--user NAME] [< TOKEN]
+
+Checks everything sasl-gate depends on, the way serve uses it, and prints one line per check:
+PASS, WARN or FAIL, what it found and, for anything that did not pass, what to change.
+
+  discovery      the provider's OpenID configuration at oauth.issuer, and the endpoints
+                 oauth.validation needs
+  jwks           the issuer's signing keys, usable with oauth.algorithms (jwt validation)
+  imap backend   Dovecot answers on backends.imap and offers AUTH=PLAIN to sasl-gate
+  imap master    a master login (master.user, master.password) as a user
+  smtp backend   Postfix answers on backends.smtp and offers XCLIENT (login: xclient) or
+                 AUTH PLAIN (login: master)
+  smtp xclient   XCLIENT LOGIN= as a user (login: xclient)
+  smtp master    AUTH PLAIN with the master credentials as a user (login: master)
+  certificate    tls.cert and tls.key: readable, belonging together, not expired
+  token          a token piped in on standard input: accepted, by which strategy, for whom
+
+A master login needs a user to log in as (Dovecot refuses the master user logging in as
+itself). --user NAME names one, without any token: the way to test master.password, whose
+mistakes show as NO [UNAVAILABLE] to every token user. Without --user, the user of a token
+piped in is tried; with neither, the master logins are skipped with a warning.
+Nothing is changed anywhere, and no token or password is printed.
+
+Options:
+${CONFIG_OPTION}
+  -u, --user NAME     try the master logins (IMAP, and SMTP) for this mailbox
+
+Exit status:
+  0   no check failed (warnings allowed)
+  1   a check failed, or the configuration has problems
+  2   usage error
+
+Examples:
+  sasl-gate doctor --config /etc/sasl-gate/config.yaml
+  sasl-gate doctor --config /etc/sasl-gate/config.yaml --user alice@example.com
+  sasl-gate doctor --config /etc/sasl-gate/config.yaml < token.txt
+`,
+  },
+  demo: {
+    options: { help: { type: 'boolean', short: 'h' } },
+    help: `Usage: sasl-gate demo
+
+A local demonstration, not for production: starts a private Dovecot and Postfix (installed
+from Debian's packages when missing, which needs root), a development OpenID provider and
+sasl-gate on imaps://localhost:1993 and smtps://localhost:1465, puts a welcome message into
+alice's mailbox and prints curl commands with a fresh token. Ctrl+C stops it all.
+
+Options:
+  -h, --help          this text
+
+Exit status:
+  0   stopped with Ctrl+C
+  1   something could not be started (the reason is printed)
+
+Example:
+  sudo sasl-gate demo
+`,
+  },
+};
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
-const SECRET_KEYS = /password|secret|token/i;
+const out = (text: string) => process.stdout.write(text);
+const err = (text: string) => process.stderr.write(text);
 
-function masked(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(masked);
-  if (value !== null && typeof value === 'object') {
-    return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, SECRET_KEYS.test(k) && typeof v === 'string' ? '********' : masked(v)]),
-    );
-  }
-  return value;
+/** The help of one command (`load` has its own); undefined for an unknown command. */
+export function commandHelp(name: string): string | undefined {
+  return COMMANDS[name]?.help;
 }
 
 /** Runs the command line; resolves with the exit code. */
@@ -46,50 +211,90 @@ export async function main(argv: string[]): Promise<number> {
     const { runLoad } = await import('./load/cli.js');
     return runLoad(argv.slice(1));
   }
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean', short: 'V' },
-    },
-    strict: false,
-  });
-  const command = positionals[0];
-  if (values.version) {
-    process.stdout.write(`${version()}\n`);
-    return 0;
-  }
-  if (values.help || command === undefined || command === 'help') {
-    process.stdout.write(HELP);
-    return command === undefined && !values.help ? 2 : 0;
-  }
-  const file = typeof values.config === 'string' ? values.config : process.env['SASL_GATE_CONFIG'];
-
-  switch (command) {
-    case 'serve':
-      return serve(file);
-    case 'check-config': {
-      const loaded = loadOrReport(file);
-      if (!loaded) return 1;
-      process.stdout.write(`${JSON.stringify(masked(loaded.config), null, 2)}\n`);
-      for (const w of loaded.warnings) process.stderr.write(`warning: ${w}\n`);
-      process.stderr.write('configuration is valid\n');
+  // The command is the first word that is not an option (or an option's value).
+  const { positionals } = parseArgs({ args: argv, allowPositionals: true, strict: false, options: { config: { type: 'string', short: 'c' }, user: { type: 'string', short: 'u' } } });
+  const name = positionals[0];
+  if (name === undefined || name === 'help') {
+    const { values } = parseArgs({ args: argv, allowPositionals: true, strict: false, options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' } } });
+    if (values.version === true) {
+      out(`${version()}\n`);
       return 0;
     }
+    const topic = positionals[1];
+    if (name === 'help' && topic !== undefined) {
+      if (topic === 'load') {
+        const { runLoad } = await import('./load/cli.js');
+        return runLoad(['--help']);
+      }
+      const help = commandHelp(topic);
+      if (help === undefined) {
+        err(`sasl-gate: unknown command "${topic}"\n\n${HELP}`);
+        return 2;
+      }
+      out(help);
+      return 0;
+    }
+    out(HELP);
+    return name === undefined && values.help !== true ? 2 : 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    err(`sasl-gate: unknown command "${name}"\n\n${HELP}`);
+    return 2;
+  }
+  let values: Record<string, string | boolean | Array<string | boolean> | undefined>;
+  try {
+    const parsed = parseArgs({ args: argv, allowPositionals: true, strict: true, options: command.options });
+    if (parsed.positionals.length > 1) throw new Error(`unexpected argument "${parsed.positionals[1]}"`);
+    values = parsed.values;
+  } catch (e) {
+    err(`sasl-gate ${name}: ${(e as Error).message}\n(sasl-gate ${name} --help shows the options)\n`);
+    return 2;
+  }
+  if (values['help'] === true) {
+    out(command.help);
+    return 0;
+  }
+  const file = typeof values['config'] === 'string' ? values['config'] : process.env[`${ENV_PREFIX}CONFIG`];
+  if (name !== 'demo' && file === undefined && !Object.keys(process.env).some((k) => k.startsWith(ENV_PREFIX))) {
+    err(`sasl-gate ${name}: no configuration given: pass --config FILE (or set ${ENV_PREFIX}CONFIG); see sasl-gate ${name} --help\n`);
+    return 2;
+  }
+
+  switch (name) {
+    case 'serve':
+      return serve(file);
+    case 'check-config':
+      return checkConfig(file, values['json'] === true);
     case 'check-token':
       return checkToken(file);
-    case 'doctor':
-      return doctor(file);
-    case 'demo': {
+    case 'doctor': {
+      const user = values['user'];
+      if (typeof user === 'string') {
+        try {
+          checkUsername(user);
+        } catch {
+          err(`sasl-gate doctor: --user "${user.replace(/[^\x20-\x7e]/g, '?')}" is not a user name sasl-gate would pass to a backend\n`);
+          return 2;
+        }
+      }
+      return doctor(file, typeof user === 'string' ? user : undefined);
+    }
+    default: {
       const { runDemo } = await import('./devstack/demo.js');
       return runDemo();
     }
-    default:
-      process.stderr.write(`unknown command "${command}"\n\n${HELP}`);
-      return 2;
   }
+}
+
+/** \`check-config\`: every problem, or the effective configuration. */
+function checkConfig(file: string | undefined, json: boolean): number {
+  const loaded = loadOrReport(file);
+  if (!loaded) return 1;
+  out(json ? `${JSON.stringify(writtenForm(loaded.config), null, 2)}\n` : effectiveYaml(loaded.config, loaded.fromEnv));
+  for (const w of loaded.warnings) err(`warning: ${w}\n`);
+  err(`configuration is valid${file ? `: ${file}` : ''}\n`);
+  return 0;
 }
 
 async function readStdin(): Promise<string> {
@@ -147,12 +352,16 @@ async function checkToken(file: string | undefined): Promise<number> {
 }
 
 /** `doctor`: checks the provider, the backends, the certificate and, when one is piped in, a token. */
-async function doctor(file: string | undefined): Promise<number> {
+async function doctor(file: string | undefined, user: string | undefined): Promise<number> {
   const config = loadOrReport(file)?.config;
   if (!config) return 1;
+  if (user?.includes(config.master.separator)) {
+    process.stderr.write(`sasl-gate doctor: --user must not contain master.separator "${config.master.separator}": serve refuses such names\n`);
+    return 2;
+  }
   const token = process.stdin.isTTY ? '' : await readStdin();
   const { runDoctor } = await import('./doctor.js');
-  return runDoctor(config, token === '' ? {} : { token });
+  return runDoctor(config, { ...(token === '' ? {} : { token }), ...(user === undefined ? {} : { user }) });
 }
 
 async function serve(file: string | undefined): Promise<number> {

@@ -24,6 +24,8 @@ import { probeSmtpExtensions } from './smtp/capabilities.js';
 export interface DoctorOptions {
   /** An access token to validate (and whose user the backend logins are tried for); never printed. */
   token?: string;
+  /** The user the master logins are tried for, without a token; wins over the token's user. */
+  user?: string;
   /** Receives each line of the report; default: standard output. */
   out?: (line: string) => void;
   /** The clock for certificate and token expiry; default: now. */
@@ -89,13 +91,16 @@ export async function runDoctor(config: GateConfig, options: DoctorOptions = {})
 
   // The token is judged first (its line comes last): its user is who the backend logins are tried for.
   const tokenResult = token === undefined ? undefined : await checkToken(config, provider, token, discovery.endpoints, now);
-  const user = tokenResult?.identity?.identity;
+  const user = options.user ?? tokenResult?.identity?.identity;
   const userHint: UserHint =
     token === undefined
-      ? { why: 'no token was given', then: (login) => `pipe a token in (sasl-gate doctor --config FILE < token) to try ${login} for its user` }
+      ? {
+          why: 'no user was named and no token given',
+          then: (login) => `name a mailbox (sasl-gate doctor --config FILE --user NAME), or pipe a token in (< token), to try ${login} for that user`,
+        }
       : {
           why: discovery.endpoints ? 'the token was not accepted' : 'the token could not be checked',
-          then: (login) => `see the token line: once a token passes, doctor tries ${login} for its user`,
+          then: (login) => `see the token line: once a token passes, doctor tries ${login} for its user; or name one with --user NAME`,
         };
 
   const imap = config.backends.imap;

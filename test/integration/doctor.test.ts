@@ -7,7 +7,8 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { KeyObject, webcrypto } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +22,8 @@ import { secret } from '../support/evidence.js';
 import { MASTER, USERS, startStack, type Stack } from '../support/stack.js';
 
 const ALICE = USERS[0]!;
+const BOB = USERS[1]!;
+const BIN = join(import.meta.dirname, '..', '..', 'bin', 'sasl-gate.js');
 const WRONG_MASTER_PASSWORD = secret('not-the-master-Pa55', 'wrong master password');
 const crypto = webcrypto as unknown as Crypto;
 const DAY_MS = 24 * 3600 * 1000;
@@ -78,10 +81,14 @@ function configFor(overrides: Overrides = {}): GateConfig {
   return loadConfig({ file: path, env: {} }).config;
 }
 
-async function doctor(config: GateConfig, token?: string): Promise<{ code: number; lines: string[]; ms: number }> {
+async function doctor(config: GateConfig, token?: string, user?: string): Promise<{ code: number; lines: string[]; ms: number }> {
   const lines: string[] = [];
   const started = Date.now();
-  const code = await runDoctor(config, { ...(token === undefined ? {} : { token }), out: (line) => lines.push(line) });
+  const code = await runDoctor(config, {
+    ...(token === undefined ? {} : { token }),
+    ...(user === undefined ? {} : { user }),
+    out: (line) => lines.push(line),
+  });
   printed.push(...lines);
   return { code, lines, ms: Date.now() - started };
 }
@@ -91,6 +98,11 @@ function line(lines: string[], name: string): string {
   const found = lines.find((l) => l.slice(6).startsWith(`${name} `));
   if (!found) throw new Error(`no "${name}" line in:\n${lines.join('\n')}`);
   return found;
+}
+
+/** The last line of Dovecot's log recording a login of `user`. */
+function lastDovecotLogin(log: string, user: string): string | undefined {
+  return log.split('\n').filter((l) => l.includes(`Login: user=<${user}>`)).at(-1);
 }
 
 async function dovecotLogins(user: string): Promise<number> {
@@ -201,7 +213,7 @@ describe('a good configuration', () => {
     const { code, lines } = await doctor(configFor());
     expect(code, lines.join('\n')).toBe(0);
     expect(line(lines, 'imap master')).toMatch(
-      /^WARN  imap master    not tried: no token was given, so there is no user to log in as .*Dovecot refuses the master user logging in as itself.* — pipe a token in .* to try a master login as sasl-gate-master for its user/,
+      /^WARN  imap master    not tried: no user was named and no token given, so there is no user to log in as .*Dovecot refuses the master user logging in as itself.* — name a mailbox \(sasl-gate doctor --config FILE --user NAME\), or pipe a token in \(< token\), to try a master login as sasl-gate-master for that user/,
     );
     expect(lines.some((l) => l.startsWith('FAIL'))).toBe(false);
     expect(lines.some((l) => l.includes('  token '))).toBe(false);
@@ -213,6 +225,61 @@ describe('a good configuration', () => {
     expect(code, lines.join('\n')).toBe(0);
     expect(line(lines, 'smtp backend')).toMatch(/^PASS .*AUTH PLAIN offered; XCLIENT ADDR offered/);
     expect(line(lines, 'smtp master')).toBe(`PASS  smtp master    AUTH PLAIN as ${ALICE.name} (master user ${MASTER.user}) accepted`);
+  });
+});
+
+describe('doctor --user: the master login without a token', () => {
+  it('with the right master password, logs in as the user over IMAP and SMTP, and Dovecot logs that login', async () => {
+    const before = await dovecotLogins(ALICE.name);
+    const { code, lines } = await doctor(configFor({ smtp: { login: 'master' } }), undefined, ALICE.name);
+    expect(code, lines.join('\n')).toBe(0);
+    expect(line(lines, 'imap master')).toBe(`PASS  imap master    login as ${ALICE.name} (master user ${MASTER.user}) accepted`);
+    expect(line(lines, 'smtp master')).toBe(`PASS  smtp master    AUTH PLAIN as ${ALICE.name} (master user ${MASTER.user}) accepted`);
+    expect(lines.some((l) => l.includes('  token '))).toBe(false);
+    await expect.poll(() => dovecotLogins(ALICE.name)).toBe(before + 1);
+    // The login Dovecot recorded is the doctor's own session, announced with ID.
+    expect(lastDovecotLogin(await stack.dovecot.readLog(), ALICE.name)).toMatch(/method=PLAIN, .*session=<doctor-[0-9a-f]{12}>/);
+  });
+
+  it('with a wrong master password, fails both logins with the hint, and Dovecot refused them', async () => {
+    const before = await stack.dovecot.readLog();
+    const { code, lines } = await doctor(
+      configFor({ master: { password: WRONG_MASTER_PASSWORD }, smtp: { login: 'master' } }),
+      undefined,
+      BOB.name,
+    );
+    expect(code).toBe(1);
+    expect(line(lines, 'imap master')).toMatch(
+      new RegExp(`^FAIL  imap master    login as ${BOB.name} \\(master user ${MASTER.user}\\) refused: NO \\[AUTHENTICATIONFAILED\\].* — check master\\.user / master\\.password`),
+    );
+    expect(line(lines, 'smtp master')).toMatch(/^FAIL  smtp master    AUTH PLAIN as bob@example\.test .*refused: 535 5\.7\.8 .* — check master\.user \/ master\.password/);
+    // Dovecot's own log: failed authentications for bob through the master user, no login.
+    let added = '';
+    await expect
+      .poll(async () => {
+        added = (await stack.dovecot.readLog()).slice(before.length);
+        return /auth failed|password mismatch|Authentication failure/i.test(added);
+      })
+      .toBe(true);
+    expect(added).not.toContain(`Login: user=<${BOB.name}>`);
+    expect(lines.join('\n')).not.toContain(WRONG_MASTER_PASSWORD);
+  });
+
+  it('runs from the command line, with --user and no token', async () => {
+    const file = join(dir, `doctor-cli.yaml`);
+    configFor();
+    writeFileSync(file, readFileSync(join(dir, `doctor-${configCounter}.yaml`), 'utf8'));
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SASL_GATE_')));
+    const result = await new Promise<{ code: number; stdout: string }>((resolve) => {
+      const child = execFile(process.execPath, [BIN, 'doctor', '--config', file, '--user', ALICE.name], { env, timeout: 30_000 }, (err, stdout) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout }),
+      );
+      child.stdin?.end();
+    });
+    printed.push(...result.stdout.split('\n'));
+    expect(result.code, result.stdout).toBe(0);
+    expect(result.stdout).toMatch(new RegExp(`^PASS  imap master    login as ${ALICE.name} \\(master user ${MASTER.user}\\) accepted$`, 'm'));
+    expect(result.stdout).toMatch(new RegExp(`^PASS  smtp xclient   XCLIENT LOGIN=${ALICE.name} accepted$`, 'm'));
   });
 });
 
