@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { effectiveYaml, writtenForm } from './config/effective.js';
 import { ENV_PREFIX, loadConfig, pathToEnvName, type LoadedConfig } from './config/load.js';
@@ -6,6 +5,7 @@ import { ConfigError } from './errors.js';
 import { createLogger } from './observe/logger.js';
 import { checkUsername } from './sasl/username.js';
 import { startGate } from './server/gate.js';
+import { packageVersion } from './version.js';
 
 const HELP = `sasl-gate: OAuth2 (XOAUTH2 / OAUTHBEARER) front door for IMAP and SMTP
 
@@ -191,10 +191,7 @@ Example:
   },
 };
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
+const version = packageVersion;
 
 const out = (text: string) => process.stdout.write(text);
 const err = (text: string) => process.stderr.write(text);

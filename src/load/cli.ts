@@ -3,6 +3,7 @@
  * Dovecot, Postfix, ...). The command line is a contract: scripts outside the project use it.
  */
 import { writeFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Plan } from './engine.js';
 import { Progress, Recorder, type Writer } from './recorder.js';
@@ -15,6 +16,7 @@ import { imapSession } from './scenarios/imap-session.js';
 import { smtpSend } from './scenarios/smtp-send.js';
 import { parseTarget, type Target } from './target.js';
 import { DEFAULT_IDP_USERS, readUsersFile, startOwnProvider, type OwnProvider } from './users.js';
+import { packageVersion } from '../version.js';
 import { tlsSettings, type TlsSettings } from './wire.js';
 
 export const SCENARIOS: Record<string, Scenario> = {
@@ -295,6 +297,11 @@ function parse(argv: string[]): Settings {
 
 class HelpRequested extends Error {}
 
+/** One argument as a POSIX shell reads it back: bare when safe, else in single quotes. */
+export function shellQuote(arg: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
+}
+
 /**
  * Runs `sasl-gate load` with the arguments after `load`; resolves with the exit code. Output goes
  * to `io.stdout` / `io.stderr` (default the process's).
@@ -369,7 +376,7 @@ export async function runLoad(argv: string[], io: LoadIo = {}): Promise<number> 
   }
 
   const recorder = new Recorder();
-  const progress = new Progress(recorder, stderr);
+  const progress = new Progress(recorder, stderr, undefined, { durationSeconds: settings.durationSeconds, count: settings.count });
   const plan: Plan = {
     concurrency: settings.concurrency,
     count: settings.count,
@@ -404,6 +411,8 @@ export async function runLoad(argv: string[], io: LoadIo = {}): Promise<number> 
   const report = buildReport(
     recorder,
     {
+      command: ['sasl-gate', 'load', ...argv].map(shellQuote).join(' '),
+      versions: { saslGate: packageVersion(), node: process.version, os: `${process.platform} ${release()} ${process.arch}` },
       scenario: settings.scenario.name,
       target: settings.target.url,
       mech: settings.mech,

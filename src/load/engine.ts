@@ -75,7 +75,7 @@ export async function runTransactions(plan: Plan, recorder: Recorder, transactio
         await transaction(start.index);
         recorder.recordOk(performance.now() - began);
       } catch (err) {
-        recorder.recordFailure(toLoadError(err));
+        recorder.recordFailure(toLoadError(err), performance.now() - began);
       } finally {
         recorder.active -= 1;
       }

@@ -20,6 +20,23 @@ export interface LatencySummary {
   max: number;
 }
 
+/** One bar of a latency distribution: samples in [fromMs, toMs). */
+export interface LatencyBin {
+  fromMs: number;
+  toMs: number;
+  count: number;
+}
+
+/** Bins of the distribution per power of ten, on a logarithmic scale from BIN_FLOOR_MS. */
+export const BINS_PER_DECADE = 10;
+const BIN_FLOOR_MS = 0.01;
+const BIN_COUNT = Math.ceil(Math.log10(HIGHEST_US / 1000 / BIN_FLOOR_MS) * BINS_PER_DECADE) + 1;
+
+/** The lower edge of bin `i`, in ms, rounded to three significant digits. */
+function binEdge(i: number): number {
+  return Number((BIN_FLOOR_MS * 10 ** (i / BINS_PER_DECADE)).toPrecision(3));
+}
+
 /** Rounds milliseconds to microseconds, the resolution of the histograms. */
 function ms(us: number): number {
   return Math.round(us) / 1000;
@@ -27,11 +44,26 @@ function ms(us: number): number {
 
 export class LatencyHistogram {
   private readonly h: RecordableHistogram = createHistogram({ lowest: LOWEST_US, highest: HIGHEST_US, figures: 3 });
+  /** Exact counts per logarithmic bin, for the distribution chart (HdrHistogram keeps no public counts). */
+  private readonly bins = new Uint32Array(BIN_COUNT);
 
   /** Records one sample, in milliseconds (clamped to the histogram's range). */
   record(milliseconds: number): void {
-    const us = Math.round(milliseconds * 1000);
-    this.h.record(Math.min(HIGHEST_US, Math.max(LOWEST_US, Number.isFinite(us) ? us : HIGHEST_US)));
+    const us = Math.min(HIGHEST_US, Math.max(LOWEST_US, Number.isFinite(milliseconds) ? Math.round(milliseconds * 1000) : HIGHEST_US));
+    this.h.record(us);
+    const bin = Math.floor(Math.log10(Math.max(us / 1000, BIN_FLOOR_MS) / BIN_FLOOR_MS) * BINS_PER_DECADE);
+    this.bins[Math.min(BIN_COUNT - 1, Math.max(0, bin))]! += 1;
+  }
+
+  /** The distribution from the first to the last non-empty bin (empty bins between included). */
+  distribution(): LatencyBin[] {
+    const first = this.bins.findIndex((n) => n > 0);
+    if (first < 0) return [];
+    let last = BIN_COUNT - 1;
+    while (this.bins[last] === 0) last -= 1;
+    const out: LatencyBin[] = [];
+    for (let i = first; i <= last; i += 1) out.push({ fromMs: binEdge(i), toMs: binEdge(i + 1), count: this.bins[i]! });
+    return out;
   }
 
   get count(): number {
@@ -59,5 +91,6 @@ export class LatencyHistogram {
 
   reset(): void {
     this.h.reset();
+    this.bins.fill(0);
   }
 }

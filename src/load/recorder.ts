@@ -20,6 +20,11 @@ export interface TimelinePoint {
   max: number | null;
   /** Transactions in flight (or connections held) at the end of the second. */
   active: number;
+  /**
+   * Set on the last bucket when the run ended inside it: the seconds it covers (under 1), so
+   * that its lower counts are not read as a slowdown.
+   */
+  partialSeconds?: number;
 }
 
 /** Longest example message kept per error kind. */
@@ -33,7 +38,10 @@ export class Recorder {
   failed = 0;
   /** Transactions in flight, or connections held. */
   active = 0;
+  /** Latency of successful transactions. */
   readonly latency = new LatencyHistogram();
+  /** Time from the start of each failed transaction until it failed. */
+  readonly failedLatency = new LatencyHistogram();
   readonly steps = new Map<string, LatencyHistogram>();
   readonly errors = Object.fromEntries(ERROR_KINDS.map((k) => [k, 0])) as Record<ErrorKind, number>;
   readonly samples: Partial<Record<ErrorKind, string>> = {};
@@ -66,9 +74,10 @@ export class Recorder {
     this.bucketLatency.record(ms);
   }
 
-  /** A failed transaction. */
-  recordFailure(err: LoadError): void {
+  /** A failed transaction, and how long it took to fail when known. */
+  recordFailure(err: LoadError, ms?: number): void {
     this.advance();
+    if (ms !== undefined) this.failedLatency.record(ms);
     this.failed += 1;
     this.bucketFailed += 1;
     this.errors[err.kind] += 1;
@@ -105,7 +114,10 @@ export class Recorder {
     clearInterval(this.ticker);
     this.advance();
     this.endT = performance.now();
-    if (this.bucketOk + this.bucketFailed > 0 || this.timeline.length === 0) this.closeBucket();
+    if (this.bucketOk + this.bucketFailed > 0 || this.timeline.length === 0) {
+      const covered = (this.endT - this.t0) / 1000 - this.bucket;
+      this.closeBucket(covered < 0.999 ? Math.max(0.001, Math.round(covered * 1000) / 1000) : undefined);
+    }
   }
 
   /** Successful transactions in the last complete second (the live rate). */
@@ -120,7 +132,7 @@ export class Recorder {
     while (this.bucket < now) this.closeBucket();
   }
 
-  private closeBucket(): void {
+  private closeBucket(partialSeconds?: number): void {
     const s = this.bucketLatency.count > 0 ? this.bucketLatency.summary() : undefined;
     this.timeline.push({
       second: this.bucket,
@@ -130,6 +142,7 @@ export class Recorder {
       p99: s ? s.p99 : null,
       max: s ? s.max : null,
       active: this.active,
+      ...(partialSeconds === undefined ? {} : { partialSeconds }),
     });
     this.bucket += 1;
     this.bucketOk = 0;
@@ -156,6 +169,8 @@ export class Progress {
     private readonly recorder: Recorder,
     private readonly out: Writer,
     private readonly label: () => string = () => '',
+    /** What the run was asked for, shown against what is done: seconds, or transactions. */
+    private readonly budget: { durationSeconds?: number | undefined; count?: number | undefined } = {},
   ) {}
 
   start(): void {
@@ -176,8 +191,16 @@ export class Progress {
     r.tick();
     const p99 = r.latency.count > 0 ? `${formatMs(r.latency.percentile(99))}` : '-';
     const extra = this.label();
+    const elapsed = `${(r.elapsedMs() / 1000).toFixed(1).padStart(6)}s`;
+    const { durationSeconds, count } = this.budget;
+    const progress =
+      durationSeconds !== undefined
+        ? `${elapsed} / ${durationSeconds}s`
+        : count !== undefined
+          ? `${elapsed}  done ${r.ok + r.failed} / ${count}`
+          : elapsed;
     const line =
-      `${(r.elapsedMs() / 1000).toFixed(1).padStart(6)}s  ok ${r.ok}  failed ${r.failed}  ` +
+      `${progress}  ok ${r.ok}  failed ${r.failed}  ` +
       `rate ${r.lastSecondOk()}/s  p99 ${p99}  active ${r.active}${extra ? `  ${extra}` : ''}`;
     if (tty) {
       this.out.write(`\r${line.padEnd(this.width)}`);

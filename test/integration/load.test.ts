@@ -200,11 +200,13 @@ describe('the other scenarios through sasl-gate', () => {
     expect(run.report.durationSeconds).toBeGreaterThanOrEqual(2);
     // A held connection shows in the timeline, and in the progress line, rewritten in place.
     expect(Math.max(...run.report.timeline.map((p) => p.active))).toBe(5);
-    expect(tty.text).toMatch(/\r\s*\d+\.\ds {2}ok 5 {2}failed 0 {2}rate \d+\/s {2}p99 [\d.]+ m?s {2}active 5/);
+    // Elapsed against the asked-for duration.
+    expect(tty.text).toMatch(/\r\s*\d+\.\ds \/ 2s {2}ok 5 {2}failed 0 {2}rate \d+\/s {2}p99 [\d.]+ m?s {2}active 5/);
     expect(await authenticatedReaches(before + 5)).toBe(before + 5);
     const page = readFileSync(html, 'utf8');
     expect(page).toMatch(/^<!DOCTYPE html>/);
-    expect(page.match(/<svg /g)?.length).toBe(3);
+    expect(page.match(/<svg /g)?.length).toBe(4);
+    expect(page).toContain('Latency distribution');
     expect(page).toContain('Latency of successful transactions');
     expect(page).not.toMatch(/<script|https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
   });
@@ -330,6 +332,54 @@ describe('against a server unlike Dovecot', () => {
     expect(run.report).toMatchObject({ ok: 2, failed: 4 });
     expect(run.report.errors).toMatchObject({ auth_temporary: 2, auth_rejected: 2 });
     expect(run.report.errorSamples.auth_temporary).toMatch(/NO \[UNAVAILABLE\] try later/);
+  });
+
+  it('reports failed transactions\' latency apart, the distribution, and how to run it again', async () => {
+    const users = join(dir, 'odd-report.tsv');
+    writeFileSync(users, 'busy@example.test\tright-password\ncarol@example.test\twrong-password\ncarol@example.test\tright-password\n');
+    const html = join(dir, 'odd report.html');
+    const args = ['imap-login', '--target', target, '--mech', 'plain', '--users', users, '--count', '9', '--concurrency', '1', '--html', html];
+    const run = await load(args);
+    const r = run.report;
+    expect(r).toMatchObject({ ok: 3, failed: 6 });
+    // The exact command line (the helper adds --json), quoted for a shell, and the versions.
+    expect(r.command).toBe(`sasl-gate load imap-login --target ${target} --mech plain --users ${users} --count 9 --concurrency 1 --html '${html}' --json`);
+    expect(r.versions.node).toBe(process.version);
+    expect(r.versions.saslGate).toMatch(/^\d+\.\d+\.\d+/);
+    // Latency of successes and of failures, each counted once.
+    expect(r.latencyMs.count).toBe(3);
+    expect(r.failedLatencyMs.count).toBe(6);
+    expect(r.failedLatencyMs.max).toBeGreaterThan(0);
+    const sum = (bins: Array<{ count: number }>) => bins.reduce((n, b) => n + b.count, 0);
+    expect(sum(r.latencyHistogram.ok)).toBe(3);
+    expect(sum(r.latencyHistogram.failed)).toBe(6);
+    // Fewer than 100 transactions: p99 is the max, and the summary says so rather than hiding one under the other.
+    expect(run.stderr).toMatch(/latency {4}p50 .* p99 = max [\d.]+ m?s {2}\(successful transactions only\)/);
+    expect(run.stderr).toMatch(/failed in {2}p50 .*\(time until each failed transaction failed\)/);
+
+    const page = readFileSync(html, 'utf8');
+    expect(page).toContain(`<code class="command">sasl-gate load imap-login --target ${target} --mech plain --users ${users} --count 9 --concurrency 1 --html &#39;${html}&#39; --json</code>`);
+    expect(page).toContain(`Node.js ${process.version}`);
+    expect(page).toMatch(/<td>time to failure of failed transactions<\/td><td>p50 /);
+    expect(page.match(/<rect class="bar-ok"/g)?.length).toBeGreaterThan(0);
+    expect(page.match(/<rect class="bar-failed"/g)?.length).toBeGreaterThan(0);
+    expect(page).toContain('No p99 line: in every second p99 equals the max');
+    // The run ended inside its last second: that bucket is marked as partial in the JSON and the page.
+    const last = r.timeline.at(-1)!;
+    expect(last.partialSeconds).toBeGreaterThan(0);
+    expect(last.partialSeconds).toBeLessThan(1);
+    expect(page).toContain(`covers only ${last.partialSeconds!.toFixed(2)} s`);
+    expect(page).toMatch(/class="partial-bucket"/);
+    expect(page).not.toMatch(/<script|<link|src=/);
+  });
+
+  it('shows transactions done against --count in the progress line', async () => {
+    const users = join(dir, 'odd-progress.tsv');
+    writeFileSync(users, 'carol@example.test\tright-password\n');
+    const tty = new Collector(true);
+    const run = await load(['imap-session', '--target', target, '--mech', 'plain', '--users', users, '--count', '3', '--concurrency', '1', '--mix', 'idle=1', '--idle-ms', '400'], tty);
+    expect(run.report).toMatchObject({ ok: 3, failed: 0 });
+    expect(tty.text).toMatch(/\r\s*\d+\.\ds {2}done [0-3] \/ 3 {2}ok \d/);
   });
 });
 

@@ -86,7 +86,7 @@ export const imapIdle: Scenario = {
           else entry.imap.wire.onUnexpectedClose(drop);
         } catch (err) {
           openFailures += 1;
-          recorder.recordFailure(toLoadError(err));
+          recorder.recordFailure(toLoadError(err), performance.now() - began);
         }
       }
     };
