@@ -312,7 +312,8 @@ function loadOrReport(file: string | undefined): LoadedConfig | undefined {
     return loadConfig(file === undefined ? {} : { file });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`sasl-gate: ${err.message}\n`);
+    const source = file === undefined ? `\n(no --config was given: only the ${ENV_PREFIX}* variables were read)` : '';
+    process.stderr.write(`sasl-gate: ${err.message}${source}\n`);
     return undefined;
   }
 }

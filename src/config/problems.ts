@@ -195,7 +195,7 @@ function describeIssue(issue: z.core.$ZodIssue, doc: ConfigKeyDoc | undefined, v
     case 'invalid_type': {
       const form = expectedForm(doc, issue.expected);
       if (value === undefined) {
-        return { message: doc?.isSection ? `required, but missing (${form})` : `required, but not set (expected ${form})` };
+        return { message: doc?.isSection ? `required, but missing (${form})` : `required, but not set; expected ${form}` };
       }
       const bindHint =
         typeof value === 'number' && doc?.accepts?.includes('host:port')
@@ -221,8 +221,12 @@ function describeIssue(issue: z.core.$ZodIssue, doc: ConfigKeyDoc | undefined, v
     }
     case 'invalid_format':
       return { message: `expected ${expectedForm(doc)}, got ${shown(value, issue.path)}` };
-    default:
-      return { message: issue.message };
+    default: {
+      // A check's own words; add the expected form when they do not say it.
+      const accepts = doc && !doc.isSection && doc.accepts ? plain(doc.accepts) : undefined;
+      const form = accepts && !/expected|must be/.test(issue.message) ? `; expected ${accepts}` : '';
+      return { message: `${issue.message}${form}` };
+    }
   }
 }
 

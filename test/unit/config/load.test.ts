@@ -192,7 +192,7 @@ describe('every problem at once', () => {
       hint: expect.stringContaining('"0.0.0.0:993"'),
     });
     expect(problems.get('backends.imap.port')?.message).toBe('expected a whole number from 1 to 65535, got "143x"');
-    expect(problems.get('oauth.issuer')?.message).toMatch(/not a URL|https:\/\//);
+    expect(problems.get('oauth.issuer')?.message).toBe('"idp.example.com" is not a URL; expected an https:// URL (http:// only on loopback: localhost, 127.0.0.1, [::1])');
     expect(problems.get('oauth.audiences')).toEqual({ key: 'oauth.audiences', message: 'unknown key', hint: 'did you mean oauth.audience?' });
     // The path once, the reason in words, and where the file really is.
     const secret = problems.get('master.passwordFile')!;
