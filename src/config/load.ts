@@ -1,7 +1,7 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
-import { configSchema, type Config } from './schema.js';
+import { configSchema, openSettingsWarnings, type Config } from './schema.js';
 
 /** Environment variables that configure sasl-gate start with this prefix. */
 export const ENV_PREFIX = 'SASL_GATE_';
@@ -137,6 +137,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   if (config.oauth.validation.includes('userinfo') && config.oauth.validation.length === 1) {
     warnings.push('oauth.validation: userinfo alone cannot check who a token was issued for (its audience); prefer jwt or introspection');
   }
+  warnings.push(...openSettingsWarnings(config));
 
   return { config: deepFreeze({ ...config, master: { ...config.master, password: password as string } }), warnings };
 }

@@ -69,6 +69,7 @@ function configFor(overrides: Overrides = {}): GateConfig {
       clientId: stack.idp.clientId,
       clientSecret: stack.idp.clientSecret,
       requestTimeoutSeconds: 2,
+      allowedEmailDomains: ['example.test'],
       ...overrides.oauth,
     },
   };
@@ -178,6 +179,7 @@ describe('a good configuration', () => {
     expect(lines.map((l) => l.slice(6, 21).trim())).toEqual([
       'discovery',
       'jwks',
+      'identity',
       'imap backend',
       'imap master',
       'smtp backend',
@@ -319,11 +321,11 @@ describe('a broken configuration', () => {
 
   it('says when the certificate is a development one, or would be', async () => {
     const devDir = join(dir, 'devcerts');
-    let result = await doctor(configFor({ tls: { cert: undefined, key: undefined, devCertDir: devDir } }));
+    let result = await doctor(configFor({ tls: { cert: undefined, key: undefined, development: true, devCertDir: devDir } }));
     expect(result.code).toBe(0);
     expect(line(result.lines, 'certificate')).toMatch(/^WARN .*serve will create a development certificate in .*devcerts that clients do not trust — set tls\.cert and tls\.key/);
     await generateDevCertificate(devDir);
-    result = await doctor(configFor({ tls: { cert: undefined, key: undefined, devCertDir: devDir } }));
+    result = await doctor(configFor({ tls: { cert: undefined, key: undefined, development: true, devCertDir: devDir } }));
     expect(result.code).toBe(0);
     expect(line(result.lines, 'certificate')).toMatch(/^WARN  certificate    development certificate .*server\.crt \(clients do not trust it\): CN=localhost.*key matches — set tls\.cert and tls\.key/);
   });
