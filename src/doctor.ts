@@ -343,6 +343,11 @@ async function checkJwks(config: GateConfig, endpoints: ProviderEndpoints | unde
 function isInvalidClient(err: unknown): boolean {
   for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 6; e = (e as { cause?: unknown }).cause, depth++) {
     if ((e as { error?: unknown }).error === 'invalid_client') return true;
+    // A 401 with a WWW-Authenticate challenge (oidc-provider) carries the error among its parameters.
+    const challenges = (e as { cause?: unknown }).cause;
+    if (Array.isArray(challenges) && challenges.some((c) => (c as { parameters?: { error?: unknown } })?.parameters?.error === 'invalid_client')) {
+      return true;
+    }
   }
   return false;
 }
@@ -385,11 +390,14 @@ async function checkIntrospection(config: GateConfig, provider: ProviderClient, 
     };
   } catch (err) {
     const inner = (err as { cause?: unknown }).cause ?? err;
+    if (isInvalidClient(err)) {
+      return { status: 'FAIL', name: 'introspection', finding: `POST ${url}: the provider answered invalid_client`, hint: invalidClientHint(config) };
+    }
     return {
       status: 'FAIL',
       name: 'introspection',
       finding: `POST ${url}: ${cause(inner).text}`,
-      hint: isInvalidClient(err) ? invalidClientHint(config) : providerHint(cause(inner), config.oauth.requestTimeoutSeconds),
+      hint: providerHint(cause(inner), config.oauth.requestTimeoutSeconds),
     };
   }
 }
