@@ -136,6 +136,8 @@ interface BenchResult {
 function oauthConfig(idp: DevIdp, validation: Array<'jwt' | 'introspection' | 'userinfo'>): OAuthConfig {
   return configSchema.parse({
     listeners: [{ protocol: 'imap', bind: '127.0.0.1:0' }],
+    // Only the oauth section is used: no listener runs, so no certificate is needed.
+    tls: { development: true },
     backends: { imap: { host: '127.0.0.1' } },
     master: { user: 'sasl-gate', password: 'bench' },
     oauth: {

@@ -328,7 +328,8 @@ async function checkToken(file: string | undefined): Promise<number> {
     return 2;
   }
   const { ChainValidator } = await import('./auth/chain.js');
-  const validator = new ChainValidator(config.oauth, { masterSeparator: config.master.separator });
+  const { acceptedDomains } = await import('./config/schema.js');
+  const validator = new ChainValidator(config.oauth, { masterSeparator: config.master.separator, domains: acceptedDomains(config) });
   const out = (line: string) => process.stdout.write(`${line}\n`);
   const print = (reports: Array<{ strategy: string; verdict: string; reason?: string; code?: string }>) => {
     for (const r of reports) out(`${r.strategy.padEnd(13)} ${r.verdict}${r.code ? ` (${r.code})` : ''}${r.reason ? `: ${r.reason}` : ''}`);

@@ -13,7 +13,7 @@ import { ChainValidator, type StrategyReport } from './auth/chain.js';
 import { openidConfigurationUrl, ProviderClient, type ProviderEndpoints } from './auth/provider.js';
 import type { TokenIdentity } from './auth/validator.js';
 import type { GateConfig } from './config/load.js';
-import type { ImapBackendConfig, SmtpBackendConfig } from './config/schema.js';
+import { acceptedDomains, type ImapBackendConfig, type SmtpBackendConfig } from './config/schema.js';
 import { loginToBackend, type ClientOrigin } from './imap/backend-login.js';
 import { probeImapCapabilities } from './imap/capabilities.js';
 import { tcpConnector, type BackendConnector } from './server/connector.js';
@@ -88,6 +88,8 @@ export async function runDoctor(config: GateConfig, options: DoctorOptions = {})
   const discovery = await checkDiscovery(config, provider);
   report(discovery.check);
   if (config.oauth.validation.includes('jwt')) report(await checkJwks(config, discovery.endpoints));
+  if (config.oauth.validation.includes('introspection')) report(await checkIntrospection(config, provider, discovery.endpoints));
+  report(checkIdentity(config));
 
   // The token is judged first (its line comes last): its user is who the backend logins are tried for.
   const tokenResult = token === undefined ? undefined : await checkToken(config, provider, token, discovery.endpoints, now);
@@ -340,6 +342,91 @@ async function checkJwks(config: GateConfig, endpoints: ProviderEndpoints | unde
 }
 
 // ---------------------------------------------------------------------------------------------
+// (2b) introspection credentials, (2c) who may log in
+
+/** Whether a provider call failed because the provider refused sasl-gate's client credentials. */
+function isInvalidClient(err: unknown): boolean {
+  for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 6; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { error?: unknown }).error === 'invalid_client') return true;
+    // A 401 with a WWW-Authenticate challenge (oidc-provider) carries the error among its parameters.
+    const challenges = (e as { cause?: unknown }).cause;
+    if (Array.isArray(challenges) && challenges.some((c) => (c as { parameters?: { error?: unknown } })?.parameters?.error === 'invalid_client')) {
+      return true;
+    }
+  }
+  return false;
+}
+
+const UNRESERVED = /^[A-Za-z0-9._~-]*$/;
+
+/** What to check when the provider answers `invalid_client`, in words, naming the encoding case. */
+function invalidClientHint(config: GateConfig): string {
+  const { clientId = '', clientSecret = '', clientAuthMethod } = config.oauth;
+  const special = [
+    ...(UNRESERVED.test(clientId) ? [] : ['oauth.clientId']),
+    ...(UNRESERVED.test(clientSecret) ? [] : ['oauth.clientSecret']),
+  ];
+  const encoding =
+    clientAuthMethod === 'client_secret_post'
+      ? ''
+      : special.length > 0
+        ? `; ${special.join(' and ')} contain${special.length === 1 ? 's' : ''} characters other than letters, digits and - . _ ~: sasl-gate sends those percent-encoded in the Basic header as RFC 6749 asks, which a provider that reads the header without decoding (Authentik) never matches; choose an ID and secret of letters, digits and - . _ ~, or set oauth.clientAuthMethod: client_secret_post`
+        : '; sasl-gate sends them in the Basic header as they are (letters, digits and - . _ ~ need no encoding), so the values themselves are wrong, or the provider expects oauth.clientAuthMethod: client_secret_post';
+  return `the provider refused sasl-gate's client credentials (invalid_client): check oauth.clientId and oauth.clientSecret against the client at the provider (a confidential client that may introspect)${encoding}`;
+}
+
+async function checkIntrospection(config: GateConfig, provider: ProviderClient, endpoints: ProviderEndpoints | undefined): Promise<DoctorCheck> {
+  if (!endpoints?.introspectionEndpoint) {
+    return { status: 'WARN', name: 'introspection', finding: 'not checked: no introspection endpoint (see discovery above)' };
+  }
+  const url = endpoints.introspectionEndpoint;
+  // A made-up token: a provider that accepts the client credentials answers `active: false`.
+  const probe = randomBytes(24).toString('base64url');
+  try {
+    const answer = await within((config.oauth.requestTimeoutSeconds + 1) * 1000, `POST ${url}`, provider.introspect(probe));
+    if (answer.active === false) {
+      return { status: 'PASS', name: 'introspection', finding: `${url} accepts sasl-gate's client credentials (${config.oauth.clientAuthMethod})` };
+    }
+    return {
+      status: 'FAIL',
+      name: 'introspection',
+      finding: `${url} calls a made-up token active`,
+      hint: 'is oauth.introspectionEndpoint an RFC 7662 introspection endpoint?',
+    };
+  } catch (err) {
+    const inner = (err as { cause?: unknown }).cause ?? err;
+    if (isInvalidClient(err)) {
+      return { status: 'FAIL', name: 'introspection', finding: `POST ${url}: the provider answered invalid_client`, hint: invalidClientHint(config) };
+    }
+    return {
+      status: 'FAIL',
+      name: 'introspection',
+      finding: `POST ${url}: ${cause(inner).text}`,
+      hint: providerHint(cause(inner), config.oauth.requestTimeoutSeconds),
+    };
+  }
+}
+
+/** Which tokens may name which users: an open domain list is worth a warning. */
+function checkIdentity(config: GateConfig): DoctorCheck {
+  const claims = config.oauth.usernameClaims.join(', ');
+  const domains = acceptedDomains(config);
+  if (domains.length > 0) {
+    const from = config.oauth.allowedEmailDomains.length > 0 ? 'oauth.allowedEmailDomains' : 'directory.domains';
+    return { status: 'PASS', name: 'identity', finding: `users from ${claims}, addresses of ${domains.join(', ')} only (${from})` };
+  }
+  if (config.directory) {
+    return { status: 'PASS', name: 'identity', finding: `users from ${claims}, directory users only (any domain)` };
+  }
+  return {
+    status: 'WARN',
+    name: 'identity',
+    finding: `users from ${claims}, addresses of any domain: a valid token naming any address logs in as that user`,
+    hint: 'set oauth.allowedEmailDomains to the domains this server hosts (or configure a directory)',
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // (5) token (judged before the backends, reported last)
 
 const TOKEN_HINTS: Record<string, (config: GateConfig) => string> = {
@@ -352,11 +439,13 @@ const TOKEN_HINTS: Record<string, (config: GateConfig) => string> = {
   unknown_key: () => "signed with a key the issuer's JWKS does not hold: a token from another issuer or environment?",
   no_identity: (c) =>
     `none of oauth.usernameClaims (${c.oauth.usernameClaims.join(', ')}) is in the token: request the email scope, or list the claim that names the mailbox`,
-  bad_identity: (c) => `the claim is not a usable mail login (it must not contain "${c.master.separator}", the master separator)`,
+  bad_identity: (c) => `the claim must be a plain mail address (local@domain) without "${c.master.separator}", the master separator`,
+  wrong_token_type: () => 'the client sends an ID or refresh token: it must send the access token of its token response',
   inactive: () => 'the provider says it is not active: revoked, expired, or issued for another client',
   insufficient_scope: (c) => `request ${c.oauth.requiredScopes.join(' ')} when getting the token (oauth.requiredScopes)`,
-  email_not_verified: () => 'verify the e-mail address at the provider (or drop oauth.requireEmailVerified)',
-  domain_not_allowed: (c) => `oauth.allowedEmailDomains allows only ${c.oauth.allowedEmailDomains.join(', ')}`,
+  email_not_verified: () => 'verify the e-mail address at the provider (with email_verified: false a token is always refused; with oauth.requireEmailVerified it must say true)',
+  domain_not_allowed: (c) =>
+    `only addresses of ${acceptedDomains(c).join(', ')} may log in (${c.oauth.allowedEmailDomains.length > 0 ? 'oauth.allowedEmailDomains' : 'directory.domains'})`,
   missing_claim: (c) =>
     c.oauth.requiredClaim
       ? `the user needs ${c.oauth.requiredClaim.name} = ${c.oauth.requiredClaim.value} at the provider (oauth.requiredClaim)`
@@ -394,7 +483,7 @@ async function checkToken(
     return { check: { status: 'FAIL', name: 'token', finding: 'not checked: discovery failed (see above)', hint: 'fix discovery first' } };
   }
   const oauth = config.oauth;
-  const validator = new ChainValidator(oauth, { masterSeparator: config.master.separator, provider });
+  const validator = new ChainValidator(oauth, { masterSeparator: config.master.separator, domains: acceptedDomains(config), provider });
   // Each strategy may call the provider once or twice, each call with its own timeout.
   const budgetMs = (oauth.validation.length * 2 + 1) * oauth.requestTimeoutSeconds * 1000;
   try {
@@ -416,7 +505,11 @@ async function checkToken(
     const by = decisive && (decisive.verdict === 'rejected' || decisive.verdict === 'unavailable') ? ` by ${decisive.strategy}` : '';
     const earlier = describeReports(e.reports, false);
     const finding = `${e.temporary ? 'could not be checked' : 'rejected'}${by} (${code}): ${e.message ?? String(err)}${earlier ? ` [${earlier}]` : ''}`;
-    const hint = e.temporary ? providerHint(cause(err), oauth.requestTimeoutSeconds) : (TOKEN_HINTS[code]?.(config) ?? 'see the reason');
+    const hint = e.temporary
+      ? isInvalidClient(err)
+        ? invalidClientHint(config)
+        : providerHint(cause(err), oauth.requestTimeoutSeconds)
+      : (TOKEN_HINTS[code]?.(config) ?? 'see the reason');
     return { check: { status: 'FAIL', name: 'token', finding, hint } };
   }
 }

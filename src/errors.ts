@@ -24,6 +24,8 @@ export type AuthFailureCode =
   | 'domain_not_allowed'
   | 'missing_claim'
   | 'user_disabled'
+  | 'unknown_user'
+  | 'wrong_token_type'
   | 'master_user_refused'
   | 'backend_refused'
   | 'provider_unavailable'

@@ -3,7 +3,7 @@ import type { OAuthConfig } from '../config/schema.js';
 import { AuthError } from '../errors.js';
 import { TokenCache } from './cache.js';
 import { checkRequirements } from './claims.js';
-import { identityFromClaims } from './identity.js';
+import { identityFromClaims, type IdentityRules } from './identity.js';
 import { JwtStrategy } from './jwt.js';
 import { ProviderClient } from './provider.js';
 import { IntrospectionStrategy, UserinfoStrategy } from './remote.js';
@@ -33,6 +33,8 @@ export class ChainValidator implements TokenValidator {
     private readonly oauth: OAuthConfig,
     options: {
       masterSeparator: string;
+      /** Accepted mail domains of identities (see acceptedDomains); default `oauth.allowedEmailDomains`. */
+      domains?: readonly string[];
       fetch?: typeof fetch;
       log?: Logger;
       provider?: ProviderClient;
@@ -40,7 +42,11 @@ export class ChainValidator implements TokenValidator {
       onStrategy?: (strategy: Strategy['name'], seconds: number, verdict: StrategyReport['verdict']) => void;
     },
   ) {
-    this.masterSeparator = options.masterSeparator;
+    this.identityRules = {
+      claims: oauth.usernameClaims,
+      masterSeparator: options.masterSeparator,
+      domains: options.domains ?? oauth.allowedEmailDomains,
+    };
     this.onStrategy = options.onStrategy;
     this.provider = options.provider ?? new ProviderClient(oauth, options.fetch ? { fetch: options.fetch } : {});
     this.strategies = oauth.validation.map((name) => {
@@ -55,7 +61,7 @@ export class ChainValidator implements TokenValidator {
     });
   }
 
-  private readonly masterSeparator: string;
+  private readonly identityRules: IdentityRules;
   private readonly onStrategy: ((strategy: Strategy['name'], seconds: number, verdict: StrategyReport['verdict']) => void) | undefined;
 
   isReady(): boolean {
@@ -97,12 +103,16 @@ export class ChainValidator implements TokenValidator {
       verified = { ...verified, ...outcome.claims };
       let identity;
       try {
-        identity = identityFromClaims(verified, this.oauth.usernameClaims, this.masterSeparator);
+        identity = identityFromClaims(verified, this.identityRules);
       } catch (err) {
         if (err instanceof AuthError && err.code === 'no_identity') {
           reports.push({ strategy: strategy.name, verdict: 'no identity', reason: err.message, code: err.code });
           noIdentity = err;
           continue;
+        }
+        if (err instanceof AuthError) {
+          reports.push({ strategy: strategy.name, verdict: 'rejected', reason: err.message, code: err.code });
+          throw Object.assign(err, { reports });
         }
         throw err;
       }

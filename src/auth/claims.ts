@@ -34,7 +34,7 @@ export function claimAt(claims: Record<string, unknown>, path: string): unknown 
   return node;
 }
 
-/** The admin's extra requirements: scopes, a verified e-mail, its domain, a group or role. */
+/** The admin's extra requirements: scopes, a verified e-mail, a group or role (domains: see identity.ts). */
 export function checkRequirements(claims: Record<string, unknown>, oauth: OAuthConfig): void {
   if (oauth.requiredScopes.length > 0) {
     const scope = claims['scope'] ?? claims['scp'];
@@ -45,17 +45,36 @@ export function checkRequirements(claims: Record<string, unknown>, oauth: OAuthC
   if (oauth.requireEmailVerified && claims['email_verified'] !== true && claims['email_verified'] !== 'true') {
     throw new AuthError('email_not_verified', 'the e-mail address in the token is not verified');
   }
-  if (oauth.allowedEmailDomains.length > 0) {
-    const email = claims['email'];
-    const domain = typeof email === 'string' ? email.slice(email.lastIndexOf('@') + 1).toLowerCase() : undefined;
-    if (!domain || !oauth.allowedEmailDomains.some((d) => d.toLowerCase() === domain)) {
-      throw new AuthError('domain_not_allowed', 'the e-mail domain of the token is not allowed here');
-    }
-  }
   if (oauth.requiredClaim) {
     const { name, value } = oauth.requiredClaim;
     const found = claimAt(claims, name);
     const values = Array.isArray(found) ? found.map(String) : typeof found === 'string' ? found.split(' ') : [];
     if (!values.includes(value)) throw new AuthError('missing_claim', `token lacks ${name} = ${value}`);
+  }
+}
+
+/** Keycloak's `typ` claim of tokens that are not access tokens (its access tokens say `Bearer`). */
+const KEYCLOAK_OTHER_TYPES = new Set(['id', 'refresh', 'offline', 'logout']);
+
+/**
+ * Refuses a token that declares itself something other than an access token (`wrong_token_type`):
+ * an explicitly typed JWT other than RFC 9068's `at+jwt` (`id_token+jwt`, `logout+jwt`,
+ * `dpop+jwt`, ...), Keycloak's `typ` claim of an ID, refresh or logout token, or an `at_hash`
+ * claim, which only an ID token issued alongside an access token carries. A plain `JWT` or
+ * missing header `typ` says nothing either way (Authentik's and Keycloak's access tokens).
+ */
+export function checkTokenType(header: { typ?: unknown }, claims: Record<string, unknown>): void {
+  if (typeof header.typ === 'string') {
+    const typ = header.typ.trim().toLowerCase().replace(/^application\//, '');
+    if (typ.endsWith('+jwt') && typ !== 'at+jwt') {
+      throw new AuthError('wrong_token_type', `the token is a ${header.typ}, not an access token`);
+    }
+  }
+  const keycloakType = claims['typ'];
+  if (typeof keycloakType === 'string' && KEYCLOAK_OTHER_TYPES.has(keycloakType.trim().toLowerCase())) {
+    throw new AuthError('wrong_token_type', `the token is of type ${keycloakType}, not an access token`);
+  }
+  if (claims['at_hash'] !== undefined) {
+    throw new AuthError('wrong_token_type', 'the token carries at_hash: it is an ID token, not an access token');
   }
 }

@@ -1,30 +1,88 @@
+import { domainToASCII } from 'node:url';
 import { AuthError, SaslError } from '../errors.js';
 import { checkUsername } from '../sasl/username.js';
 
-/** The first present, non-empty string claim of `claimNames`; throws `no_identity` when none is. */
-export function identityFromClaims(claims: Record<string, unknown>, claimNames: readonly string[], masterSeparator: string): {
-  identity: string;
-  claim: string;
-} {
-  for (const claim of claimNames) {
+/** What a token's identity must be: where it comes from and which domains it may name. */
+export interface IdentityRules {
+  /** `oauth.usernameClaims`: only these claims, in this order, may name the user. */
+  claims: readonly string[];
+  /** Dovecot's master separator, which no identity may contain. */
+  masterSeparator: string;
+  /** Accepted mail domains; empty accepts every domain. */
+  domains: readonly string[];
+}
+
+/** One spelling of a domain for comparisons: lower case, IDNA A-labels, no trailing dot. */
+function comparableDomain(domain: string): string {
+  const lower = domain.trim().toLowerCase().replace(/\.$/, '');
+  return domainToASCII(lower) || lower;
+}
+
+/**
+ * RFC 5321 dot-atom local part, with UTF-8 letters (RFC 6531), but without `%` and `/`: source
+ * routes (`user%host`) and path separators have no business in a mailbox name Dovecot builds
+ * paths from.
+ */
+const LOCAL_PART = /^[\p{L}\p{M}\p{N}!#$&'*+=?^_`{|}~-]+(?:\.[\p{L}\p{M}\p{N}!#$&'*+=?^_`{|}~-]+)*$/u;
+const DOMAIN_LABEL = /^[\p{L}\p{M}\p{N}](?:[\p{L}\p{M}\p{N}-]{0,61}[\p{L}\p{M}\p{N}])?$/u;
+/** RFC 5321's limits: 64 octets of local part, 254 of address (the 256 of a path less `<>`). */
+const MAX_LOCAL_BYTES = 64;
+const MAX_ADDRESS_BYTES = 254;
+
+/** The domain of `value` when it is a plain mail address (`local@domain`), else undefined. */
+export function mailAddressDomain(value: string): string | undefined {
+  if (Buffer.byteLength(value, 'utf8') > MAX_ADDRESS_BYTES) return undefined;
+  const at = value.indexOf('@');
+  if (at < 0 || at !== value.lastIndexOf('@')) return undefined;
+  const local = value.slice(0, at);
+  const domain = value.slice(at + 1);
+  if (Buffer.byteLength(local, 'utf8') > MAX_LOCAL_BYTES || !LOCAL_PART.test(local)) return undefined;
+  const labels = domain.split('.');
+  if (!labels.every((label) => DOMAIN_LABEL.test(label))) return undefined;
+  return domain;
+}
+
+/**
+ * The token's user: the first present, non-empty string claim of `rules.claims`. It must be a
+ * mail address that cannot break a protocol line, does not contain the master separator, and
+ * belongs to an accepted domain; a token that marks its e-mail address unverified names nobody,
+ * whichever claim the user came from. Throws `no_identity` when no listed claim is present, else
+ * `bad_identity`, `email_not_verified` or `domain_not_allowed`.
+ */
+export function identityFromClaims(claims: Record<string, unknown>, rules: IdentityRules): { identity: string; claim: string } {
+  let found: { identity: string; claim: string } | undefined;
+  for (const claim of rules.claims) {
     const value = claims[claim];
-    if (typeof value !== 'string' || value.trim() === '') continue;
-    try {
-      checkUsername(value);
-    } catch (err) {
-      if (err instanceof SaslError) throw new AuthError('bad_identity', `claim ${claim} is not a usable user name`);
-      throw err;
+    if (typeof value === 'string' && value.trim() !== '') {
+      found = { identity: value, claim };
+      break;
     }
-    if (claim === 'email' && (claims['email_verified'] === false || claims['email_verified'] === 'false')) {
-      // Where users may edit their own address, an unverified one could name someone else's mailbox.
-      throw new AuthError('email_not_verified', 'the e-mail address in the token is marked unverified');
-    }
-    if (value.includes(masterSeparator)) {
-      throw new AuthError('bad_identity', `claim ${claim} contains the master separator`);
-    }
-    return { identity: value, claim };
   }
-  throw new AuthError('no_identity', `token has none of the claims ${claimNames.join(', ')}`);
+  if (!found) throw new AuthError('no_identity', `token has none of the claims ${rules.claims.join(', ')}`);
+  const { identity, claim } = found;
+  try {
+    checkUsername(identity);
+  } catch (err) {
+    if (err instanceof SaslError) throw new AuthError('bad_identity', `claim ${claim} is not a usable user name`);
+    throw err;
+  }
+  if (identity.includes(rules.masterSeparator)) {
+    throw new AuthError('bad_identity', `claim ${claim} contains the master separator`);
+  }
+  // Where users may edit their own address (or user name), an unverified one could name someone
+  // else's mailbox; the flag speaks for the account, so it counts whichever claim names the user.
+  if (claims['email_verified'] === false || claims['email_verified'] === 'false') {
+    throw new AuthError('email_not_verified', 'the token marks the e-mail address unverified');
+  }
+  const domain = mailAddressDomain(identity);
+  if (domain === undefined) throw new AuthError('bad_identity', `claim ${claim} is not a mail address`);
+  if (rules.domains.length > 0) {
+    const wanted = comparableDomain(domain);
+    if (!rules.domains.some((d) => comparableDomain(d) === wanted)) {
+      throw new AuthError('domain_not_allowed', `the domain of claim ${claim} is not one this server accepts`);
+    }
+  }
+  return found;
 }
 
 /**

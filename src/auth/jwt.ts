@@ -1,7 +1,7 @@
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import type { OAuthConfig } from '../config/schema.js';
 import { AuthError } from '../errors.js';
-import { acceptedAudiences, checkAudience } from './claims.js';
+import { acceptedAudiences, checkAudience, checkTokenType } from './claims.js';
 import { describeError, type ProviderClient } from './provider.js';
 import type { Strategy, StrategyOutcome } from './strategy.js';
 
@@ -105,6 +105,8 @@ export class JwtStrategy implements Strategy {
     } catch (err) {
       throw classify(err);
     }
+    // Before the audience: an ID token is for the client, so it would otherwise often pass.
+    checkTokenType(header, payload);
     checkAudience(payload, this.audiences);
     return { claims: payload, expiresAt: new Date((payload.exp as number) * 1000) };
   }

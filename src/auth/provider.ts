@@ -35,6 +35,28 @@ export function describeError(err: unknown): string {
 }
 
 /**
+ * RFC 6749 2.3.1 form-encodes the client id and secret before Base64, and servers that follow it
+ * (oidc-provider, Keycloak) decode them; Authentik compares them raw. Unreserved characters
+ * (RFC 3986: letters, digits, `-._~`) read the same either way, so they go as they are; anything
+ * else is percent-encoded, which only a decoding server can accept (no choice suits both).
+ */
+export function basicCredential(value: string): string {
+  return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+/** The `Authorization: Basic` value for a client id and secret, encoded as {@link basicCredential} says. */
+export function basicAuthorization(clientId: string, clientSecret: string): string {
+  return `Basic ${Buffer.from(`${basicCredential(clientId)}:${basicCredential(clientSecret)}`).toString('base64')}`;
+}
+
+/** `client_secret_basic` that both decoding and raw-reading servers accept for unreserved characters. */
+function clientSecretBasic(clientSecret: string | undefined): client.ClientAuth {
+  return (_server, metadata, _body, headers) => {
+    headers.set('authorization', basicAuthorization(metadata.client_id, clientSecret ?? ''));
+  };
+}
+
+/**
  * Everything sasl-gate asks of the OpenID provider: discovery (once, retried after a failure),
  * the signing keys, introspection and userinfo. Calls go through one circuit breaker and have
  * timeouts; Node's fetch keeps connections alive between them.
@@ -148,7 +170,7 @@ export class ProviderClient {
     const authentication =
       oauth.clientAuthMethod === 'client_secret_post'
         ? client.ClientSecretPost(oauth.clientSecret)
-        : client.ClientSecretBasic(oauth.clientSecret);
+        : clientSecretBasic(oauth.clientSecret);
     const configuration = new client.Configuration(metadata, oauth.clientId ?? 'sasl-gate', undefined, authentication);
     configuration.timeout = oauth.requestTimeoutSeconds;
     if (insecure) client.allowInsecureRequests(configuration);

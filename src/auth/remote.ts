@@ -1,6 +1,6 @@
 import type { OAuthConfig } from '../config/schema.js';
 import { AuthError } from '../errors.js';
-import { acceptedAudiences, checkAudience } from './claims.js';
+import { acceptedAudiences, checkAudience, checkTokenType } from './claims.js';
 import type { ProviderClient } from './provider.js';
 import type { Strategy, StrategyOutcome } from './strategy.js';
 
@@ -23,6 +23,8 @@ export class IntrospectionStrategy implements Strategy {
       throw new AuthError('expired', 'token expired');
     }
     const claims: Record<string, unknown> = { ...answer };
+    // Keycloak introspects its ID tokens too, and says so in `typ`.
+    checkTokenType({}, claims);
     checkAudience(claims, this.audiences);
     return { claims, expiresAt: typeof answer.exp === 'number' ? new Date(answer.exp * 1000) : undefined };
   }

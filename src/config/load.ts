@@ -3,7 +3,7 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { envNameToPath, formatKey } from './env.js';
 import { containerPathHint, InvalidConfigError, readFailure, schemaProblems, type ConfigProblem } from './problems.js';
-import { configSchema, type Config } from './schema.js';
+import { configSchema, openSettingsWarnings, type Config } from './schema.js';
 
 export { ENV_PREFIX, envNameToPath, formatKey, pathToEnvName } from './env.js';
 
@@ -49,6 +49,7 @@ const FILES_READ_AT_START: ReadonlyArray<ReadonlyArray<string>> = [
   ['directory', 'authentik', 'tokenFile'],
   ['directory', 'keycloak', 'clientSecretFile'],
   ['directory', 'scim', 'tokenFile'],
+  ['admin', 'metricsTokenFile'],
 ];
 
 function stringAt(root: unknown, path: ReadonlyArray<string>): string | undefined {
@@ -142,6 +143,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
       warnings.push(`directory.static.file: cannot read ${staticFile} now: ${readFailure(err)}`);
     }
   }
+  warnings.push(...openSettingsWarnings(config));
 
   return { config: deepFreeze({ ...config, master: { ...config.master, password } }), warnings, fromEnv };
 }

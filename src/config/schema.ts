@@ -45,23 +45,40 @@ const list = <T extends z.ZodTypeAny>(item: T, minItems = 0) =>
     return trimmed === '' ? [] : trimmed.split(',').map((s) => s.trim());
   }, z.array(item).min(minItems, `needs at least ${minItems} entry`));
 
-/** `host:port`, `[v6]:port` or `:port`; the host defaults to all addresses. */
+/**
+ * `host:port` or `[v6]:port`. The host is required: a bare `:port` would listen on every
+ * interface, which an admin should say in so many words (`0.0.0.0:port`, `[::]:port`).
+ */
 const hostPort = () =>
   z.string().transform((value, ctx) => {
-    const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]*)):(\d{1,5})$/.exec(value.trim());
+    const trimmed = value.trim();
+    if (/^:\d{1,5}$/.test(trimmed)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${value}" names no host: write "host:port", e.g. "127.0.0.1${trimmed}" (this machine only) or "0.0.0.0${trimmed}" (every interface)`,
+      });
+      return z.NEVER;
+    }
+    const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(trimmed);
     const port = match ? Number(match[3]) : NaN;
     if (!match || port < 0 || port > 65535) {
       ctx.addIssue({ code: 'custom', message: `expected "host:port", got "${value}"` });
       return z.NEVER;
     }
-    const host = match[1] ?? (match[2] || '0.0.0.0');
+    const host = (match[1] ?? match[2])!;
     if (match[1] !== undefined && isIP(host) !== 6) {
       ctx.addIssue({ code: 'custom', message: `"${host}" is not an IPv6 address` });
       return z.NEVER;
     }
     return { host, port };
   })
-  .meta({ accepts: '`host:port`, `[IPv6]:port`, or `:port` for all IPv4 addresses' });
+  .meta({ accepts: '`host:port` or `[IPv6]:port`; the host is required (`0.0.0.0` for every IPv4 address)' });
+
+/** Whether a bind host reaches only this machine (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  const lower = host.toLowerCase();
+  return lower === 'localhost' || lower === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(lower);
+}
 
 const httpsUrl = () =>
   z.string().transform((value, ctx) => {
@@ -232,8 +249,8 @@ const oauthSchema = z
     clientSecret: text().optional().describe(
       'The secret of `oauth.clientId`, used to authenticate introspection calls and, when HS256/384/512 are allowed, to verify such tokens; better set from the environment.',
     ),
-    usernameClaims: list(text(), 1).default(['email', 'preferred_username']).describe(
-      'Token claims that name the mail user, in order of preference: the first one present is the user, and it must match the user name the client sends.',
+    usernameClaims: list(text(), 1).default(['email']).describe(
+      'Token claims that name the mail user, in order of preference: the first one present is the user, and it must match the user name the client sends. A claim other than `email` is used only when listed here; whichever claim it comes from, the user must be a mail address of an accepted domain (`oauth.allowedEmailDomains`, else `directory.domains`), and a token with `email_verified: false` is refused.',
     ),
     algorithms: list(z.enum(ALGORITHMS), 1).default([...ASYMMETRIC_ALGORITHMS]).describe(
       'JWT signature algorithms accepted; `none` never is, and HS256/384/512 need `oauth.clientSecret`.',
@@ -269,7 +286,7 @@ const oauthSchema = z
       'Whether every token must carry `email_verified: true`, whichever claim names the user.',
     ),
     allowedEmailDomains: list(text()).default([]).describe(
-      "Domains the token's `email` claim must belong to (compared without regard to case); empty allows every domain.",
+      "Mail domains the token's user (from `oauth.usernameClaims`) must belong to, compared without regard to case; empty means the domains of `directory.domains` when a directory is configured, else every domain (with a warning at start).",
     ),
     requiredClaim: z
       .strictObject({
@@ -446,8 +463,8 @@ const directorySchema = z
     domains: list(text()).default([]).describe('Mail domains: addresses elsewhere are ignored; empty, every domain.'),
     socketmap: z
       .strictObject({
-        bind: hostPort().describe('Where Postfix reaches the socketmap server (no authentication: keep it on a private network).'),
-        allowFrom: list(text()).optional().describe('Addresses or CIDR blocks allowed to query it; unset, any that can reach `bind`.'),
+        bind: hostPort().describe('Where Postfix reaches the socketmap server (no authentication: keep it on a private network); an address other than loopback needs `allowFrom`.'),
+        allowFrom: list(text()).optional().describe('Addresses or CIDR blocks allowed to query it (Postfix); required unless `bind` is a loopback address.'),
         recipientDelimiter: z.string().max(4).optional().describe("Postfix's recipient_delimiter, e.g. `+`, stripped before lookups."),
         maxConnections: integer(1, 100_000).default(256).describe('Open socketmap connections at most.'),
       })
@@ -465,7 +482,8 @@ const directorySchema = z
       .describe("A passwd-file userdb for Dovecot."),
     scim: z
       .strictObject({
-        bind: hostPort().describe('Where the SCIM 2.0 endpoint listens (HTTPS with the `tls` certificate).'),
+        bind: hostPort().describe('Where the SCIM 2.0 endpoint listens (HTTPS with the `tls` certificate); an address other than loopback needs `allowFrom`.'),
+        allowFrom: list(text()).optional().describe('Addresses or CIDR blocks allowed to connect (the provider that pushes users); required unless `bind` is a loopback address.'),
         token: z.string().min(32).optional().describe('The bearer token the provider sends (at least 32 characters); better set from the environment.'),
         tokenFile: text().optional().describe('A file holding that token, read once at start.'),
         basePath: z.string().regex(/^\/[\w/.-]*$/).default('/scim/v2').describe('The path the endpoint lives under.'),
@@ -493,6 +511,17 @@ const directorySchema = z
     if (d.scim && (d.scim.token === undefined) === (d.scim.tokenFile === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['scim', 'token'], message: 'set one of directory.scim.token and tokenFile' });
     }
+    // Both answer who exists (user and alias enumeration): nobody but their clients may ask.
+    for (const name of ['socketmap', 'scim'] as const) {
+      const server = d[name];
+      if (server && server.allowFrom === undefined && !isLoopbackHost(server.bind.host)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [name, 'allowFrom'],
+          message: `directory.${name}.bind ${server.bind.host} is not a loopback address: set directory.${name}.allowFrom to the addresses that may connect (${name === 'socketmap' ? 'Postfix' : 'the provider'})`,
+        });
+      }
+    }
   });
 
 /** The whole configuration file, before secrets are read from files. */
@@ -516,19 +545,31 @@ export const configSchema = z
         cert: text()
           .optional()
           .describe(
-            'The server certificate in PEM (with its chain), set together with `tls.key`; loaded again when the file changes or on SIGHUP; unset, a development certificate is used and a warning logged.',
+            'The server certificate in PEM (with its chain), set together with `tls.key`; loaded again when the file changes or on SIGHUP. Required unless `tls.development` is true.',
           ),
         key: text().optional().describe('The private key of `tls.cert`, in PEM.'),
+        development: boolean()
+          .default(false)
+          .describe(
+            'Whether sasl-gate may generate a development certificate (which no mail client trusts) when `tls.cert` and `tls.key` are not set; for demos and tests only. Without it, a configuration without `tls.cert` is refused.',
+          ),
         devCertDir: text()
           .default('certs')
           .describe(
-            'The directory where a development CA and certificate are generated and kept when `tls.cert` and `tls.key` are not set.',
+            'The directory where a development CA and certificate are generated and kept, with `tls.development` and no `tls.cert` / `tls.key`.',
           ),
       })
-      .default({ devCertDir: 'certs' })
+      .default({ development: false, devCertDir: 'certs' })
       .superRefine((t, ctx) => {
         if ((t.cert === undefined) !== (t.key === undefined)) {
           ctx.addIssue({ code: 'custom', path: [t.cert ? 'key' : 'cert'], message: 'tls.cert and tls.key go together' });
+        } else if (t.cert === undefined && !t.development) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['cert'],
+            message:
+              'no certificate: set tls.cert and tls.key to the PEM files of the certificate your mail clients trust (or tls.development: true for a generated development certificate, demos and tests only)',
+          });
         }
       })
       .describe('The certificate every listener presents to clients.'),
@@ -549,11 +590,26 @@ export const configSchema = z
         bind: hostPort()
           .optional()
           .describe(
-            'The address and port of the HTTP endpoint serving `/healthz` and `/readyz`; unset, there is none; keep it on loopback or a private network.',
+            'The address and port of the HTTP endpoint serving `/healthz`, `/readyz` and `/metrics`; unset, there is none; keep it on loopback or a private network.',
           ),
+        metricsToken: z
+          .string()
+          .min(16, 'must be at least 16 characters')
+          .optional()
+          .describe(
+            'A bearer token `/metrics` then requires (`Authorization: Bearer <token>`, at least 16 characters); `/healthz` and `/readyz` stay open. Better set from the environment or `admin.metricsTokenFile`.',
+          ),
+        metricsTokenFile: text()
+          .optional()
+          .describe('A file holding `admin.metricsToken` (one trailing newline is ignored), read once at start.'),
       })
       .default({})
-      .describe('The HTTP endpoint for health checks.'),
+      .superRefine((a, ctx) => {
+        if (a.metricsToken !== undefined && a.metricsTokenFile !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['metricsToken'], message: 'set one of admin.metricsToken and admin.metricsTokenFile' });
+        }
+      })
+      .describe('The HTTP endpoint for health checks and metrics.'),
     limits: limitsSchema.describe('Bounds on what one client, or all of them, may cost; each has a safe default.'),
     directory: directorySchema
       .optional()
@@ -599,3 +655,29 @@ export type SmtpBackendConfig = z.infer<typeof smtpBackendSchema>;
 export type DirectoryConfig = z.infer<typeof directorySchema>;
 export type OAuthConfig = Config['oauth'];
 export type LimitsConfig = Config['limits'];
+
+/**
+ * The domains a token's identity must belong to: `oauth.allowedEmailDomains`, else the directory's
+ * `domains` when a directory is configured; empty (every domain) when neither says.
+ */
+export function acceptedDomains(config: Pick<Config, 'oauth' | 'directory'>): string[] {
+  if (config.oauth.allowedEmailDomains.length > 0) return [...config.oauth.allowedEmailDomains];
+  return [...(config.directory?.domains ?? [])];
+}
+
+/** Settings that work but leave something open an admin should close; logged once at start. */
+export function openSettingsWarnings(config: Config): string[] {
+  const warnings: string[] = [];
+  if (acceptedDomains(config).length === 0 && config.directory === undefined) {
+    warnings.push(
+      'oauth.allowedEmailDomains is empty and there is no directory: a valid token naming an address of any domain logs in as that user; set oauth.allowedEmailDomains to the domains this server hosts',
+    );
+  }
+  const admin = config.admin;
+  if (admin.bind && !isLoopbackHost(admin.bind.host) && admin.metricsToken === undefined && admin.metricsTokenFile === undefined) {
+    warnings.push(
+      `admin.bind ${admin.bind.host} is not a loopback address and /metrics needs no token: set admin.metricsToken (or admin.metricsTokenFile), or bind it to 127.0.0.1`,
+    );
+  }
+  return warnings;
+}

@@ -104,7 +104,7 @@ export async function runDemo(): Promise<number> {
         validation: ['jwt'],
         clientId: idp.clientId,
         clientSecret: idp.clientSecret,
-        usernameClaims: ['email', 'preferred_username'],
+        allowedEmailDomains: ['example.test'],
       },
       admin: { bind: `127.0.0.1:${await portOr(9090)}` },
     }),

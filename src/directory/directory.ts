@@ -254,6 +254,8 @@ export class Directory {
   private readonly departed = new Map<string, Departure>();
   private readonly activeIndex = new AddressIndex();
   private readonly graceIndex = new AddressIndex();
+  /** Addresses of users the provider lists as disabled, so a refused login can say why. */
+  private readonly inactiveIndex = new AddressIndex();
   private meta: { source: string; fetchedAt: string } | undefined;
   private held: DirectoryStats['held'];
 
@@ -315,10 +317,22 @@ export class Directory {
    * issued before the provider disabled them may still be valid for a while.
    */
   isLoginAllowed(identity: string): boolean {
+    return this.loginVerdict(identity) === 'allowed';
+  }
+
+  /**
+   * What the directory says about a token login as this identity: `allowed` for an active user's
+   * mailbox or alias, `disabled` for a user the provider disabled or removed (while it is still
+   * remembered: listed as disabled, or within its grace period), `unknown` for anyone else.
+   */
+  loginVerdict(identity: string): 'allowed' | 'disabled' | 'unknown' {
     // Stricter than lookup: an identity is compared as the token carries it, never tidied up.
-    if (typeof identity !== 'string' || identity !== identity.trim()) return false;
+    if (typeof identity !== 'string' || identity !== identity.trim()) return 'unknown';
     const key = normalizeAddress(identity);
-    return key !== undefined && this.activeIndex.resolve(key) !== undefined;
+    if (key === undefined) return 'unknown';
+    if (this.activeIndex.resolve(key) !== undefined) return 'allowed';
+    if (this.inactiveIndex.resolve(key) !== undefined || this.lookup(key).kind === 'grace') return 'disabled';
+    return 'unknown';
   }
 
   /**
@@ -445,6 +459,7 @@ export class Directory {
     }
     this.users.set(user.id, user);
     if (user.active) this.activeIndex.add(user);
+    else this.inactiveIndex.add(user);
     this.meta ??= { source: 'incremental', fetchedAt: new Date(now).toISOString() };
     this.emit({ type: 'upserted', id: user.id, mailbox: user.mailbox, active: user.active, created: !old });
   }
@@ -567,6 +582,7 @@ export class Directory {
 
   private unindex(user: DirectoryUser): void {
     if (user.active) this.activeIndex.delete(user);
+    else this.inactiveIndex.delete(user);
   }
 
   private pruneDepartures(now: number): number {
@@ -584,7 +600,8 @@ export class Directory {
   private rebuildIndexes(): void {
     this.activeIndex.clear();
     this.graceIndex.clear();
-    for (const user of this.users.values()) if (user.active) this.activeIndex.add(user);
+    this.inactiveIndex.clear();
+    for (const user of this.users.values()) (user.active ? this.activeIndex : this.inactiveIndex).add(user);
     for (const d of this.departed.values()) this.graceIndex.add(d.user);
   }
 

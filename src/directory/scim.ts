@@ -22,6 +22,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { GateError } from '../errors.js';
+import { parseNetworks } from '../server/networks.js';
 import { safeAddress } from './dovecot.js';
 import type { AddressVerdict, DirectoryUser } from './model.js';
 
@@ -61,6 +62,8 @@ export interface ScimOptions {
   basePath?: string;
   /** Mail domains: addresses elsewhere are ignored. Unset, every address counts. */
   domains?: readonly string[];
+  /** Client addresses or CIDR blocks allowed to connect (403 for others); unset, any. */
+  allowFrom?: readonly string[];
   /** Largest request body; 1 MiB by default. */
   maxBodyBytes?: number;
   /** Most resources in one list response; 1000 by default. */
@@ -639,6 +642,7 @@ export function createScimHandler(directory: DirectoryView, options: ScimOptions
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
   const maxResults = options.maxResults ?? 1000;
   const domains = options.domains?.map((d) => d.toLowerCase());
+  const allowed = options.allowFrom === undefined ? undefined : parseNetworks(options.allowFrom);
   const now = options.now ?? (() => new Date());
   const log = options.log;
   const startedAt = now().toISOString();
@@ -1162,6 +1166,12 @@ export function createScimHandler(directory: DirectoryView, options: ScimOptions
       req.resume();
       return;
     }
+    if (allowed !== undefined && !allowed.contains(req.socket.remoteAddress ?? '')) {
+      log?.warn({ event: 'scim_refused', client: req.socket.remoteAddress, method }, 'SCIM request from a client outside allowFrom refused');
+      send(res, { status: 403, body: new ScimError(403, 'this address may not use the SCIM endpoint').toJSON() });
+      req.resume();
+      return;
+    }
     if (!tokenMatches(req.headers.authorization, expected)) {
       log?.warn({ event: 'scim_unauthorized', client: req.socket.remoteAddress, method }, 'SCIM request without the right bearer token');
       res.setHeader('www-authenticate', 'Bearer realm="sasl-gate SCIM"');
@@ -1178,7 +1188,7 @@ export function createScimHandler(directory: DirectoryView, options: ScimOptions
       .slice(basePath.length)
       .split('/')
       .filter((s) => s !== '')
-      .map((s) => decodeURIComponent(s));
+      .map(decodeSegment);
 
     let body: unknown;
     if (method === 'POST' || method === 'PUT' || method === 'PATCH') {
@@ -1225,6 +1235,15 @@ export function createScimHandler(directory: DirectoryView, options: ScimOptions
       send(res, { status: 500, body: new ScimError(500, 'internal error').toJSON() });
     });
   };
+}
+
+/** A percent-decoded path segment; a malformed escape (`%zz`, a cut UTF-8 sequence) is the client's error. */
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw badSyntax('the request path has a malformed percent-encoding');
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,8 +16,11 @@ import { DirectorySync } from './sync.js';
 /** The directory as the rest of sasl-gate uses it once it runs. */
 export interface RunningDirectory {
   directory: Directory;
-  /** Whether a token login by `identity` may go on (false for users disabled or removed in the provider). */
-  isLoginAllowed(identity: string): boolean;
+  /**
+   * Whether a token login by `identity` may go on: `allowed` for an active mail user, `disabled`
+   * or `unknown` otherwise, and `not_loaded` until a first set of users is known.
+   */
+  loginVerdict(identity: string): 'allowed' | 'disabled' | 'unknown' | 'not_loaded';
   /** Where the optional servers listen, for logs and tests. */
   socketmap: { host: string; port: number } | undefined;
   scim: { host: string; port: number } | undefined;
@@ -118,6 +121,7 @@ export async function startDirectory(
       token: secretFrom(config.scim.token, config.scim.tokenFile, 'directory.scim.tokenFile'),
       basePath: config.scim.basePath,
       domains: config.domains,
+      ...(config.scim.allowFrom ? { allowFrom: config.scim.allowFrom } : {}),
       maxBodyBytes: config.scim.maxBodyBytes,
       onChange: persist,
       log,
@@ -140,9 +144,9 @@ export async function startDirectory(
     directory,
     socketmap: socketmap ? { host: socketmap.host, port: socketmap.port } : undefined,
     scim: scimAddress,
-    isLoginAllowed(identity) {
-      // Until a first set is known (no saved state, provider down) the token alone decides.
-      return !directory.isLoaded() || directory.isLoginAllowed(identity);
+    loginVerdict(identity) {
+      // Until a first set is known (no saved state, provider down) nobody is known to be a user.
+      return directory.isLoaded() ? directory.loginVerdict(identity) : 'not_loaded';
     },
     async close() {
       sync?.stop();

@@ -2,6 +2,7 @@ import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { GateConfig } from '../config/load.js';
+import { ConfigError } from '../errors.js';
 import { ensureDevCertificate } from './devcert.js';
 
 /** How often the certificate files are checked for a renewal. */
@@ -23,15 +24,20 @@ export class CertificateStore {
     private readonly log: Logger,
   ) {}
 
-  /** Loads the configured certificate, or makes a development one (with a warning) when none is. */
+  /**
+   * Loads the configured certificate, or with `tls.development` makes a development one (with a
+   * warning) when none is configured; without either there is nothing to serve.
+   */
   async load(): Promise<void> {
     if (this.config.tls.cert && this.config.tls.key) {
       this.paths = { cert: this.config.tls.cert, key: this.config.tls.key };
+    } else if (!this.config.tls.development) {
+      throw new ConfigError('tls.cert', 'no certificate: set tls.cert and tls.key (or tls.development: true for demos and tests)');
     } else {
       const dev = await ensureDevCertificate(this.config.tls.devCertDir);
       this.log.warn(
         { cert: dev.certPath, ca: dev.caPath, generated: dev.generated },
-        'tls.cert and tls.key are not set: using a development certificate that clients will not trust; configure real ones for production',
+        'tls.development: using a development certificate that clients will not trust; configure tls.cert and tls.key for production',
       );
       this.paths = { cert: dev.certPath, key: dev.keyPath };
     }

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { ChainValidator } from '../auth/chain.js';
 import type { TokenValidator } from '../auth/validator.js';
 import type { GateConfig } from '../config/load.js';
-import type { ListenerConfig } from '../config/schema.js';
+import { acceptedDomains, type ListenerConfig } from '../config/schema.js';
 import { tcpConnector, type BackendConnector } from './connector.js';
 import { advertisedCapabilities, IMAP_FALLBACK, probeImapCapabilities } from '../imap/capabilities.js';
 import { ImapSession } from '../imap/session.js';
@@ -15,6 +15,7 @@ import { CapabilityCache } from './capability-cache.js';
 import { CertificateStore } from './certificates.js';
 import { FailureTracker } from './failures.js';
 import { ConnectionLimiter } from './limits.js';
+import { metricsAuthorizer } from './metrics-auth.js';
 import { startDirectory, type RunningDirectory } from '../directory/service.js';
 import { Metrics } from '../observe/metrics.js';
 import { canonicalAddress, parseNetworks, type NetworkList } from './networks.js';
@@ -75,6 +76,8 @@ const REFUSALS = {
 /** Starts every configured listener and the admin endpoint; resolves once all are bound. */
 export async function startGate(config: GateConfig, deps: GateDependencies): Promise<RunningGate> {
   const { log } = deps;
+  // Read before anything listens, so an unreadable token file stops the start.
+  const metricsAllowed = metricsAuthorizer(config.admin);
   const certificates = new CertificateStore(config, log);
   await certificates.load();
   certificates.watch();
@@ -83,6 +86,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     deps.validator ??
     new ChainValidator(config.oauth, {
       masterSeparator: config.master.separator,
+      domains: acceptedDomains(config),
       log,
       onStrategy: (strategy, seconds, verdict) => metrics?.validationSeconds.observe({ strategy, verdict }, seconds),
     });
@@ -127,7 +131,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       log,
       failures,
       metrics,
-      loginAllowed: directory ? (identity: string) => directory.isLoginAllowed(identity) : undefined,
+      directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
     };
     if (protocol === 'imap') {
       const backend = config.backends.imap!;
@@ -297,7 +301,9 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   let adminAddress: RunningGate['admin'];
   if (config.admin.bind) {
     admin = createHttpServer((req, res) => {
-      if (req.url === '/metrics') {
+      if (req.url === '/metrics' && !metricsAllowed(req.headers.authorization)) {
+        res.writeHead(401, { 'www-authenticate': 'Bearer realm="sasl-gate metrics"', 'content-type': 'text/plain' }).end('unauthorized\n');
+      } else if (req.url === '/metrics') {
         metrics.render().then(
           ({ contentType, body }) => res.writeHead(200, { 'content-type': contentType }).end(body),
           () => res.writeHead(500).end(),

@@ -1,7 +1,11 @@
+import { clientAddressKey } from './failures.js';
+
 /**
  * Counts open connections in total and per client address, so one address (a scanner, a
- * broken client in a loop) cannot take every connection. Memory is bounded by the number of
- * open connections: an address leaves the table with its last connection.
+ * broken client in a loop) cannot take every connection. IPv6 clients count by their /64, as
+ * the failure delays do: one host or home usually holds a whole /64 and could otherwise open
+ * the per-address limit from each of its addresses. Memory is bounded by the number of open
+ * connections: an address leaves the table with its last connection.
  */
 export class ConnectionLimiter {
   private total = 0;
@@ -15,19 +19,21 @@ export class ConnectionLimiter {
   /** Admits a connection, or says which limit refuses it. */
   admit(address: string): 'total' | 'per_address' | undefined {
     if (this.total >= this.maxTotal) return 'total';
-    const current = this.perAddress.get(address) ?? 0;
+    const key = clientAddressKey(address);
+    const current = this.perAddress.get(key) ?? 0;
     if (current >= this.maxPerAddress) return 'per_address';
     this.total += 1;
-    this.perAddress.set(address, current + 1);
+    this.perAddress.set(key, current + 1);
     return undefined;
   }
 
   /** Forgets a connection that was admitted. */
   release(address: string): void {
     this.total -= 1;
-    const current = this.perAddress.get(address) ?? 0;
-    if (current <= 1) this.perAddress.delete(address);
-    else this.perAddress.set(address, current - 1);
+    const key = clientAddressKey(address);
+    const current = this.perAddress.get(key) ?? 0;
+    if (current <= 1) this.perAddress.delete(key);
+    else this.perAddress.set(key, current - 1);
   }
 
   /** Open connections now. */

@@ -55,8 +55,8 @@ export interface SessionOptions {
   metrics?: Metrics | undefined;
   validator: TokenValidator;
   oauth: { issuer: string; scope: string };
-  /** The directory's word on a token user (disabled or removed users are refused); unset, no directory. */
-  loginAllowed?: ((identity: string) => boolean) | undefined;
+  /** The directory's word on a token user (only active mail users may log in); unset, no directory. */
+  directoryVerdict?: ((identity: string) => 'allowed' | 'disabled' | 'unknown' | 'not_loaded') | undefined;
 }
 
 /** What became of a bearer-token login before any backend was asked. */
@@ -287,8 +287,11 @@ export abstract class PreAuthSession<F extends LineFramer> {
     try {
       const result = await this.options.validator.validate(credentials.token);
       this.user = bindIdentity(credentials.user, result.identity);
-      if (this.options.loginAllowed && !this.options.loginAllowed(this.user)) {
-        throw new AuthError('user_disabled', 'the user is disabled or removed in the directory');
+      const verdict = this.options.directoryVerdict?.(this.user) ?? 'allowed';
+      if (verdict === 'disabled') throw new AuthError('user_disabled', 'the user is disabled or removed in the directory');
+      if (verdict === 'unknown') throw new AuthError('unknown_user', 'the user is not a mail user in the directory');
+      if (verdict === 'not_loaded') {
+        throw new AuthError('provider_unavailable', 'the user directory has not been loaded from the provider yet');
       }
       return { kind: 'accepted', identity: this.user };
     } catch (err) {

@@ -10,7 +10,7 @@ import { startStack, TlsImap } from '../support/stack.js';
 
 it('generates a development certificate into tls.devCertDir and warns once', async () => {
   const certDir = join(mkdtempSync(join(tmpdir(), 'sasl-gate-devcert-')), 'certs');
-  const stack = await startStack({ config: { tls: { devCertDir: certDir } } });
+  const stack = await startStack({ config: { tls: { development: true, devCertDir: certDir } } });
   try {
     expect(existsSync(join(certDir, 'server.crt'))).toBe(true);
     expect(existsSync(join(certDir, 'server.key'))).toBe(true);

@@ -19,6 +19,7 @@ import { freePort } from '../../src/devstack/ports.js';
 import { runDoctor } from '../../src/doctor.js';
 import { generateDevCertificate } from '../../src/server/devcert.js';
 import { secret } from '../support/evidence.js';
+import { startRawIntrospection } from '../support/raw-introspection.js';
 import { MASTER, USERS, startStack, type Stack } from '../support/stack.js';
 
 const ALICE = USERS[0]!;
@@ -72,6 +73,7 @@ function configFor(overrides: Overrides = {}): GateConfig {
       clientId: stack.idp.clientId,
       clientSecret: stack.idp.clientSecret,
       requestTimeoutSeconds: 2,
+      allowedEmailDomains: ['example.test'],
       ...overrides.oauth,
     },
   };
@@ -190,6 +192,7 @@ describe('a good configuration', () => {
     expect(lines.map((l) => l.slice(6, 21).trim())).toEqual([
       'discovery',
       'jwks',
+      'identity',
       'imap backend',
       'imap master',
       'smtp backend',
@@ -386,13 +389,51 @@ describe('a broken configuration', () => {
 
   it('says when the certificate is a development one, or would be', async () => {
     const devDir = join(dir, 'devcerts');
-    let result = await doctor(configFor({ tls: { cert: undefined, key: undefined, devCertDir: devDir } }));
+    let result = await doctor(configFor({ tls: { cert: undefined, key: undefined, development: true, devCertDir: devDir } }));
     expect(result.code).toBe(0);
     expect(line(result.lines, 'certificate')).toMatch(/^WARN .*serve will create a development certificate in .*devcerts that clients do not trust — set tls\.cert and tls\.key/);
     await generateDevCertificate(devDir);
-    result = await doctor(configFor({ tls: { cert: undefined, key: undefined, devCertDir: devDir } }));
+    result = await doctor(configFor({ tls: { cert: undefined, key: undefined, development: true, devCertDir: devDir } }));
     expect(result.code).toBe(0);
     expect(line(result.lines, 'certificate')).toMatch(/^WARN  certificate    development certificate .*server\.crt \(clients do not trust it\): CN=localhost.*key matches — set tls\.cert and tls\.key/);
+  });
+
+  it('warns, with the fix, when tokens may name addresses of any domain', async () => {
+    const result = await doctor(configFor({ oauth: { allowedEmailDomains: [] } }), aliceToken);
+    expect(result.code, result.lines.join('\n')).toBe(0);
+    expect(line(result.lines, 'identity')).toMatch(
+      /^WARN  identity       users from email, addresses of any domain: .* — set oauth\.allowedEmailDomains to the domains this server hosts/,
+    );
+    expect(line((await doctor(configFor())).lines, 'identity')).toMatch(/^PASS  identity       users from email, addresses of example\.test only \(oauth\.allowedEmailDomains\)/);
+  });
+
+  it('checks the introspection credentials and names the encoding case when the provider says invalid_client', async () => {
+    const introspecting = { validation: ['jwt', 'introspection'] };
+    let result = await doctor(configFor({ oauth: introspecting }));
+    expect(line(result.lines, 'introspection')).toMatch(/^PASS  introspection  http:.* accepts sasl-gate's client credentials \(client_secret_basic\)/);
+
+    const wrong = secret('wrong-client-secret-0123456789', 'wrong client secret');
+    tokens.push(wrong);
+    result = await doctor(configFor({ oauth: { ...introspecting, clientSecret: wrong } }));
+    expect(result.code).toBe(1);
+    expect(line(result.lines, 'introspection')).toMatch(
+      /^FAIL  introspection  POST .*invalid_client.* — the provider refused sasl-gate's client credentials \(invalid_client\): check oauth\.clientId and oauth\.clientSecret .*so the values themselves are wrong/,
+    );
+
+    // A provider that reads the Basic credentials raw, as Authentik does, and a secret that needs encoding.
+    const special = secret('raw/secret+with=chars-0123456789', 'client secret with reserved characters');
+    tokens.push(special);
+    const raw = await startRawIntrospection(stack.idp, stack.idp.clientId, special);
+    try {
+      result = await doctor(configFor({ oauth: { ...introspecting, clientSecret: special, introspectionEndpoint: raw.url } }));
+      expect(result.code).toBe(1);
+      expect(line(result.lines, 'introspection')).toMatch(
+        /— the provider refused .*oauth\.clientSecret contains characters other than letters, digits and - \. _ ~: .*percent-encoded .*Authentik.*client_secret_post/,
+      );
+      expect(raw.seen.at(-1)?.clientSecret).toBe(encodeURIComponent(special));
+    } finally {
+      await raw.close();
+    }
   });
 
   it('a bad token fails the token check with the reason and a hint', async () => {

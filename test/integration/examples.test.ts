@@ -291,6 +291,13 @@ describe('examples/docker-mailserver', () => {
       expect(Number(adminBind.split(':').pop())).toBe(healthPort);
     });
 
+    it('binds the admin endpoint to loopback, where the health check runs, and publishes nothing else', () => {
+      // No other container needs /metrics or /readyz: only the container's own HEALTHCHECK asks.
+      expect(str(obj(example['admin'], 'admin')['bind'], 'admin.bind')).toBe('127.0.0.1:9090');
+      const ports = list(example['listeners']).map((l) => Number(str(obj(l, 'listener')['bind'], 'bind').split(':').pop()));
+      expect([...publishedContainerPorts(gate)].sort()).toEqual([...ports].sort());
+    });
+
     it('publishes the listener ports and lets the non-root user bind them', () => {
       const ports = list(example['listeners']).map((l) => Number(str(obj(l, 'listener')['bind'], 'bind').split(':').pop()));
       expect(publishedContainerPorts(gate)).toEqual(expect.arrayContaining(ports));

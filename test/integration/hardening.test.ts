@@ -255,6 +255,7 @@ describe('PROXY protocol', () => {
           { protocol: 'imap', bind: '127.0.0.1:0', tls: 'implicit' },
           { protocol: 'imap', bind: '127.0.0.1:0', tls: 'implicit', proxyProtocol: true, trustedProxies: ['127.0.0.5/32'] },
         ],
+        limits: { authFailureDelayMs: 0, maxConnectionsPerAddress: 3 },
       },
     });
     proxied = stack.gate.listeners[1]!.port;
@@ -280,6 +281,29 @@ describe('PROXY protocol', () => {
     client.close();
     expect(await stack.dovecot.readLog()).toMatch(/Login: user=<bob@example\.test>, method=PLAIN, rip=198\.51\.100\.23/);
     expect(stack.logs.some((l) => l['client'] === '198.51.100.23')).toBe(true);
+  });
+
+  it('counts IPv6 clients by their /64 for the per-address limit', async () => {
+    const greet = async (address: string) => {
+      const secure = await viaProxy('127.0.0.5', encodeProxyV2({ address, port: 50_000 }, { address: '::1', port: 993 }));
+      const client = new LineClient(secure);
+      return { client, greeting: await client.line() };
+    };
+    const inside = await Promise.all(['2001:db8:1:2::1', '2001:db8:1:2::2', '2001:db8:1:2:8000::3'].map(greet));
+    try {
+      for (const { greeting } of inside) expect(greeting).toMatch(/^\* OK /);
+      // A fourth address of the same /64 is the same client.
+      const rotated = await greet('2001:db8:1:2:ffff:ffff:ffff:fffe');
+      expect(rotated.greeting).toBe('* BYE [UNAVAILABLE] Too many connections from your address, try again later.');
+      rotated.client.close();
+      // The neighbouring /64 is someone else.
+      const neighbour = await greet('2001:db8:1:3::1');
+      expect(neighbour.greeting).toMatch(/^\* OK /);
+      neighbour.client.close();
+    } finally {
+      for (const { client } of inside) client.close();
+    }
+    expect(stack.logs.some((l) => l['msg'] === 'connection refused: limit reached' && l['client'] === '2001:db8:1:2:ffff:ffff:ffff:fffe')).toBe(true);
   });
 
   it('refuses a PROXY header from an untrusted address', async () => {

@@ -16,12 +16,13 @@ import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.j
 import { startDevIdp, type DevIdp } from '../../src/devstack/idp.js';
 import { freePort } from '../../src/devstack/ports.js';
 import { ensureDevCertificate, generateDevCertificate } from '../../src/server/devcert.js';
-import { keepLog } from '../support/evidence.js';
+import { keepLog, secret } from '../support/evidence.js';
 import { MASTER, USERS } from '../support/stack.js';
 
 const run = promisify(execFile);
 const BIN = join(process.cwd(), 'bin', 'sasl-gate.js');
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
+const METRICS_TOKEN = secret('metrics-token-5f1c9a7e3b2d', 'metrics token');
 
 let dir: string;
 let dovecot: DovecotInstance;
@@ -93,12 +94,13 @@ oauth:
   validation: [jwt, introspection, userinfo]
   clientId: ${idp.clientId}
   clientSecret: "${idp.clientSecret}"
-  usernameClaims: [email, preferred_username]
+  usernameClaims: [email]
 admin: { bind: "127.0.0.1:${adminPort}" }
 `;
   writeFileSync(join(dir, 'sasl-gate.yaml'), yaml);
   gate = spawn(process.execPath, [BIN, 'serve', '--config', join(dir, 'sasl-gate.yaml')], {
-    env: { ...process.env, NODE_EXTRA_CA_CERTS: certs.caPath },
+    // The metrics token from the environment, as a secret should come.
+    env: { ...process.env, NODE_EXTRA_CA_CERTS: certs.caPath, SASL_GATE_ADMIN__METRICS_TOKEN: METRICS_TOKEN },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   gate.stdout!.on('data', (c: Buffer) => (output += c.toString()));
@@ -137,7 +139,11 @@ describe('sasl-gate serve', () => {
     expect(output).toContain('backend capability probe failed');
   });
 
-  it('answers health checks', async () => {
+  it('says once at start that tokens may name addresses of any domain', () => {
+    expect(output.match(/oauth\.allowedEmailDomains is empty and there is no directory/g)).toHaveLength(1);
+  });
+
+  it('answers health checks without the metrics token', async () => {
     const health = await fetch(`http://127.0.0.1:${adminPort}/healthz`);
     expect(health.status).toBe(200);
     // The SMTP backend of this configuration does not exist: not ready, and it says which part.
@@ -146,8 +152,17 @@ describe('sasl-gate serve', () => {
     expect(await ready.text()).toBe('imap backend: ok\nsmtp backend: not reachable yet\nopenid provider: ok\n');
   });
 
+  it('shows /metrics only with the metrics token', async () => {
+    for (const authorization of [undefined, 'Bearer metrics-token-guess-000000', `Basic ${Buffer.from(`x:${METRICS_TOKEN}`).toString('base64')}`]) {
+      const refused = await fetch(`http://127.0.0.1:${adminPort}/metrics`, authorization ? { headers: { authorization } } : {});
+      expect(refused.status).toBe(401);
+      expect(refused.headers.get('www-authenticate')).toMatch(/^Bearer /);
+      expect(await refused.text()).not.toMatch(/sasl_gate_/);
+    }
+  });
+
   it('exposes Prometheus metrics of what happened', async () => {
-    const response = await fetch(`http://127.0.0.1:${adminPort}/metrics`);
+    const response = await fetch(`http://127.0.0.1:${adminPort}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
     expect(response.status).toBe(200);
     const text = await response.text();
     const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? NaN);
@@ -165,6 +180,7 @@ describe('sasl-gate serve', () => {
   it('keeps secrets out of its output', () => {
     expect(output).not.toContain(MASTER.password);
     expect(output).not.toContain(idp.clientSecret);
+    expect(output).not.toContain(METRICS_TOKEN);
     expect(output).not.toMatch(/eyJ[A-Za-z0-9_-]{20,}\./);
   });
 
@@ -273,15 +289,19 @@ describe('sasl-gate with a bad configuration', () => {
     ['a bad port', 'listeners:\n  - { protocol: imap, bind: "127.0.0.1:http" }\n', 'listeners[0].bind'],
     ['an issuer over plain http', 'oauth: { issuer: "http://idp.example.com", audience: [mail] }\n', 'oauth.issuer'],
     ['no master password', 'master: { user: gate }\n', 'master.password'],
+    ['no certificate and no tls.development', 'tls: { devCertDir: certs }\n', 'tls.cert: no certificate'],
+    ['a bind without a host', 'listeners:\n  - { protocol: imap, bind: ":1993" }\n', 'listeners.0.bind: ":1993" names no host: write "host:port"'],
+    ['a socketmap on every interface without allowFrom', 'directory: { source: static, static: { file: x }, socketmap: { bind: "0.0.0.0:7777" } }\n', 'directory.socketmap.allowFrom'],
   ])('refuses to start with %s and names the key', async (_name, fragment, key) => {
     const base = {
       listeners: 'listeners:\n  - { protocol: imap, bind: "127.0.0.1:0" }\n',
+      tls: `tls: { development: true, devCertDir: ${join(dir, 'bad-certs')} }\n`,
       backends: 'backends:\n  imap: { host: 127.0.0.1, port: 143 }\n',
       master: 'master: { user: gate, password: pw }\n',
       oauth: 'oauth: { issuer: "https://idp.example.com", audience: [mail] }\n',
     };
     const section = fragment.split(':')[0] as keyof typeof base;
-    const text = Object.entries(base).map(([k, v]) => (k === section ? fragment : v)).join('');
+    const text = Object.entries(base).map(([k, v]) => (k === section ? fragment : v)).join('') + (section in base ? '' : fragment);
     const file = join(dir, `bad-${key}.yaml`);
     writeFileSync(file, text);
     const result = await run(process.execPath, [BIN, 'serve', '--config', file]).then(

@@ -6,7 +6,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { plain, startStack, TlsImap, tokenLogin, USERS, type Stack } from '../support/stack.js';
+import { secret } from '../support/evidence.js';
+import { startRawIntrospection } from '../support/raw-introspection.js';
+import { plain, startStack, TlsImap, tokenLogin, USERS, xoauth2, type Stack } from '../support/stack.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 const OK = /^a1 OK \[CAPABILITY /;
@@ -248,6 +250,166 @@ describe('provider unreachable from the start', () => {
       }
     } finally {
       await stack.close();
+    }
+  });
+});
+
+/** Lines of Dovecot's log that show a login as `user` (a master login names the user it logs in as). */
+async function dovecotLoginsAs(stack: Stack, user: string): Promise<string[]> {
+  const log = await stack.dovecot.readLog();
+  return log.split('\n').filter((l) => l.includes(`user=<${user}>`) && /Login:/.test(l));
+}
+
+describe('who a token names, with the default usernameClaims [email]', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack();
+  });
+  afterAll(() => stack?.close());
+
+  /** Alice's token, reshaped by `change` (claims left undefined are dropped), signed by the provider. */
+  const aliceWith = async (change: Record<string, unknown>, header: { typ?: string } = {}) => {
+    const claims: Record<string, unknown> = { ...stack.idp.claimsFor(ALICE.name), ...change };
+    for (const [name, value] of Object.entries(claims)) if (value === undefined) delete claims[name];
+    return stack.idp.signToken(claims, header);
+  };
+
+  it('never takes the user from preferred_username when email is missing or empty', async () => {
+    const before = await dovecotLoginsAs(stack, BOB.name);
+    for (const email of [undefined, '']) {
+      // A client that did not ask for the email scope, with a user name the user chose at the provider.
+      const token = await aliceWith({ email, email_verified: undefined, preferred_username: BOB.name });
+      for (const mechanism of ['XOAUTH2', 'OAUTHBEARER'] as const) {
+        expect((await tokenLogin(stack, BOB.name, token, mechanism)).tagged).toBe(REFUSED);
+        expect(lastReason(stack)).toBe('no_identity');
+      }
+    }
+    expect(await dovecotLoginsAs(stack, BOB.name)).toEqual(before);
+  });
+
+  it('refuses a token that marks the address unverified', async () => {
+    const before = await dovecotLoginsAs(stack, BOB.name);
+    const token = await aliceWith({ email: BOB.name, email_verified: false });
+    expect((await tokenLogin(stack, BOB.name, token)).tagged).toBe(REFUSED);
+    expect(lastReason(stack)).toBe('email_not_verified');
+    expect(await dovecotLoginsAs(stack, BOB.name)).toEqual(before);
+  });
+
+  it('refuses an email claim that is not a plain mail address', async () => {
+    const before = await dovecotLoginsAs(stack, BOB.name);
+    for (const email of [`alice@evil.test@${BOB.name.split('@')[1]}`, 'bob', `"bob"@example.test`, 'bob%example.test@example.test']) {
+      const token = await aliceWith({ email });
+      // The client names the same user, so only the identity rule can refuse it.
+      expect((await tokenLogin(stack, email, token, 'OAUTHBEARER')).tagged).toBe(REFUSED);
+      expect(lastReason(stack)).toBe('bad_identity');
+    }
+    expect(await dovecotLoginsAs(stack, BOB.name)).toEqual(before);
+  });
+
+  it('refuses ID tokens and others that say they are not access tokens', async () => {
+    const before = await dovecotLoginsAs(stack, BOB.name);
+    const bob = stack.idp.claimsFor(BOB.name);
+    const keycloakId = await stack.idp.signToken({ ...bob, typ: 'ID', azp: 'mail', at_hash: undefined }, { typ: 'JWT' });
+    const keycloakRefresh = await stack.idp.signToken({ ...bob, typ: 'Refresh', azp: 'mail' }, { typ: 'JWT' });
+    const withAtHash = await stack.idp.signToken({ ...bob, at_hash: 'x4Q8wnW1x0Eh2CcjU4jJhQ', nonce: 'n-0S6_WzA2Mj' }, { typ: 'JWT' });
+    const explicitlyTyped = await stack.idp.signToken(bob, { typ: 'id_token+jwt' });
+    for (const token of [keycloakId, keycloakRefresh, withAtHash, explicitlyTyped]) {
+      expect((await tokenLogin(stack, BOB.name, token)).tagged).toBe(REFUSED);
+      expect(lastReason(stack)).toBe('wrong_token_type');
+    }
+    expect(await dovecotLoginsAs(stack, BOB.name)).toEqual(before);
+    // Real access tokens of the same shapes still work: Keycloak's typ Bearer, a plain JWT header.
+    const keycloakAccess = await stack.idp.signToken({ ...bob, typ: 'Bearer', azp: 'mail', nonce: 'n-0S6_WzA2Mj' }, { typ: 'JWT' });
+    expect((await tokenLogin(stack, BOB.name, keycloakAccess)).tagged).toMatch(OK);
+    expect(await dovecotLoginsAs(stack, BOB.name)).toHaveLength(before.length + 1);
+  });
+
+  it('goes on after a refusal: the same connection logs in with a good token', async () => {
+    const bad = await aliceWith({ email: undefined, preferred_username: BOB.name });
+    const good = await stack.idp.mintAccessToken({ user: ALICE.name });
+    const c = await TlsImap.connect(stack);
+    try {
+      c.write(`a1 AUTHENTICATE XOAUTH2 ${xoauth2(BOB.name, bad)}\r\n`);
+      expect(await c.readLine()).toMatch(/^\+ /);
+      c.write('AQ==\r\n');
+      expect((await c.until('a1')).tagged).toBe(REFUSED);
+      c.write(`a2 AUTHENTICATE XOAUTH2 ${xoauth2(ALICE.name, good)}\r\n`);
+      expect((await c.until('a2')).tagged).toMatch(/^a2 OK \[CAPABILITY /);
+      expect((await c.command('SELECT INBOX')).tagged).toMatch(/^t1 OK/);
+    } finally {
+      c.close();
+    }
+  });
+});
+
+describe('who a token names, with a listed fallback claim and accepted domains', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ oauth: { usernameClaims: ['email', 'preferred_username'], allowedEmailDomains: ['Example.TEST'] } });
+  });
+  afterAll(() => stack?.close());
+
+  const bobWith = (change: Record<string, unknown>) => {
+    const claims: Record<string, unknown> = { ...stack.idp.claimsFor(BOB.name), ...change };
+    for (const [name, value] of Object.entries(claims)) if (value === undefined) delete claims[name];
+    return stack.idp.signToken(claims);
+  };
+
+  it('takes the listed fallback claim only when it is a verified address of an accepted domain', async () => {
+    const before = await dovecotLoginsAs(stack, BOB.name);
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ email: undefined, email_verified: undefined, preferred_username: 'bob' }, 'bad_identity'],
+      [{ email: '', preferred_username: 'bob@example.test\r\nx' }, 'bad_identity'],
+      [{ email: undefined, preferred_username: BOB.name, email_verified: false }, 'email_not_verified'],
+      [{ email: undefined, preferred_username: 'bob@evil.test' }, 'domain_not_allowed'],
+      [{ email: 'bob@example.test.evil.test', preferred_username: BOB.name }, 'domain_not_allowed'],
+      [{ email: 'bob@mail.example.test' }, 'domain_not_allowed'],
+    ];
+    for (const [change, reason] of cases) {
+      const token = await bobWith(change);
+      const named = String(change['email'] || change['preferred_username']).replace(/\r\n.*/, '');
+      expect((await tokenLogin(stack, named, token, 'OAUTHBEARER')).tagged, reason).toBe(REFUSED);
+      expect(lastReason(stack)).toBe(reason);
+    }
+    expect(await dovecotLoginsAs(stack, BOB.name)).toEqual(before);
+
+    // Listed, well-formed and of an accepted domain: the fallback names the user.
+    const fallback = await bobWith({ email: undefined, email_verified: undefined, preferred_username: BOB.name });
+    expect((await tokenLogin(stack, BOB.name, fallback)).tagged).toMatch(OK);
+    expect(await dovecotLoginsAs(stack, BOB.name)).toHaveLength(before.length + 1);
+  });
+});
+
+describe('introspection with client_secret_basic and a client id with - . _ ~', () => {
+  const clientId = 'mail-gate.v2_prod~1';
+  const clientSecret = secret('Se-cr.et_~9aZ0-introspection', 'client secret');
+
+  it('is accepted by a provider that decodes the credentials (oidc-provider) and by one that reads them raw', async () => {
+    const decoding = await startStack({ idp: { clientId, clientSecret }, oauth: { audience: [clientId], validation: ['introspection'] } });
+    const raw = await startRawIntrospection(decoding.idp, clientId, clientSecret);
+    // A second gate in front of the same provider, whose introspection endpoint reads the credentials raw.
+    const rawGate = await startStack({
+      oauth: {
+        issuer: decoding.idp.issuer,
+        audience: [clientId],
+        clientId,
+        clientSecret,
+        validation: ['introspection'],
+        introspectionEndpoint: raw.url,
+      },
+    });
+    try {
+      const token = await decoding.idp.mintAccessToken({ user: ALICE.name, format: 'opaque' });
+      expect((await tokenLogin(decoding, ALICE.name, token)).tagged).toMatch(OK);
+      expect((await tokenLogin(rawGate, ALICE.name, token)).tagged).toMatch(OK);
+      expect(raw.seen.at(-1)).toEqual({ clientId, clientSecret });
+      // The wrong user's login still fails on the answer, not on the credentials.
+      expect((await tokenLogin(rawGate, BOB.name, token)).tagged).toBe(REFUSED);
+      expect(lastReason(rawGate)).toBe('wrong_user');
+    } finally {
+      await rawGate.close();
+      await raw.close();
+      await decoding.close();
     }
   });
 });

@@ -103,7 +103,6 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       validation: ['jwt'],
       clientId: idp.clientId,
       clientSecret: idp.clientSecret,
-      usernameClaims: ['email', 'preferred_username'],
       ...options.oauth,
     },
     // Tests fail logins on purpose, from one address: growing delays are tested on their own.

@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { checkAudience, checkRequirements } from '../../../src/auth/claims.js';
+import { checkAudience, checkRequirements, checkTokenType } from '../../../src/auth/claims.js';
 import { bindIdentity, identityFromClaims } from '../../../src/auth/identity.js';
-import { configSchema } from '../../../src/config/schema.js';
+import { acceptedDomains, configSchema, openSettingsWarnings } from '../../../src/config/schema.js';
 
 function oauth(extra: Record<string, unknown> = {}) {
   return configSchema.parse({
-    listeners: [{ protocol: 'imap', bind: ':993' }],
+    listeners: [{ protocol: 'imap', bind: '0.0.0.0:993' }],
+    tls: { development: true },
     backends: { imap: { host: 'x' } },
     master: { user: 'm', password: 'p' },
     oauth: { issuer: 'https://idp.example', audience: ['mail'], ...extra },
@@ -43,13 +44,6 @@ describe('checkRequirements', () => {
     expect(() => checkRequirements({ email_verified: false }, o)).toThrow(expect.objectContaining({ code: 'email_not_verified' }));
     expect(() => checkRequirements({}, o)).toThrow(expect.objectContaining({ code: 'email_not_verified' }));
   });
-  it('limits e-mail domains', () => {
-    const o = oauth({ allowedEmailDomains: ['example.org'] });
-    expect(() => checkRequirements({ email: 'a@Example.ORG' }, o)).not.toThrow();
-    expect(() => checkRequirements({ email: 'a@example.org.evil.test' }, o)).toThrow(expect.objectContaining({ code: 'domain_not_allowed' }));
-    expect(() => checkRequirements({ email: 'a@evil.test@example.org' }, o)).not.toThrow();
-    expect(() => checkRequirements({}, o)).toThrow(expect.objectContaining({ code: 'domain_not_allowed' }));
-  });
   it('requires a group or a nested role', () => {
     const groups = oauth({ requiredClaim: { name: 'groups', value: 'mail-users' } });
     expect(() => checkRequirements({ groups: ['staff', 'mail-users'] }, groups)).not.toThrow();
@@ -60,32 +54,148 @@ describe('checkRequirements', () => {
   });
 });
 
+const RULES = { claims: ['email'], masterSeparator: '*', domains: [] as string[] };
+const rules = (extra: Partial<typeof RULES> = {}) => ({ ...RULES, ...extra });
+const refusal = (code: string) => expect.objectContaining({ code });
+
 describe('identity', () => {
-  it('takes the first present claim', () => {
-    expect(identityFromClaims({ preferred_username: 'al', email: 'al@x.test' }, ['email', 'preferred_username'], '*')).toEqual({
-      identity: 'al@x.test',
-      claim: 'email',
-    });
-    expect(identityFromClaims({ email: '', preferred_username: 'al' }, ['email', 'preferred_username'], '*').identity).toBe('al');
-    expect(() => identityFromClaims({ email: 42 }, ['email'], '*')).toThrow(expect.objectContaining({ code: 'no_identity' }));
-  });
-  it('refuses an e-mail identity the provider marks unverified', () => {
-    expect(() => identityFromClaims({ email: 'bob@x.test', email_verified: false }, ['email'], '*')).toThrow(
-      expect.objectContaining({ code: 'email_not_verified' }),
-    );
-    expect(identityFromClaims({ email: 'bob@x.test', email_verified: true }, ['email'], '*').identity).toBe('bob@x.test');
-    expect(identityFromClaims({ email: 'bob@x.test' }, ['email'], '*').identity).toBe('bob@x.test');
-    expect(identityFromClaims({ preferred_username: 'bob', email_verified: false }, ['preferred_username'], '*').identity).toBe('bob');
+  it('takes the first present claim, and only listed claims', () => {
+    const both = rules({ claims: ['email', 'preferred_username'] });
+    expect(identityFromClaims({ preferred_username: 'al@x.test', email: 'alice@x.test' }, both)).toEqual({ identity: 'alice@x.test', claim: 'email' });
+    expect(identityFromClaims({ email: '', preferred_username: 'al@x.test' }, both)).toEqual({ identity: 'al@x.test', claim: 'preferred_username' });
+    // The default lists only email: a token without one names nobody, whatever else it carries.
+    expect(() => identityFromClaims({ preferred_username: 'bob@x.test' }, rules())).toThrow(refusal('no_identity'));
+    expect(() => identityFromClaims({ email: '', preferred_username: 'bob@x.test' }, rules())).toThrow(refusal('no_identity'));
+    expect(() => identityFromClaims({ email: 42 }, rules())).toThrow(refusal('no_identity'));
+    expect(() => identityFromClaims({ email: ['bob@x.test'] }, rules())).toThrow(refusal('no_identity'));
   });
 
-  it('refuses identities that could trick the backend', () => {
-    expect(() => identityFromClaims({ email: 'bob@x.test*master' }, ['email'], '*')).toThrow(expect.objectContaining({ code: 'bad_identity' }));
-    expect(() => identityFromClaims({ email: 'bob\r\n@x' }, ['email'], '*')).toThrow(expect.objectContaining({ code: 'bad_identity' }));
+  it('refuses every identity of a token that marks the address unverified, whichever claim it came from', () => {
+    const both = rules({ claims: ['email', 'preferred_username'] });
+    for (const flag of [false, 'false']) {
+      expect(() => identityFromClaims({ email: 'bob@x.test', email_verified: flag }, rules())).toThrow(refusal('email_not_verified'));
+      expect(() => identityFromClaims({ preferred_username: 'bob@x.test', email_verified: flag }, both)).toThrow(refusal('email_not_verified'));
+      expect(() => identityFromClaims({ email: '', preferred_username: 'bob@x.test', email_verified: flag }, both)).toThrow(
+        refusal('email_not_verified'),
+      );
+    }
+    expect(identityFromClaims({ email: 'bob@x.test', email_verified: true }, rules()).identity).toBe('bob@x.test');
+    expect(identityFromClaims({ email: 'bob@x.test' }, rules()).identity).toBe('bob@x.test');
   });
+
+  it.each([
+    'bob',
+    'bob@',
+    '@x.test',
+    'bob@@x.test',
+    'alice@evil.test@x.test',
+    'bob x@x.test',
+    'bob@x..test',
+    'bob@.x.test',
+    'bob@x.test.',
+    'bob@-x.test',
+    'bob@x_y.test',
+    '.bob@x.test',
+    'bob.@x.test',
+    'b..ob@x.test',
+    '"bob"@x.test',
+    'bob%evil.test@x.test',
+    '../bob@x.test',
+    'bob/..@x.test',
+    'bob\\@x.test',
+    'bob,carol@x.test',
+    'bob<@x.test',
+    'bob@[127.0.0.1]',
+    'bob@x.test\u2028',
+    'bob\u0000@x.test',
+    'bob\r\n@x.test',
+    ' bob@x.test',
+    'bob@x.test*master',
+    `${'b'.repeat(65)}@x.test`,
+    `bob@${'x'.repeat(64)}.test`,
+    `bob@${Array.from({ length: 60 }, () => 'abcd').join('.')}.test`,
+  ])('refuses %j: not a plain mail address', (value) => {
+    expect(() => identityFromClaims({ email: value }, rules())).toThrow(refusal('bad_identity'));
+    // Whichever claim it comes from.
+    expect(() => identityFromClaims({ upn: value }, rules({ claims: ['upn'] }))).toThrow(refusal('bad_identity'));
+  });
+
+  it.each(["o'brien+tag@x.test", 'a.b-c_d@sub.x-y.test', 'jörg@bücher.example', 'ALICE@X.TEST', 'a@localhost'])('accepts %j', (value) => {
+    expect(identityFromClaims({ email: value }, rules()).identity).toBe(value);
+  });
+
+  it('accepts only the accepted domains, without regard to case or IDNA spelling', () => {
+    const only = rules({ domains: ['x.test', 'Bücher.example'], claims: ['email', 'preferred_username'] });
+    expect(identityFromClaims({ email: 'a@X.TEST' }, only).identity).toBe('a@X.TEST');
+    expect(identityFromClaims({ email: 'a@xn--bcher-kva.example' }, only).identity).toBe('a@xn--bcher-kva.example');
+    expect(identityFromClaims({ email: 'a@bücher.example' }, only).identity).toBe('a@bücher.example');
+    for (const value of ['a@x.test.evil.test', 'a@evil-x.test', 'a@sub.x.test', 'a@evil.test']) {
+      expect(() => identityFromClaims({ email: value }, only)).toThrow(refusal('domain_not_allowed'));
+      // A fallback claim is held to the same domains.
+      expect(() => identityFromClaims({ preferred_username: value }, only)).toThrow(refusal('domain_not_allowed'));
+    }
+  });
+
   it('binds the SASL user case-insensitively, and only to the same user', () => {
     expect(bindIdentity('Alice@X.test', 'alice@x.test')).toBe('alice@x.test');
     expect(bindIdentity(undefined, 'alice@x.test')).toBe('alice@x.test');
-    expect(() => bindIdentity('bob@x.test', 'alice@x.test')).toThrow(expect.objectContaining({ code: 'wrong_user' }));
-    expect(() => bindIdentity('alice@x.tes', 'alice@x.test')).toThrow(expect.objectContaining({ code: 'wrong_user' }));
+    expect(() => bindIdentity('bob@x.test', 'alice@x.test')).toThrow(refusal('wrong_user'));
+    expect(() => bindIdentity('alice@x.tes', 'alice@x.test')).toThrow(refusal('wrong_user'));
+  });
+});
+
+describe('acceptedDomains', () => {
+  const config = (oauthExtra: Record<string, unknown>, directory?: Record<string, unknown>) =>
+    configSchema.parse({
+      listeners: [{ protocol: 'imap', bind: '0.0.0.0:993' }],
+      tls: { development: true },
+      backends: { imap: { host: 'x' } },
+      master: { user: 'm', password: 'p' },
+      oauth: { issuer: 'https://idp.example', audience: ['mail'], ...oauthExtra },
+      ...(directory ? { directory } : {}),
+    });
+  const directory = (domains: string[]) => ({ source: 'static', static: { file: '/dev/null' }, domains });
+
+  it('is oauth.allowedEmailDomains, else the directory domains, else every domain with a warning', () => {
+    expect(acceptedDomains(config({ allowedEmailDomains: ['a.test'] }, directory(['b.test'])))).toEqual(['a.test']);
+    expect(acceptedDomains(config({}, directory(['b.test'])))).toEqual(['b.test']);
+    expect(acceptedDomains(config({}))).toEqual([]);
+    const open = openSettingsWarnings(config({}));
+    expect(open.filter((w) => w.includes('oauth.allowedEmailDomains'))).toHaveLength(1);
+    expect(openSettingsWarnings(config({ allowedEmailDomains: ['a.test'] })).filter((w) => w.includes('allowedEmailDomains'))).toEqual([]);
+    // A directory limits logins to its users, whatever their domain.
+    expect(openSettingsWarnings(config({}, directory([]))).filter((w) => w.includes('allowedEmailDomains'))).toEqual([]);
+  });
+
+  it('defaults to the email claim alone', () => {
+    expect(config({}).oauth.usernameClaims).toEqual(['email']);
+  });
+});
+
+describe('checkTokenType', () => {
+  const keycloakAccess = { typ: 'Bearer', azp: 'mail', email: 'a@x.test' };
+  it.each([
+    [{ typ: 'JWT' }, keycloakAccess],
+    [{ typ: 'at+jwt' }, { client_id: 'mail' }],
+    [{ typ: 'application/at+JWT' }, {}],
+    [{}, { azp: 'mail', uid: 'x', nonce: 'n', c_hash: 'c' }],
+    [{ typ: 'JWT' }, { typ: 'something-else' }],
+  ])('lets an access token through: header %j, claims %j', (header, claims) => {
+    expect(() => checkTokenType(header, claims)).not.toThrow();
+  });
+
+  it.each([
+    [{ typ: 'id_token+jwt' }, {}],
+    [{ typ: 'application/id_token+jwt' }, {}],
+    [{ typ: 'logout+jwt' }, {}],
+    [{ typ: 'dpop+jwt' }, {}],
+    [{ typ: 'JWT' }, { typ: 'ID' }],
+    [{ typ: 'JWT' }, { typ: 'id' }],
+    [{}, { typ: 'Refresh' }],
+    [{}, { typ: 'Offline' }],
+    [{}, { typ: 'Logout' }],
+    [{ typ: 'JWT' }, { at_hash: 'abc' }],
+  ])('refuses a token that declares another type: header %j, claims %j', (header, claims) => {
+    expect(() => checkTokenType(header, claims)).toThrow(refusal('wrong_token_type'));
   });
 });

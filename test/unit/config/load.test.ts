@@ -86,7 +86,8 @@ describe('loadConfig', () => {
     const { config } = loadConfig({
       env: {
         SASL_GATE_LISTENERS__0__PROTOCOL: 'imap',
-        SASL_GATE_LISTENERS__0__BIND: ':993',
+        SASL_GATE_LISTENERS__0__BIND: '0.0.0.0:993',
+        SASL_GATE_TLS__DEVELOPMENT: 'yes',
         SASL_GATE_BACKENDS__IMAP__HOST: 'dovecot',
         SASL_GATE_MASTER__USER: 'gate',
         SASL_GATE_MASTER__PASSWORD: 'pw',
@@ -145,6 +146,50 @@ describe('loadConfig', () => {
   it('names a certificate file it cannot read', () => {
     const tls = `tls: { cert: ${join(dir, 'missing.crt')}, key: ${join(dir, 'missing.key')} }`;
     expectConfigError(() => loadConfig({ file: file(CONTRACT.replace(/^tls: .*/m, tls)), env: {} }), 'tls.cert');
+  });
+
+  it('refuses a bind without a host, saying host:port', () => {
+    for (const [text, key] of [
+      [CONTRACT.replace('bind: "0.0.0.0:993"', 'bind: ":993"'), 'listeners.0.bind'],
+      [CONTRACT.replace('bind: "127.0.0.1:9090"', 'bind: ":9090"'), 'admin.bind'],
+      [`${CONTRACT}directory: { source: static, static: { file: x }, socketmap: { bind: ":7777" } }\n`, 'directory.socketmap.bind'],
+    ] as const) {
+      expectConfigError(() => loadConfig({ file: file(text), env: {} }), key);
+      expect(() => loadConfig({ file: file(text), env: {} })).toThrow(/names no host: write "host:port"/);
+    }
+    expect(loadConfig({ file: file(CONTRACT.replace('"0.0.0.0:993"', '"[::]:993"')), env: {} }).config.listeners[0]!.bind).toEqual({ host: '::', port: 993 });
+  });
+
+  it('refuses to run without a certificate unless tls.development says so', () => {
+    const none = CONTRACT.replace(/^tls: .*\n/m, '');
+    expectConfigError(() => loadConfig({ file: file(none), env: {} }), 'tls.cert');
+    expect(() => loadConfig({ file: file(none), env: {} })).toThrow(/tls\.development: true/);
+    const dev = loadConfig({ file: file(none), env: { SASL_GATE_TLS__DEVELOPMENT: 'true' } }).config;
+    expect(dev.tls).toMatchObject({ development: true, devCertDir: 'certs' });
+    expect(dev.tls.cert).toBeUndefined();
+  });
+
+  it.each(['socketmap', 'scim'] as const)('refuses a %s server beyond loopback without allowFrom', (name) => {
+    const extra = name === 'scim' ? ', token: "0123456789abcdef0123456789abcdef"' : '';
+    const directory = (bind: string, allow = '') =>
+      `${CONTRACT}directory: { source: static, static: { file: x }, ${name}: { bind: "${bind}"${allow}${extra} } }\n`;
+    expectConfigError(() => loadConfig({ file: file(directory('0.0.0.0:7777')), env: {} }), `directory.${name}.allowFrom`);
+    expectConfigError(() => loadConfig({ file: file(directory('[::]:7777')), env: {} }), `directory.${name}.allowFrom`);
+    expectConfigError(() => loadConfig({ file: file(directory('mailserver-net:7777')), env: {} }), `directory.${name}.allowFrom`);
+    for (const ok of [directory('127.0.0.1:7777'), directory('[::1]:7777'), directory('localhost:7777'), directory('0.0.0.0:7777', ', allowFrom: [172.30.25.0/28]')]) {
+      expect(() => loadConfig({ file: file(ok), env: {} })).not.toThrow();
+    }
+  });
+
+  it('takes a metrics token or its file, not both, and warns about an open /metrics beyond loopback', () => {
+    const both = CONTRACT.replace('admin: { bind: "127.0.0.1:9090" }', 'admin: { bind: "127.0.0.1:9090", metricsToken: "0123456789abcdef", metricsTokenFile: /x }');
+    expectConfigError(() => loadConfig({ file: file(both), env: {} }), 'admin.metricsToken');
+    const short = CONTRACT.replace('admin: { bind: "127.0.0.1:9090" }', 'admin: { bind: "127.0.0.1:9090", metricsToken: "short" }');
+    expectConfigError(() => loadConfig({ file: file(short), env: {} }), 'admin.metricsToken');
+    const open = CONTRACT.replace('bind: "127.0.0.1:9090"', 'bind: "0.0.0.0:9090"');
+    expect(loadConfig({ file: file(open), env: {} }).warnings.filter((w) => w.includes('admin.metricsToken'))).toHaveLength(1);
+    expect(loadConfig({ file: file(open), env: { SASL_GATE_ADMIN__METRICS_TOKEN: '0123456789abcdef' } }).warnings.filter((w) => w.includes('admin.metricsToken'))).toEqual([]);
+    expect(loadConfig({ file: file(CONTRACT), env: {} }).warnings.filter((w) => w.includes('admin.metricsToken'))).toEqual([]);
   });
 
   it('reads the master password from a file', () => {

@@ -66,7 +66,8 @@ describe('configuration reference', () => {
   it('states the defaults the schema applies', () => {
     // Every optional part present, so that every default has a place to appear.
     const parsed = configSchema.parse({
-      listeners: [{ protocol: 'imap', bind: ':993' }],
+      listeners: [{ protocol: 'imap', bind: '0.0.0.0:993' }],
+      tls: { cert: '/etc/sasl-gate/server.crt', key: '/etc/sasl-gate/server.key' },
       backends: { imap: { host: 'dovecot' }, smtp: { host: 'postfix' } },
       master: { user: 'sasl-gate', password: 'x' },
       oauth: { issuer: 'https://idp.example.com', clientId: 'mail', requiredClaim: { name: 'groups', value: 'mail' } },
@@ -76,7 +77,7 @@ describe('configuration reference', () => {
         keycloak: { url: 'https://sso.example.com', realm: 'mail', clientId: 'directory', clientSecret: 'x' },
         socketmap: { bind: '127.0.0.1:7777' },
         dovecot: { passwdFile: '/var/lib/sasl-gate/users' },
-        scim: { bind: ':8443', token: 'x'.repeat(32) },
+        scim: { bind: '127.0.0.1:8443', token: 'x'.repeat(32) },
       },
     }) as unknown as Record<string, unknown>;
     const at = (path: Array<string | number>) =>
@@ -99,7 +100,7 @@ describe('configuration reference', () => {
     expect(byKey.get('backends.imap.host')?.default).toBe('required when `backends.imap` is set');
     expect(byKey.get('oauth.clientSecret')?.default).toBe('unset');
     expect(byKey.get('backends.imap.port')?.default).toBe('`143`');
-    expect(byKey.get('oauth.usernameClaims')?.default).toBe('`[email, preferred_username]`');
+    expect(byKey.get('oauth.usernameClaims')?.default).toBe('`[email]`');
     expect(byKey.get('listeners[].bind')?.env).toBe('SASL_GATE_LISTENERS__0__BIND');
     expect(byKey.get('listeners[].tls')?.accepts).toBe('one of `implicit`, `starttls`');
     expect(byKey.get('backends.imap.port')?.accepts).toBe('1 to 65535');

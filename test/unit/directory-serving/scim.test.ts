@@ -351,6 +351,33 @@ describe('SCIM endpoint', () => {
       expect(directory.users.size).toBe(0);
     });
 
+    it('answers 400 to a malformed percent escape in the path, and goes on serving', async () => {
+      const id = await create();
+      for (const path of ['/Users/%zz', '/Users/%', '/Users/%E0%A4', `/Users/${id}%ZZ`, '/%C0%AF/x']) {
+        const reply = await call('GET', path);
+        expectError(reply, 400, 'invalidSyntax');
+        expect(reply.body.detail).toMatch(/percent-encoding/);
+      }
+      expect((await call('DELETE', '/Users/%E0%A4')).status).toBe(400);
+      expect(directory.users.size).toBe(1);
+      // A well-formed escape still decodes.
+      expect((await call('GET', `/Users/${encodeURIComponent(id)}`)).status).toBe(200);
+      expect(JSON.stringify(logs)).not.toMatch(/"status":500/);
+    });
+
+    it('refuses clients outside allowFrom with 403, whatever the token', async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await start({ allowFrom: ['192.0.2.0/24', '2001:db8::/32'] });
+      expectError(await call('GET', '/Users'), 403);
+      expectError(await call('POST', '/Users', authentikUser('mallory', 'mallory@example.test')), 403);
+      expect(directory.users.size).toBe(0);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await start({ allowFrom: ['127.0.0.0/8'] });
+      expect((await call('GET', '/Users')).status).toBe(200);
+      await create();
+      expect(directory.users.size).toBe(1);
+    });
+
     it('answers 404 for unknown resources and paths outside the base path, 405 and 501 where due', async () => {
       expectError(await call('GET', '/Users/nope'), 404);
       expectError(await call('GET', '/Widgets'), 404);

@@ -209,6 +209,41 @@ describe('Directory: token logins', () => {
     expect(directory.isLoginAllowed('alice@example.org\u0000')).toBe(false);
     expect(directory.isLoginAllowed('')).toBe(false);
   });
+
+  it('tells a disabled or removed user from one it never knew', () => {
+    const { directory, clock } = setup({ graceSeconds: 3600 });
+    directory.replace(
+      snap([
+        user('1', 'alice@example.org', { aliases: ['info@example.org'] }),
+        user('2', 'bob@example.org', { active: false, aliases: ['bobby@example.org'] }),
+        user('3', 'carol@example.org'),
+        ...team(9),
+      ]),
+    );
+    expect(directory.loginVerdict('Alice@example.org')).toBe('allowed');
+    expect(directory.loginVerdict('info@example.org')).toBe('allowed');
+    // Listed as disabled (first seen so: no grace period), by mailbox and alias.
+    expect(directory.loginVerdict('bob@example.org')).toBe('disabled');
+    expect(directory.loginVerdict('BOBBY@example.org')).toBe('disabled');
+    expect(directory.loginVerdict('mallory@example.org')).toBe('unknown');
+    expect(directory.loginVerdict(' alice@example.org')).toBe('unknown');
+
+    // Removed: disabled while in grace, unknown once the grace period is over.
+    directory.replace(snap([user('1', 'alice@example.org', { aliases: ['info@example.org'] }), user('2', 'bob@example.org', { active: false }), ...team(9)]));
+    expect(directory.loginVerdict('carol@example.org')).toBe('disabled');
+    expect(directory.loginVerdict('bobby@example.org')).toBe('unknown');
+    clock.now += 2 * HOUR;
+    directory.prune();
+    expect(directory.loginVerdict('carol@example.org')).toBe('unknown');
+
+    // Incremental updates keep the verdicts in step.
+    directory.upsert(user('2', 'bob@example.org'));
+    expect(directory.loginVerdict('bob@example.org')).toBe('allowed');
+    directory.upsert(user('4', 'dave@example.org', { active: false }));
+    expect(directory.loginVerdict('dave@example.org')).toBe('disabled');
+    directory.remove('4');
+    expect(directory.loginVerdict('dave@example.org')).toBe('unknown');
+  });
 });
 
 describe('Directory: mass-removal guard', () => {
