@@ -199,4 +199,23 @@ describe('SMTP command relay', () => {
     expect(h.takeClient()).toBe('250 2.0.0 Ok\r\n');
     expect(stats.bytesFromClient).toBe(6);
   });
+
+  it('a backend that reads slowly stops the relay reading the client; nothing is lost', async () => {
+    const h = harness();
+    await h.client('DATA\r\n');
+    await h.backend('354 go ahead\r\n');
+    h.takeBackend();
+    h.backendSide.pause();
+    const line = `${'y'.repeat(998)}\r\n`;
+    const content = line.repeat(1000);
+    // In pieces the size of TLS records, as a socket delivers them.
+    for (let at = 0; at < content.length; at += 16_000) h.clientSide.write(content.slice(at, at + 16_000));
+    await settle();
+    // The relay holds at most a socket buffer and a read-ahead, not the megabyte.
+    expect(h.clientSide.writableLength).toBeGreaterThan(content.length - 256 * 1024);
+    h.backendSide.resume();
+    for (let i = 0; i < 50 && h.clientSide.writableLength > 0; i++) await settle();
+    await h.client('.\r\n');
+    expect(h.takeBackend()).toBe(`${content}.\r\n`);
+  });
 });
