@@ -2,9 +2,9 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 export interface RelayStats {
-  /** Bytes from the client to the backend, including those buffered before the relay began. */
+  /** Bytes the client sent after login, including those read before the relay began. */
   bytesFromClient: number;
-  /** Bytes from the backend to the client. */
+  /** Bytes sent to the client after login. */
   bytesToClient: number;
   /** Which side closed first. */
   closedBy: 'client' | 'backend';
