@@ -38,6 +38,12 @@ export interface SmtpRelayOptions {
   pending?: { toBackend?: Buffer; toClient?: Buffer; clientEnded?: boolean };
   idleTimeoutMs?: number;
   limits?: Partial<SmtpRelayLimits>;
+  /**
+   * Whether the backend offers CHUNKING (true when not given). Without it Postfix answers BDAT
+   * with 521 and hangs up without reading the chunk; sasl-gate answers BDAT itself instead and
+   * drops the chunk, so the session goes on. The backend's EHLO replies during the session update it.
+   */
+  chunking?: boolean;
   log: Logger;
 }
 
@@ -59,6 +65,7 @@ const INVALID: Record<'too_long' | 'bare_cr' | 'nul' | 'empty', string> = {
   empty: '500 5.5.2 Error: bad syntax',
 };
 const BAD_BDAT = '501 5.5.4 Syntax: BDAT count [LAST]';
+const NO_CHUNKING = '502 5.5.1 Error: command not implemented';
 const BAD_BDAT_CLOSE = '421 4.5.0 Error: unreadable BDAT size, the chunk cannot be skipped; closing connection';
 const BACKEND_ERROR = '421 4.3.0 Error: mail server protocol error, closing connection';
 
@@ -80,6 +87,11 @@ export function filterEhloReply(lines: readonly string[]): string[] {
   return kept.map((l, i) => `${code}${i === kept.length - 1 ? ' ' : '-'}${l.slice(4)}`);
 }
 
+/** Whether EHLO keywords (without the reply code) include CHUNKING. */
+export function offersChunking(extensions: readonly string[]): boolean {
+  return extensions.some((e) => /^CHUNKING(\s|$)/i.test(e.trim()));
+}
+
 /** The canonical form of a command sent to the backend. */
 function canonical(verb: string, args: string): string {
   return args.length > 0 ? `${verb} ${args}\r\n` : `${verb}\r\n`;
@@ -98,6 +110,9 @@ export function runSmtpCommandRelay(options: SmtpRelayOptions): Promise<RelaySta
   const queue: Expected[] = [];
   const refused = new Map<string, number>();
   const stats: RelayStats = { bytesFromClient: 0, bytesToClient: 0, closedBy: 'client' };
+  let chunking = options.chunking ?? true;
+  /** Inside a BDAT chunk answered here: its bytes are read and dropped. */
+  let droppingChunk = false;
   let backendBlocked = false;
   let clientEnded = false;
   let backendEnded = false;
@@ -171,6 +186,11 @@ export function runSmtpCommandRelay(options: SmtpRelayOptions): Promise<RelaySta
         count(event.reason);
         return local(INVALID[event.reason]);
       case 'bdat':
+        droppingChunk = !chunking;
+        if (!chunking) {
+          count('BDAT');
+          return local(NO_CHUNKING);
+        }
         writeBackend(`BDAT ${event.size}${event.last ? ' LAST' : ''}\r\n`);
         queue.push({ from: 'backend', verb: 'BDAT' });
         return;
@@ -181,6 +201,8 @@ export function runSmtpCommandRelay(options: SmtpRelayOptions): Promise<RelaySta
         local(BAD_BDAT);
         return local(BAD_BDAT_CLOSE, true);
       case 'chunk':
+        if (!droppingChunk) writeBackend(event.bytes);
+        return;
       case 'content':
         return writeBackend(event.bytes);
       case 'end_of_data':
@@ -225,6 +247,7 @@ export function runSmtpCommandRelay(options: SmtpRelayOptions): Promise<RelaySta
       }
       return close();
     }
+    if (expected.verb === 'EHLO' && reply.code === 250) chunking = offersChunking(reply.lines.slice(1).map((l) => l.slice(4)));
     const lines = expected.verb === 'EHLO' && reply.code === 250 ? filterEhloReply(reply.lines) : reply.lines;
     writeClient(`${lines.join('\r\n')}\r\n`);
     if (reply.code === 421 || expected.verb === 'QUIT') return close();

@@ -12,7 +12,7 @@ import { decodePlain } from '../sasl/plain.js';
 import { LineFramer, type LineFrame } from '../server/line-framer.js';
 import { PreAuthSession } from '../server/session.js';
 import { loginToSmtpBackend, type SmtpBackendCredentials } from './backend-login.js';
-import { runSmtpCommandRelay } from './relay.js';
+import { offersChunking, runSmtpCommandRelay } from './relay.js';
 
 /** Everything an SMTP session needs; each I/O seam is injected. */
 export interface SmtpSessionContext {
@@ -285,8 +285,9 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
     this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
     this.authenticationSucceeded(this.user);
     const log = this.log.child({ user: this.user });
+    const chunking = offersChunking(result.extensions);
     return this.startRelay('235 2.7.0 Authentication successful', result.socket, result.rest, (client, backend, pending, options) =>
-      runSmtpCommandRelay({ client, backend, pending, log, ...options }),
+      runSmtpCommandRelay({ client, backend, pending, log, chunking, ...options }),
     );
   }
 }

@@ -10,12 +10,19 @@ async function settle(): Promise<void> {
 }
 
 /** One relay between an in-process client and a scripted backend. */
-function harness(limits: Partial<SmtpRelayLimits> = {}, pending?: { toBackend?: Buffer }, backendClosesOnEof = true) {
+function harness(limits: Partial<SmtpRelayLimits> = {}, pending?: { toBackend?: Buffer }, backendClosesOnEof = true, chunking?: boolean) {
   const [clientSide, relayClient] = duplexPair();
   const [relayBackend, backendSide] = duplexPair();
   const logged: Array<Record<string, unknown>> = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => logged.push(JSON.parse(line) as Record<string, unknown>) });
-  const done = runSmtpCommandRelay({ client: relayClient, backend: relayBackend, log, limits, ...(pending ? { pending } : {}) });
+  const done = runSmtpCommandRelay({
+    client: relayClient,
+    backend: relayBackend,
+    log,
+    limits,
+    ...(pending ? { pending } : {}),
+    ...(chunking === undefined ? {} : { chunking }),
+  });
   let toBackend = '';
   let toClient = '';
   let backendEnded = false;
@@ -144,6 +151,22 @@ describe('SMTP command relay', () => {
     expect(h.takeBackend()).toBe('BDAT 19\r\nXCLIENT LOGIN=bob\r\nBDAT 0 LAST\r\n');
     await h.backend('250 2.0.0 Ok: 19 bytes\r\n250 2.0.0 Ok: queued as X\r\n');
     expect(h.takeClient()).toBe('250 2.0.0 Ok: 19 bytes\r\n250 2.0.0 Ok: queued as X\r\n502 5.5.1 Error: command not available\r\n');
+  });
+
+  it('without CHUNKING at the backend, BDAT is answered here and its chunk dropped, never sent', async () => {
+    const h = harness({}, undefined, true, false);
+    await h.client('BDAT 19 LAST\r\nXCLIENT LOGIN=bob\r\nNOOP\r\n');
+    expect(h.takeBackend()).toBe('NOOP\r\n');
+    await h.backend('250 2.0.0 Ok\r\n');
+    expect(h.takeClient()).toBe('502 5.5.1 Error: command not implemented\r\n250 2.0.0 Ok\r\n');
+
+    // The backend's EHLO reply says whether it offers CHUNKING now.
+    const later = harness();
+    await later.client('EHLO client.example\r\n');
+    await later.backend('250-smtp.example\r\n250 PIPELINING\r\n');
+    await later.client('BDAT 6\r\nRSET\r\n');
+    expect(later.takeBackend()).toBe('EHLO client.example\r\n');
+    expect(later.takeClient()).toBe('250-smtp.example\r\n250 PIPELINING\r\n502 5.5.1 Error: command not implemented\r\n');
   });
 
   it('a malformed BDAT gets 501, then 421 after the earlier replies, and the connection closes', async () => {
