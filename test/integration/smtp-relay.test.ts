@@ -184,14 +184,17 @@ describe.each(MODES)('logged-in SMTP sessions cannot become another user (backen
     await postfixSawOnlyAlice(stack, mode);
   });
 
-  it('a message ended by a bare LF, followed by XCLIENT: the message is alice\'s, XCLIENT is refused', async () => {
-    const subject = unique(`bare-lf ${mode}`);
+  it.each([
+    ['a bare LF', 'hello\n.\n'],
+    ['a dot line with two CRs', 'hello\r\n.\r\r\n'],
+  ])('a message ended by %s (an end Postfix also reads), then XCLIENT: the message is alice\'s, XCLIENT is refused', async (_name, ending) => {
+    const subject = unique(`line-ends ${mode}`);
     const c = await loggedIn(stack, aliceToken);
     let queueId: string;
     try {
       c.write(`MAIL FROM:<${ALICE.name}>\r\nRCPT TO:<${BOB.name}>\r\nDATA\r\n`);
       expect((await c.readReplies(3)).map((r) => r.code)).toEqual([250, 250, 354]);
-      c.write(`Subject: ${subject}\r\n\r\nhello\n.\nXCLIENT LOGIN=${BOB.name}\r\nMAIL FROM:<${BOB.name}>\r\n`);
+      c.write(`Subject: ${subject}\r\n\r\n${ending}XCLIENT LOGIN=${BOB.name}\r\nMAIL FROM:<${BOB.name}>\r\n`);
       const [queued, xclient, mail] = await c.readReplies(3);
       queueId = queueIdOf(queued);
       expect(xclient?.lines).toEqual([XCLIENT_REFUSED]);
@@ -201,7 +204,7 @@ describe.each(MODES)('logged-in SMTP sessions cannot become another user (backen
       c.close();
     }
     await postfixSawOnlyAlice(stack, mode, [queueId]);
-    // The bare LF became CRLF on the way: what Postfix stored is what sasl-gate read.
+    // Line ends became CRLF on the way: what Postfix stored is what sasl-gate read.
     expect(bodyOf((await readBack(stack, bobToken, [subject])).get(subject)!).toString('latin1')).toBe('hello\r\n');
   });
 
