@@ -189,6 +189,21 @@ describe('SMTP command relay', () => {
     expect(h.ended()).toEqual({ backend: true, client: true });
   });
 
+  it('backend output that is not SMTP, or a reply nobody asked for, ends the session with 421', async () => {
+    const garbled = harness();
+    await garbled.client('NOOP\r\nXCLIENT LOGIN=bob\r\n');
+    await garbled.backend('hello there\r\n');
+    expect(garbled.takeClient()).toBe('421 4.3.0 Error: mail server protocol error, closing connection\r\n');
+    await garbled.done;
+    expect(garbled.logged).toContainEqual(expect.objectContaining({ msg: 'unreadable reply from the backend; closing' }));
+
+    const unasked = harness();
+    await unasked.backend('250 2.0.0 Ok\r\n');
+    expect(unasked.takeClient()).toBe('421 4.3.0 Error: mail server protocol error, closing connection\r\n');
+    await unasked.done;
+    expect(unasked.ended()).toEqual({ backend: true, client: true });
+  });
+
   it('stops reading when too many replies are outstanding, and goes on as they come', async () => {
     const h = harness({ maxOutstandingReplies: 3 });
     await h.client('NOOP\r\n'.repeat(10));
