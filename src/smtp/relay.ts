@@ -23,6 +23,7 @@ export interface SmtpRelayLimits {
   maxBufferedInput: number;
 }
 
+/** The relay's bounds unless a caller (a test) sets others. */
 export const DEFAULT_SMTP_RELAY_LIMITS: SmtpRelayLimits = {
   commandLineLimit: COMMAND_LINE_LIMIT,
   maxOutstandingReplies: 100,
