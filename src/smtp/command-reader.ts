@@ -89,11 +89,6 @@ export class SmtpCommandReader {
     return this.mode === 'awaiting_data_reply';
   }
 
-  /** Whether a BDAT chunk or message content is being read. */
-  get inMessage(): boolean {
-    return this.mode === 'data' || this.mode === 'chunk';
-  }
-
   /** The backend's reply to DATA: 354 starts message content, anything else means commands follow. */
   dataReply(accepted: boolean): void {
     if (this.mode !== 'awaiting_data_reply') throw new Error('no DATA awaits a reply');
