@@ -1,10 +1,10 @@
 import type { Socket } from 'node:net';
-import type { Duplex, Transform, Writable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 
 export interface RelayStats {
-  /** Bytes from the client to the backend, including those buffered before the relay began. */
+  /** Bytes the client sent after login, including those read before the relay began. */
   bytesFromClient: number;
-  /** Bytes from the backend to the client. */
+  /** Bytes sent to the client after login. */
   bytesToClient: number;
   /** Which side closed first. */
   closedBy: 'client' | 'backend';
@@ -20,15 +20,8 @@ const LINGER_MS = 5000;
 export function relay(
   client: Duplex & { setTimeout?(ms: number, callback?: () => void): unknown },
   backend: Socket,
-  pending: { toBackend: Buffer; toClient: Buffer },
-  options: {
-    idleTimeoutMs?: number;
-    /**
-     * Sits between the client and the backend; it sees the backend's output too, through
-     * `observeReplies`, to follow the conversation it filters.
-     */
-    clientFilter?: Transform & { observeReplies(chunk: Buffer): void };
-  } = {},
+  pending: { toBackend: Buffer; toClient: Buffer; clientEnded?: boolean },
+  options: { idleTimeoutMs?: number } = {},
 ): Promise<RelayStats> {
   return new Promise((resolve) => {
     // Counted from the backend socket's own counters at the end: no per-chunk work, nothing
@@ -52,27 +45,22 @@ export function relay(
         resolve(stats);
       }
     };
-    const filter = options.clientFilter;
-    if (filter) backend.on('data', (chunk: Buffer) => filter.observeReplies(chunk));
     // Errors end the connection; the close handlers do the rest.
     client.on('error', () => client.destroy());
     backend.on('error', () => backend.destroy());
     client.once('close', onClose('client', backend));
     backend.once('close', onClose('backend', client));
-    const toBackend: Writable = filter ?? backend;
-    if (filter) filter.pipe(backend);
-    if (pending.toClient.length > 0) {
-      filter?.observeReplies(pending.toClient);
-      client.write(pending.toClient);
-    }
-    if (pending.toBackend.length > 0) toBackend.write(pending.toBackend);
+    if (pending.toClient.length > 0) client.write(pending.toClient);
+    // A client that already closed its side gets the answers to what it sent before, then the end.
+    if (pending.clientEnded) backend.end(pending.toBackend);
+    else if (pending.toBackend.length > 0) backend.write(pending.toBackend);
     if (options.idleTimeoutMs && client.setTimeout) {
       // No byte either way for this long: the client is gone without saying so.
       client.setTimeout(options.idleTimeoutMs, () => {
         client.destroy();
       });
     }
-    client.pipe(toBackend);
+    if (!pending.clientEnded) client.pipe(backend);
     backend.pipe(client);
   });
 }

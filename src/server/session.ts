@@ -41,6 +41,9 @@ const DUMMY_REPLY_WAIT_MS = 5000;
  */
 const MAX_UNREAD_OUTPUT = 64 * 1024;
 
+/** Joins a logged-in client to its backend; resolves when both are closed. */
+export type RelayRunner = typeof relay;
+
 /** What both protocols' pre-login sessions share: the socket's life, limits, and the hand-over to the relay. */
 export interface SessionOptions {
   listener: string;
@@ -380,26 +383,21 @@ export abstract class PreAuthSession<F extends LineFramer> {
     }
   }
 
-  /** Answers the client's login and joins it to the backend; resolves when the relay ends. */
-  protected startRelay(
-    success: string,
-    backend: Socket,
-    backendRest: Buffer,
-    clientFilter?: NonNullable<Parameters<typeof relay>[3]>['clientFilter'],
-  ): Promise<RelayStats> {
+  /**
+   * Answers the client's login and joins it to the backend; resolves when the relay ends. The
+   * byte pipe unless the protocol brings its own relay.
+   */
+  protected startRelay(success: string, backend: Socket, backendRest: Buffer, run: RelayRunner = relay): Promise<RelayStats> {
     clearTimeout(this.preAuthTimer);
     this.send(success);
     this.unlisten(this.socket);
     this.socket.on('error', () => undefined);
     this.relaying = true;
-    const toBackend = this.framer.takeRest();
-    // A client that already closed its side gets the answers to what it sent before, then the end.
-    if (this.clientEnded) (clientFilter ?? backend).end(toBackend);
-    return relay(
+    return run(
       this.socket,
       backend,
-      { toBackend: this.clientEnded ? Buffer.alloc(0) : toBackend, toClient: backendRest },
-      { idleTimeoutMs: this.options.limits.idleTimeoutSeconds * 1000, ...(clientFilter ? { clientFilter } : {}) },
+      { toBackend: this.framer.takeRest(), toClient: backendRest, clientEnded: this.clientEnded },
+      { idleTimeoutMs: this.options.limits.idleTimeoutSeconds * 1000 },
     );
   }
 }

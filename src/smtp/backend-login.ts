@@ -24,7 +24,8 @@ export type SmtpBackendCredentials =
   | { kind: 'login-mechanism'; userResponse: string; passwordResponse: string };
 
 export type SmtpBackendLoginResult =
-  | { ok: true; socket: Socket; rest: Buffer }
+  /** `extensions`: the backend's EHLO keywords for this session (what the relay may use, e.g. CHUNKING). */
+  | { ok: true; socket: Socket; rest: Buffer; extensions: string[] }
   | { ok: false; reply: SmtpReply };
 
 /** Whether the EHLO reply offers an extension (and, optionally, one of its parameters). */
@@ -120,7 +121,7 @@ export async function loginToSmtpBackend(options: {
       throw unavailable('the login', verdict);
     }
     const rest = conversation.detach();
-    return { ok: true, socket: conversation.socket, rest };
+    return { ok: true, socket: conversation.socket, rest, extensions: ehloExtensions(ehlo) };
   } catch (err) {
     conversation.close();
     if (err instanceof AuthError) throw err;

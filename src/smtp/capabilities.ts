@@ -6,7 +6,7 @@ const TOKEN_MECHANISMS = ['XOAUTH2', 'OAUTHBEARER'];
 const PASSWORD_MECHANISMS = ['PLAIN', 'LOGIN'];
 
 /** Extensions sasl-gate handles itself or that only concern sasl-gate's own link to the backend. */
-const NOT_FORWARDED = /^(AUTH|AUTH=.*|STARTTLS|XCLIENT|XFORWARD)(\s|$)/i;
+export const NOT_FORWARDED = /^(AUTH|AUTH=.*|STARTTLS|XCLIENT|XFORWARD)(\s|$)/i;
 
 /**
  * The EHLO extensions clients see: the backend's own (so the session after AUTH offers what

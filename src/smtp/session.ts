@@ -12,7 +12,7 @@ import { decodePlain } from '../sasl/plain.js';
 import { LineFramer, type LineFrame } from '../server/line-framer.js';
 import { PreAuthSession } from '../server/session.js';
 import { loginToSmtpBackend, type SmtpBackendCredentials } from './backend-login.js';
-import { SmtpCommandGuard } from './guard.js';
+import { offersChunking, runSmtpCommandRelay } from './relay.js';
 
 /** Everything an SMTP session needs; each I/O seam is injected. */
 export interface SmtpSessionContext {
@@ -36,7 +36,8 @@ const MAIL_COMMANDS = new Set(['MAIL', 'RCPT', 'DATA', 'BDAT', 'VRFY', 'EXPN', '
 
 /**
  * One SMTP submission connection before AUTH: sasl-gate answers EHLO and AUTH itself (RFC 4954
- * replies), logs into the backend on the client's behalf, then relays bytes untouched.
+ * replies), logs into the backend on the client's behalf, then relays the session as a command relay
+ * that owns the SMTP framing (see `relay.ts`).
  */
 export class SmtpSession extends PreAuthSession<LineFramer> {
   private commands = 0;
@@ -283,10 +284,10 @@ export class SmtpSession extends PreAuthSession<LineFramer> {
     }
     this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
     this.authenticationSucceeded(this.user);
-    const guard = new SmtpCommandGuard();
-    result.socket.once('close', () => {
-      if (guard.refused > 0) this.log.warn({ user: this.user, commands: guard.refused }, 'refused XCLIENT / XFORWARD from a logged-in client');
-    });
-    return this.startRelay('235 2.7.0 Authentication successful', result.socket, result.rest, guard);
+    const log = this.log.child({ user: this.user });
+    const chunking = offersChunking(result.extensions);
+    return this.startRelay('235 2.7.0 Authentication successful', result.socket, result.rest, (client, backend, pending, options) =>
+      runSmtpCommandRelay({ client, backend, pending, log, chunking, ...options }),
+    );
   }
 }
