@@ -150,7 +150,7 @@ describe('loadConfig', () => {
 
   it('refuses a bind without a host, saying host:port', () => {
     for (const [text, key] of [
-      [CONTRACT.replace('bind: "0.0.0.0:993"', 'bind: ":993"'), 'listeners.0.bind'],
+      [CONTRACT.replace('bind: "0.0.0.0:993"', 'bind: ":993"'), 'listeners[0].bind'],
       [CONTRACT.replace('bind: "127.0.0.1:9090"', 'bind: ":9090"'), 'admin.bind'],
       [`${CONTRACT}directory: { source: static, static: { file: x }, socketmap: { bind: ":7777" } }\n`, 'directory.socketmap.bind'],
     ] as const) {
@@ -233,7 +233,7 @@ describe('every problem at once', () => {
       ['backends.imap.port', 'listeners[0].bind', 'master.passwordFile', 'oauth.audiences', 'oauth.issuer', 'tls.cert'].sort(),
     );
     expect(problems.get('listeners[0].bind')).toMatchObject({
-      message: expect.stringMatching(/^expected host:port, \[IPv6\]:port, or :port .*, got the number 993$/),
+      message: expect.stringMatching(/^expected host:port or \[IPv6\]:port; the host is required .*, got the number 993$/),
       hint: expect.stringContaining('"0.0.0.0:993"'),
     });
     expect(problems.get('backends.imap.port')?.message).toBe('expected a whole number from 1 to 65535, got "143x"');
