@@ -551,9 +551,14 @@ export const configSchema = z
           .describe(
             'The address and port of the HTTP endpoint serving `/healthz` and `/readyz`; unset, there is none; keep it on loopback or a private network.',
           ),
+        readinessProbeSeconds: integer(1, 3600)
+          .default(10)
+          .describe(
+            'A backend or the OpenID provider not heard from (no login, no probe) for this many seconds is probed for `/readyz`; one that is failing is probed this often until it answers.',
+          ),
       })
-      .default({})
-      .describe('The HTTP endpoint for health checks.'),
+      .default({ readinessProbeSeconds: 10 })
+      .describe('The HTTP endpoint for health checks and metrics.'),
     limits: limitsSchema.describe('Bounds on what one client, or all of them, may cost; each has a safe default.'),
     directory: directorySchema
       .optional()

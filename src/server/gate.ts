@@ -16,6 +16,7 @@ import { CertificateStore } from './certificates.js';
 import { FailureTracker } from './failures.js';
 import { ConnectionLimiter } from './limits.js';
 import { startDirectory, type RunningDirectory } from '../directory/service.js';
+import { DependencyHealth, Readiness, tracked } from '../observe/health.js';
 import { Metrics } from '../observe/metrics.js';
 import { canonicalAddress, parseNetworks, type NetworkList } from './networks.js';
 import { readProxyHeader } from './proxy-reader.js';
@@ -72,6 +73,11 @@ const REFUSALS = {
   smtp: '421 4.7.0 Too many connections from your address, try again later',
 };
 
+/** A connector that records each connection attempt's outcome in `health`. */
+function trackedConnector(connect: BackendConnector, health: DependencyHealth): BackendConnector {
+  return (ends) => tracked(health, ends ? 'login' : 'probe', () => connect(ends));
+}
+
 /** Starts every configured listener and the admin endpoint; resolves once all are bound. */
 export async function startGate(config: GateConfig, deps: GateDependencies): Promise<RunningGate> {
   const { log } = deps;
@@ -79,18 +85,24 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   await certificates.load();
   certificates.watch();
   let metrics: Metrics | undefined;
+  /** The provider's recent record, from readiness probes and from the validations of logins. */
+  const providerHealth = new DependencyHealth();
   const validator =
     deps.validator ??
     new ChainValidator(config.oauth, {
       masterSeparator: config.master.separator,
       log,
-      onStrategy: (strategy, seconds, verdict) => metrics?.validationSeconds.observe({ strategy, verdict }, seconds),
+      onStrategy: (strategy, seconds, verdict) => {
+        metrics?.validationSeconds.observe({ strategy, verdict }, seconds);
+        if (verdict === 'unavailable') providerHealth.failed(`${strategy} validation could not reach the provider`, 'login');
+        else if (verdict === 'accepted' || verdict === 'rejected') providerHealth.succeeded();
+      },
     });
   metrics = new Metrics(
     validator instanceof ChainValidator ? { tokenCache: () => ({ ...validator.cache.stats, size: validator.cache.size }) } : {},
   );
   if (validator instanceof ChainValidator) {
-    validator.provider.warmUp().then(
+    tracked(providerHealth, 'probe', () => validator.provider.warmUp()).then(
       (meta) =>
         log.info(
           { issuer: meta.issuer, jwks: meta.jwksUri, introspection: meta.introspectionEndpoint, userinfo: meta.userinfoEndpoint },
@@ -108,6 +120,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const sockets = new Set<Socket>();
   const bound: RunningGate['listeners'] = [];
   const caches: CapabilityCache[] = [];
+  /** Each backend's recent record (probes and client connections), for /readyz. */
+  const backendHealth: Array<{ name: string; health: DependencyHealth; cache: CapabilityCache }> = [];
   const connections = new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
   /** Connections being refused (handshake, then the refusal): bounded like the admitted ones. */
   const refusing = new ConnectionLimiter(MAX_REFUSALS_IN_PROGRESS, config.limits.maxConnectionsPerAddress);
@@ -131,11 +145,14 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     };
     if (protocol === 'imap') {
       const backend = config.backends.imap!;
-      const connect =
-        deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol);
+      const health = new DependencyHealth();
+      const connect = trackedConnector(
+        deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
+        health,
+      );
       const capabilities = new CapabilityCache({
         name: 'imap',
-        probe: () => probeImapCapabilities(connect, backend.responseTimeoutSeconds * 1000),
+        probe: () => tracked(health, 'probe', () => probeImapCapabilities(connect, backend.responseTimeoutSeconds * 1000)),
         advertise: advertisedCapabilities,
         fallback: IMAP_FALLBACK,
         refreshMs: backend.capabilityRefreshSeconds * 1000,
@@ -143,6 +160,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       });
       await capabilities.start();
       caches.push(capabilities);
+      backendHealth.push({ name: 'imap backend', health, cache: capabilities });
       factory = (socket, name, options) =>
         new ImapSession(socket, {
           ...common,
@@ -154,11 +172,14 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         });
     } else {
       const backend = config.backends.smtp!;
-      const connect =
-        deps.smtpConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol);
+      const health = new DependencyHealth();
+      const connect = trackedConnector(
+        deps.smtpConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
+        health,
+      );
       const extensions = new CapabilityCache({
         name: 'smtp',
-        probe: () => probeSmtpExtensions(connect, backend.responseTimeoutSeconds * 1000, config.hostname),
+        probe: () => tracked(health, 'probe', () => probeSmtpExtensions(connect, backend.responseTimeoutSeconds * 1000, config.hostname)),
         advertise: advertisedSmtpExtensions,
         // Until Postfix answers: what any submission server offers, so password clients get a
         // temporary failure at AUTH rather than "unsupported mechanism".
@@ -168,6 +189,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       });
       await extensions.start();
       caches.push(extensions);
+      backendHealth.push({ name: 'smtp backend', health, cache: extensions });
       factory = (socket, name, options) =>
         new SmtpSession(socket, {
           ...common,
@@ -295,7 +317,41 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
 
   let admin: HttpServer | undefined;
   let adminAddress: RunningGate['admin'];
+  let probeTimer: NodeJS.Timeout | undefined;
   if (config.admin.bind) {
+    const readiness = new Readiness();
+    for (const { name, health } of backendHealth) readiness.add(name, () => health.check());
+    if (validator instanceof ChainValidator) {
+      // With introspection or userinfo every new token needs the provider; with jwt alone only
+      // fetching keys does, so a failed probe is shown but counts only once logins fail too.
+      const perLogin = config.oauth.validation.some((strategy) => strategy !== 'jwt');
+      readiness.add('openid provider', () => {
+        const result = providerHealth.check();
+        if (result.ok || perLogin || providerHealth.failing === 'login' || !validator.provider.isReady()) return result;
+        return { ok: true, text: `${result.text} (not needed per login while the signing keys are cached)` };
+      });
+    } else {
+      readiness.add('openid provider', () => (validator.isReady?.() ?? true ? { ok: true, text: 'ok' } : { ok: false, text: 'not reachable yet' }));
+    }
+    if (directory) {
+      readiness.add('directory', () => (directory.directory.isLoaded() ? { ok: true, text: 'ok' } : { ok: false, text: 'not loaded yet' }));
+    }
+    // Dependencies nobody needed lately are probed, failing ones until they answer again.
+    const probeMs = config.admin.readinessProbeSeconds * 1000;
+    const probing = new Set<DependencyHealth>();
+    const probe = (health: DependencyHealth, run: () => Promise<unknown>) => {
+      if (probing.has(health) || (!health.failing && !health.isStale(probeMs))) return;
+      probing.add(health);
+      void run()
+        .catch(() => undefined)
+        .finally(() => probing.delete(health));
+    };
+    probeTimer = setInterval(() => {
+      for (const { health, cache } of backendHealth) probe(health, () => cache.refresh());
+      if (validator instanceof ChainValidator) probe(providerHealth, () => tracked(providerHealth, 'probe', () => validator.provider.probe()));
+    }, probeMs);
+    probeTimer.unref();
+
     admin = createHttpServer((req, res) => {
       if (req.url === '/metrics') {
         metrics.render().then(
@@ -305,14 +361,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       } else if (req.url === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       } else if (req.url === '/readyz') {
-        const checks = [
-          ...caches.map((c) => [`${c.name} backend`, c.isProbed] as const),
-          ['openid provider', validator.isReady?.() ?? true] as const,
-          ...(directory ? [['directory', directory.directory.isLoaded()] as const] : []),
-        ];
-        const ready = checks.every(([, ok]) => ok);
-        const body = checks.map(([what, ok]) => `${what}: ${ok ? 'ok' : 'not reachable yet'}`).join('\n');
-        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(`${body}\n`);
+        const { ready, body } = readiness.report();
+        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(body);
       } else {
         res.writeHead(404).end();
       }
@@ -329,6 +379,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     reloadCertificates: () => certificates.reload('reload requested'),
     async close(graceMs = config.limits.shutdownGraceSeconds * 1000) {
       for (const cache of caches) cache.stop();
+      clearInterval(probeTimer);
       certificates.stop();
       await directory?.close();
       const closing = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
