@@ -84,7 +84,8 @@ export async function main(argv: string[]): Promise<number> {
       return doctor(file);
     case 'demo': {
       const { runDemo } = await import('./devstack/demo.js');
-      return runDemo();
+      // Everything it started is stopped by then; idle keep-alive sockets must not hold the process.
+      process.exit(await runDemo());
     }
     default:
       process.stderr.write(`unknown command "${command}"\n\n${HELP}`);
