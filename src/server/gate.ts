@@ -98,9 +98,21 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         else if (verdict === 'accepted' || verdict === 'rejected') providerHealth.succeeded();
       },
     });
-  metrics = new Metrics(
-    validator instanceof ChainValidator ? { tokenCache: () => ({ ...validator.cache.stats, size: validator.cache.size }) } : {},
-  );
+  /** Each backend's recent record (probes and client connections), for /readyz and the metrics. */
+  const backendHealth: Array<{ name: string; health: DependencyHealth; cache: CapabilityCache }> = [];
+  metrics = new Metrics({
+    ...(validator instanceof ChainValidator
+      ? {
+          tokenCache: () => ({ ...validator.cache.stats, size: validator.cache.size }),
+          breakerState: () => validator.provider.breaker.state,
+        }
+      : {}),
+    certificateExpiry: () => certificates.expiresAt(),
+    dependencies: () => [
+      ...backendHealth.map(({ cache, health }) => ({ dependency: cache.name, up: health.check().ok })),
+      ...(validator instanceof ChainValidator ? [{ dependency: 'provider', up: providerHealth.check().ok }] : []),
+    ],
+  });
   if (validator instanceof ChainValidator) {
     tracked(providerHealth, 'probe', () => validator.provider.warmUp()).then(
       (meta) =>
@@ -120,8 +132,6 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const sockets = new Set<Socket>();
   const bound: RunningGate['listeners'] = [];
   const caches: CapabilityCache[] = [];
-  /** Each backend's recent record (probes and client connections), for /readyz. */
-  const backendHealth: Array<{ name: string; health: DependencyHealth; cache: CapabilityCache }> = [];
   const connections = new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
   /** Connections being refused (handshake, then the refusal): bounded like the admitted ones. */
   const refusing = new ConnectionLimiter(MAX_REFUSALS_IN_PROGRESS, config.limits.maxConnectionsPerAddress);
