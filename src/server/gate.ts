@@ -45,9 +45,14 @@ export interface RunningGate {
   close(graceMs?: number): Promise<void>;
 }
 
-interface Session {
-  run(): Promise<void>;
+/** What shutdown needs of an open connection. */
+interface Closable {
   shutdown(): void;
+}
+
+interface Session extends Closable {
+  /** Serves the connection; `onRelay` gets a small stand-in for the session once the relay has it. */
+  run(onRelay?: (relay: Closable) => void): Promise<void>;
 }
 
 type SessionFactory = (socket: Socket, name: string, options: Pick<SessionOptions, 'clientAddress' | 'starttls'>) => Session;
@@ -127,7 +132,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const directory = config.directory ? await startDirectory(config.directory, { log, certificates }) : undefined;
 
   const servers: NetServer[] = [];
-  const sessions = new Set<Session>();
+  const sessions = new Set<Closable>();
   /** Every client connection, whatever its stage (PROXY header, TLS handshake, session, relay). */
   const sockets = new Set<Socket>();
   const bound: RunningGate['listeners'] = [];
@@ -266,24 +271,33 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     if (listener.tls === 'implicit') {
       const secure = new TLSSocket(raw, { isServer: true, secureContext: certificates.current() });
       const handshakeMs = Math.min(refused ? REFUSAL_HANDSHAKE_MS : Infinity, config.limits.preAuthTimeoutSeconds * 1000);
+      let onSecure = () => {};
+      let onFailed = (_err: Error) => {};
+      let onClosed = () => {};
+      let timer: NodeJS.Timeout | undefined;
       const handshake = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
+        timer = setTimeout(() => {
           log.debug({ listener: name, client: address }, 'TLS handshake timed out');
           resolve(false);
         }, handshakeMs);
-        secure.once('secure', () => {
-          clearTimeout(timer);
-          resolve(true);
-        });
-        secure.once('error', (err) => {
-          clearTimeout(timer);
+        onSecure = () => resolve(true);
+        onFailed = (err) => {
           log.debug({ listener: name, client: address, err: err.message }, 'TLS handshake failed');
           resolve(false);
-        });
-        secure.once('close', () => resolve(false));
+        };
+        onClosed = () => resolve(false);
+        secure.once('secure', onSecure);
+        secure.once('error', onFailed);
+        secure.once('close', onClosed);
       });
+      // Nothing of the handshake stays attached to a connection that may live for hours.
+      clearTimeout(timer);
+      secure.off('secure', onSecure);
+      secure.off('error', onFailed);
+      secure.off('close', onClosed);
       if (!handshake) {
         metrics.tlsHandshakeFailures.inc({ listener: name });
+        secure.on('error', () => undefined);
         secure.destroy();
         if (!refused) connections.release(address);
         return;
@@ -310,8 +324,15 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       clientAddress,
       starttls: listener.tls === 'starttls' ? () => certificates.current() : undefined,
     });
-    sessions.add(session);
-    void session.run().finally(() => sessions.delete(session));
+    // During the relay the set holds a stand-in, not the session: the pre-login session can go.
+    let open: Closable = session;
+    sessions.add(open);
+    const handOver = (relay: Closable) => {
+      sessions.delete(open);
+      open = relay;
+      sessions.add(open);
+    };
+    void session.run(handOver).finally(() => sessions.delete(open));
   };
 
   for (const [index, listener] of config.listeners.entries()) {
