@@ -139,7 +139,7 @@ export type BearerVerdict =
  */
 export abstract class PreAuthSession<F extends LineFramer> {
   readonly id = sessionId();
-  protected log: Logger;
+  protected readonly log: Logger;
   protected mechanism: string | undefined;
   protected user: string | undefined;
   private readonly started = Date.now();
@@ -217,8 +217,6 @@ export abstract class PreAuthSession<F extends LineFramer> {
     if (outcome === 'relayed' && relayEnded) {
       // Returning ends this call's frame: only the sockets, the relay and `record` stay, not
       // the pre-login conversation, its parsed commands or this session's logger.
-      this.log = this.options.log;
-      this.relayEnded = undefined;
       onRelay?.(relayStandIn(this.socket));
       return afterRelay(relayEnded, record);
     }
