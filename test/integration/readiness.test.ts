@@ -74,3 +74,39 @@ describe('readiness follows the backend', () => {
     expect((await readyzUntil(200)).status).toBe(200);
   }, 60_000);
 });
+
+describe('readiness follows the provider', () => {
+  async function providerGone(oauth: Record<string, unknown>): Promise<{ status: number; body: string }> {
+    const own = await startStack({ config: { admin: { bind: '127.0.0.1:0', readinessProbeSeconds: 1 } }, oauth });
+    try {
+      const url = `http://127.0.0.1:${own.gate.admin!.port}/readyz`;
+      const read = async () => {
+        const response = await fetch(url);
+        return { status: response.status, body: await response.text() };
+      };
+      const deadline = Date.now() + 10_000;
+      while ((await read()).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect((await read()).status).toBe(200);
+      await own.idp.close();
+      for (;;) {
+        const answer = await read();
+        if (/openid provider: failing/.test(answer.body) || Date.now() > deadline + 10_000) return answer;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      await own.close();
+    }
+  }
+
+  it('is not ready while introspection cannot reach the provider', async () => {
+    const answer = await providerGone({ validation: ['jwt', 'introspection'] });
+    expect(answer.status).toBe(503);
+    expect(answer.body).toMatch(/^imap backend: ok\nopenid provider: failing for \d+ s: .+\n$/);
+  }, 60_000);
+
+  it('stays ready with jwt alone, saying the provider is down but not needed per login', async () => {
+    const answer = await providerGone({ validation: ['jwt'] });
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatch(/^imap backend: ok\nopenid provider: failing for \d+ s: .+ \(not needed per login while the signing keys are cached\)\n$/);
+  }, 60_000);
+});
