@@ -279,7 +279,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     default: {
       const { runDemo } = await import('./devstack/demo.js');
-      return runDemo();
+      // Everything it started is stopped by then; idle keep-alive sockets must not hold the process.
+      process.exit(await runDemo());
     }
   }
 }

@@ -128,6 +128,27 @@ export class ProviderClient {
     });
   }
 
+  /**
+   * Asks the provider now, past every cache, for its discovery document and signing keys: a
+   * readiness probe. Rejects with the reason when either does not answer 2xx in time.
+   */
+  async probe(): Promise<void> {
+    const { jwksUri } = await this.endpoints();
+    const get = this.options.fetch ?? fetch;
+    for (const url of [openidConfigurationUrl(this.oauth.issuer), jwksUri]) {
+      if (url === undefined) continue;
+      let status: number;
+      try {
+        const response = await get(url, { signal: AbortSignal.timeout(this.oauth.requestTimeoutSeconds * 1000) });
+        status = response.status;
+        await response.arrayBuffer();
+      } catch (err) {
+        throw new AuthError('provider_unavailable', `${url}: ${describeError(err)}`, { cause: err });
+      }
+      if (status < 200 || status > 299) throw new AuthError('provider_unavailable', `${url} answered HTTP ${status}`);
+    }
+  }
+
   /** Runs discovery now, so the first login does not wait for it. */
   async warmUp(): Promise<ProviderEndpoints> {
     return this.endpoints();

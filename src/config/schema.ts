@@ -602,8 +602,13 @@ export const configSchema = z
         metricsTokenFile: text()
           .optional()
           .describe('A file holding `admin.metricsToken` (one trailing newline is ignored), read once at start.'),
+        readinessProbeSeconds: integer(1, 3600)
+          .default(10)
+          .describe(
+            'A backend or the OpenID provider not heard from (no login, no probe) for this many seconds is probed for `/readyz`; one that is failing is probed this often until it answers.',
+          ),
       })
-      .default({})
+      .default({ readinessProbeSeconds: 10 })
       .superRefine((a, ctx) => {
         if (a.metricsToken !== undefined && a.metricsTokenFile !== undefined) {
           ctx.addIssue({ code: 'custom', path: ['metricsToken'], message: 'set one of admin.metricsToken and admin.metricsTokenFile' });

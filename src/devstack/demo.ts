@@ -67,20 +67,69 @@ async function portOr(preferred: number): Promise<number> {
   return free ? preferred : freePort();
 }
 
+/** A single-quoted shell word. */
+function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
 /** Runs the demo until interrupted; resolves with the exit code. */
 export async function runDemo(): Promise<number> {
   const say = (text: string) => process.stdout.write(`${text}\n`);
+  // Ctrl+C at any moment, during start-up too, stops what has been started so far, newest first.
+  const started: Array<() => Promise<unknown>> = [];
+  let interrupted = false;
+  let wakeStop: () => void = () => undefined;
+  const stopRequested = new Promise<void>((resolveStop) => (wakeStop = resolveStop));
+  const onSignal = () => {
+    interrupted = true;
+    wakeStop();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const stopAll = async () => {
+    for (const stop of started.reverse()) await stop().catch((err: Error) => say(`while stopping: ${err.message}`));
+  };
+  try {
+    const ready = await startDemo(say, started, () => interrupted);
+    if (ready) {
+      say('Press Ctrl+C to stop.');
+      await stopRequested;
+    }
+    say('stopping ...');
+  } finally {
+    await stopAll();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  say('stopped.');
+  return 0;
+}
+
+/** Starts every part (each one's stop recorded in `started`) and prints how to use them; false when interrupted first. */
+async function startDemo(say: (text: string) => void, started: Array<() => Promise<unknown>>, interrupted: () => boolean): Promise<boolean> {
   const work = resolve('.demo');
   mkdirSync(work, { recursive: true });
   say('sasl-gate demo: starting Dovecot, Postfix, a development OpenID provider and sasl-gate ...');
   await ensureDovecotInstalled();
   await ensurePostfixInstalled();
+  if (interrupted()) return false;
   const master = { user: 'sasl-gate', password: `demo-master-${process.pid}-${Date.now()}` };
-  const [dovecot, idp] = await Promise.all([
+  const starting = [
     startDovecot({ users: USERS, master }),
     startDevIdp({ users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })), audience: 'mail' }),
-  ]);
+  ] as const;
+  // Whichever started is stopped again, even when the other failed.
+  const [dovecotResult, idpResult] = await Promise.allSettled(starting);
+  if (dovecotResult.status === 'fulfilled') started.push(() => dovecotResult.value.stop());
+  if (idpResult.status === 'fulfilled') started.push(() => idpResult.value.close());
+  if (dovecotResult.status === 'rejected') throw dovecotResult.reason;
+  if (idpResult.status === 'rejected') throw idpResult.reason;
+  const dovecot = dovecotResult.value;
+  const idp = idpResult.value;
+  if (interrupted()) return false;
   const postfix = await startPostfix({ dovecot, domain: 'example.test' });
+  started.push(() => postfix.stop());
+  if (interrupted()) return false;
   const certs = await ensureDevCertificate(resolve('certs'));
   const imapPort = await portOr(1993);
   const smtpPort = await portOr(1465);
@@ -114,6 +163,11 @@ export async function runDemo(): Promise<number> {
   const logPath = join(work, 'sasl-gate.log');
   const log = createLogger({ level: 'debug', destination: pino.destination({ dest: logPath, sync: false }) });
   const gate = await startGate(config, { log });
+  started.push(async () => {
+    await gate.close(0);
+    log.flush();
+  });
+  if (interrupted()) return false;
 
   await deliver(
     dovecot.host,
@@ -125,46 +179,42 @@ export async function runDemo(): Promise<number> {
   const cacert = certs.caPath;
   const url = `imaps://localhost:${imapPort}`;
   const alice = USERS[0]!.name;
+  const admin = gate.admin ? `http://${gate.admin.host}:${gate.admin.port}` : undefined;
+  const tokenRequest = `curl -s -u ${shellQuote(`${idp.clientId}:${idp.clientSecret}`)} -d grant_type=${devGrantType} -d username=bob@example.test ${idp.tokenEndpoint}`;
   say(`
 Ready.
   sasl-gate IMAPS   ${url}          (config ${configPath}, log ${logPath})
-  sasl-gate SMTPS   smtps://localhost:${smtpPort}
+  sasl-gate SMTPS   smtps://localhost:${smtpPort}${admin ? `\n  sasl-gate admin   ${admin}/readyz, ${admin}/metrics` : ''}
   OpenID provider   ${idp.issuer}
   Dovecot           127.0.0.1:${dovecot.imapPort} (private instance, log ${dovecot.logPath})
   Postfix           127.0.0.1:${postfix.submissionPort} (private instance, log ${postfix.logPath})
   users             ${USERS.map((u) => `${u.name} / ${u.password}`).join(', ')}
 
-List alice's INBOX with an OAuth token (OAUTHBEARER, valid for an hour):
+In another terminal, take alice's OAuth access token (valid for an hour):
 
-  curl --cacert ${cacert} --user ${USERS[0]!.name} --oauth2-bearer '${token}' '${url}/INBOX?ALL'
+  export TOKEN=${shellQuote(token)}
+
+List her INBOX with it (OAUTHBEARER):
+
+  curl --cacert ${cacert} --user ${alice} --oauth2-bearer "$TOKEN" '${url}/INBOX?ALL'
 
 Read the welcome message:
 
-  curl --cacert ${cacert} --user ${USERS[0]!.name} --oauth2-bearer '${token}' '${url}/INBOX;MAILINDEX=1'
+  curl --cacert ${cacert} --user ${alice} --oauth2-bearer "$TOKEN" '${url}/INBOX;MAILINDEX=1'
 
-Send alice a message through sasl-gate's SMTPS with the same token (Postfix sees her as the sender):
+Send her a message through sasl-gate's SMTPS with the same token (Postfix sees her as the sender),
+then list the INBOX again: it now has two messages.
 
-  printf 'From: ${alice}\\r\\nTo: ${alice}\\r\\nSubject: Sent with an OAuth token\\r\\n\\r\\nHello from sasl-gate.\\r\\n' | curl -sS --cacert ${cacert} --user ${alice} --oauth2-bearer '${token}' --mail-from ${alice} --mail-rcpt ${alice} -T - smtps://localhost:${smtpPort}
-
-then run the first command again: the INBOX now has two messages.
+  printf 'Subject: Sent with an OAuth token\\r\\n\\r\\nHello from sasl-gate.\\r\\n' |
+    curl -sS --cacert ${cacert} --user ${alice} --oauth2-bearer "$TOKEN" --mail-from ${alice} --mail-rcpt ${alice} -T - smtps://localhost:${smtpPort}
 
 A password client passes through to Dovecot unchanged:
 
   curl --cacert ${cacert} --user '${USERS[1]!.name}:${USERS[1]!.password}' '${url}/'
 
-A fresh token for any user, from the development provider's token endpoint:
+A fresh token for any user (here bob), from the development provider's token endpoint:
 
-  curl -s -u '${idp.clientId}:${idp.clientSecret}' -d grant_type=${devGrantType} -d username=bob@example.test ${idp.tokenEndpoint}
-
-Press Ctrl+C to stop.`);
-
-  await new Promise<void>((done) => {
-    process.once('SIGINT', done);
-    process.once('SIGTERM', done);
-  });
-  say('stopping ...');
-  await gate.close();
-  await Promise.all([dovecot.stop(), idp.close(), postfix.stop()]);
-  log.flush();
-  return 0;
+  export TOKEN=$(${tokenRequest} | node -pe 'JSON.parse(require("fs").readFileSync(0, "utf8")).access_token')
+`);
+  return !interrupted();
 }

@@ -149,6 +149,10 @@ export interface DovecotInstance {
   readLog(): Promise<string>;
   /** Terminates every process of the instance and waits until they are gone; safe to call twice. */
   stop(): Promise<void>;
+  /** Stops the servers but keeps the configuration, mail and ports, for outage tests; `resume()` brings them back. */
+  halt(): Promise<void>;
+  /** Starts a halted instance again on the same ports; resolves once it greets. */
+  resume(): Promise<void>;
 }
 
 const DOVECOT = '/usr/sbin/dovecot';
@@ -817,16 +821,24 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       throw err;
     }
   }
-  const { child, pgid, exited } = launched;
   // Let a caller that forgets stop() still exit; the exit hook and the death signal clean up.
-  child.unref();
-  for (const stream of [child.stdout, child.stderr]) (stream as { unref?: () => void } | null)?.unref?.();
+  const detach = ({ child }: Launched) => {
+    child.unref();
+    for (const stream of [child.stdout, child.stderr]) (stream as { unref?: () => void } | null)?.unref?.();
+  };
+  detach(launched);
+  let running: Launched | undefined = launched;
 
   let finalLog: string | undefined;
   let stopping: Promise<void> | undefined;
+  let changing: Promise<void> = Promise.resolve();
   const keepDir = !ownDir || process.env.SASLGATE_KEEP_DOVECOT_DIR === '1';
 
-  const stop = async (): Promise<void> => {
+  /** Terminates every process of the running servers and waits until the group is gone. */
+  const terminate = async (): Promise<void> => {
+    if (running === undefined) return;
+    const { child, pgid, exited } = running;
+    running = undefined;
     child.ref();
     signalGroup(pgid, 'SIGTERM');
     const stopped = await Promise.race([exited.then(() => true), sleep(STOP_TIMEOUT_MS).then(() => false)]);
@@ -836,9 +848,26 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     signalGroup(pgid, 'SIGKILL');
     for (let i = 0; i < 200 && groupAlive(pgid); i++) await sleep(25);
     untrackGroup(pgid);
+  };
+
+  const stop = async (): Promise<void> => {
+    await changing.catch(() => undefined);
+    await terminate();
     finalLog = await readFile(l.logPath, 'utf8').catch(() => '');
     if (!keepDir) await rm(dir, { recursive: true, force: true });
   };
+
+  const halt = (): Promise<void> => (changing = changing.catch(() => undefined).then(terminate));
+  const resume = (): Promise<void> =>
+    (changing = changing
+      .catch(() => undefined)
+      .then(async () => {
+        if (stopping) throw new Error('Dovecot instance already stopped');
+        if (running !== undefined) return;
+        const again = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort);
+        detach(again);
+        running = again;
+      }));
 
   return {
     host,
@@ -849,10 +878,12 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     ...(imapsPort === undefined ? {} : { imapsPort }),
     mailUid: a.mailUid,
     mailGid: a.mailGid,
-    pid: pgid,
+    pid: launched.pgid,
     dir,
     logPath: l.logPath,
     readLog: async () => finalLog ?? (await readFile(l.logPath, 'utf8').catch(() => '')),
     stop: () => (stopping ??= stop()),
+    halt,
+    resume,
   };
 }

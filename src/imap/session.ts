@@ -357,6 +357,7 @@ export class ImapSession extends PreAuthSession<ImapFramer> {
     }
     this.log.info({ mechanism: this.mechanism, user: this.user, backendLoginMs: Date.now() - started }, 'authenticated');
     this.authenticationSucceeded(this.user);
+    this.clientId = [];
     return this.startRelay(`${tag} OK ${result.text}`, result.socket, result.rest);
   }
 }

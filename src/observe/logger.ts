@@ -39,5 +39,7 @@ function defaultDestination(): DestinationStream {
   if (process.stdout.isTTY) {
     return pino.transport({ target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,name' } }) as DestinationStream;
   }
-  return pino.destination({ fd: 1, sync: false });
+  // Lines are gathered up to 4 KiB (or 250 ms) per write: one write per login costs as much CPU
+  // as a sizeable part of the TLS handshake (bench/tls-ceiling.ts --profile).
+  return pino.destination({ fd: 1, sync: false, minLength: 4096, periodicFlush: 250 });
 }

@@ -21,7 +21,17 @@ export class Metrics {
   readonly tlsHandshakeFailures: Counter<'listener'>;
   readonly refusals: Counter<'listener' | 'limit'>;
 
-  constructor(options: { tokenCache?: () => { hits: number; misses: number; joined: number; size: number } } = {}) {
+  constructor(
+    options: {
+      tokenCache?: () => { hits: number; misses: number; joined: number; size: number };
+      /** The provider circuit breaker's state now. */
+      breakerState?: () => 'closed' | 'open' | 'half-open';
+      /** When the certificate served to new connections expires. */
+      certificateExpiry?: () => Date | undefined;
+      /** Whether each dependency answered its most recent probe or connection (what /readyz says). */
+      dependencies?: () => Array<{ dependency: string; up: boolean }>;
+    } = {},
+  ) {
     const registry = this.registry;
     collectDefaultMetrics({ register: registry, prefix: 'sasl_gate_process_' });
     this.connectionsOpen = new Gauge({
@@ -74,6 +84,42 @@ export class Metrics {
       labelNames: ['listener', 'limit'],
       registers: [registry],
     });
+    const { breakerState, certificateExpiry, dependencies } = options;
+    if (breakerState) {
+      new Gauge({
+        name: 'sasl_gate_provider_breaker_state',
+        help: "The OpenID provider circuit breaker: 1 for its current state (closed, half_open, open), 0 for the others.",
+        labelNames: ['state'],
+        registers: [registry],
+        collect() {
+          const now = breakerState();
+          for (const state of ['closed', 'half-open', 'open'] as const) this.set({ state: state.replace('-', '_') }, now === state ? 1 : 0);
+        },
+      });
+    }
+    if (certificateExpiry) {
+      new Gauge({
+        name: 'sasl_gate_tls_certificate_expiry_timestamp_seconds',
+        help: 'When the certificate served to new connections expires (its notAfter), in seconds since the Unix epoch.',
+        registers: [registry],
+        collect() {
+          const expiry = certificateExpiry();
+          if (expiry) this.set(Math.floor(expiry.getTime() / 1000));
+        },
+      });
+    }
+    if (dependencies) {
+      new Gauge({
+        name: 'sasl_gate_dependency_up',
+        help: 'Whether a dependency (imap, smtp, provider) answered its most recent probe or connection: 1 yes, 0 no; as /readyz reports it.',
+        labelNames: ['dependency'],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const { dependency, up } of dependencies()) this.set({ dependency }, up ? 1 : 0);
+        },
+      });
+    }
     const cache = options.tokenCache;
     if (cache) {
       new Counter({

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
@@ -18,6 +19,7 @@ export class CertificateStore {
   private paths: { cert: string; key: string } | undefined;
   private watching = false;
   private material: { cert: Buffer; key: Buffer } | undefined;
+  private notAfter: Date | undefined;
 
   constructor(
     private readonly config: GateConfig,
@@ -80,6 +82,11 @@ export class CertificateStore {
     this.watching = false;
   }
 
+  /** When the certificate new connections get expires (its first certificate's notAfter). */
+  expiresAt(): Date | undefined {
+    return this.notAfter;
+  }
+
   /** The PEM files' contents in use, for servers that take them rather than a context. */
   pem(): { cert: Buffer; key: Buffer } {
     if (!this.material) throw new Error('certificates not loaded');
@@ -91,6 +98,7 @@ export class CertificateStore {
     const material = { cert: readFileSync(cert), key: readFileSync(key) };
     const context = createSecureContext({ ...material, minVersion: 'TLSv1.2' });
     this.material = material;
+    this.notAfter = new Date(new X509Certificate(material.cert).validTo);
     return context;
   }
 }

@@ -17,6 +17,7 @@ import { FailureTracker } from './failures.js';
 import { ConnectionLimiter } from './limits.js';
 import { metricsAuthorizer } from './metrics-auth.js';
 import { startDirectory, type RunningDirectory } from '../directory/service.js';
+import { DependencyHealth, Readiness, tracked } from '../observe/health.js';
 import { Metrics } from '../observe/metrics.js';
 import { canonicalAddress, parseNetworks, type NetworkList } from './networks.js';
 import { readProxyHeader } from './proxy-reader.js';
@@ -45,9 +46,14 @@ export interface RunningGate {
   close(graceMs?: number): Promise<void>;
 }
 
-interface Session {
-  run(): Promise<void>;
+/** What shutdown needs of an open connection. */
+interface Closable {
   shutdown(): void;
+}
+
+interface Session extends Closable {
+  /** Serves the connection; `onRelay` gets a small stand-in for the session once the relay has it. */
+  run(onRelay?: (relay: Closable) => void): Promise<void>;
 }
 
 type SessionFactory = (socket: Socket, name: string, options: Pick<SessionOptions, 'clientAddress' | 'starttls'>) => Session;
@@ -73,6 +79,11 @@ const REFUSALS = {
   smtp: '421 4.7.0 Too many connections from your address, try again later',
 };
 
+/** A connector that records each connection attempt's outcome in `health`. */
+function trackedConnector(connect: BackendConnector, health: DependencyHealth): BackendConnector {
+  return (ends) => tracked(health, ends ? 'login' : 'probe', () => connect(ends));
+}
+
 /** Starts every configured listener and the admin endpoint; resolves once all are bound. */
 export async function startGate(config: GateConfig, deps: GateDependencies): Promise<RunningGate> {
   const { log } = deps;
@@ -82,19 +93,37 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   await certificates.load();
   certificates.watch();
   let metrics: Metrics | undefined;
+  /** The provider's recent record, from readiness probes and from the validations of logins. */
+  const providerHealth = new DependencyHealth();
   const validator =
     deps.validator ??
     new ChainValidator(config.oauth, {
       masterSeparator: config.master.separator,
       domains: acceptedDomains(config),
       log,
-      onStrategy: (strategy, seconds, verdict) => metrics?.validationSeconds.observe({ strategy, verdict }, seconds),
+      onStrategy: (strategy, seconds, verdict) => {
+        metrics?.validationSeconds.observe({ strategy, verdict }, seconds);
+        if (verdict === 'unavailable') providerHealth.failed(`${strategy} validation could not reach the provider`, 'login');
+        else if (verdict === 'accepted' || verdict === 'rejected') providerHealth.succeeded();
+      },
     });
-  metrics = new Metrics(
-    validator instanceof ChainValidator ? { tokenCache: () => ({ ...validator.cache.stats, size: validator.cache.size }) } : {},
-  );
+  /** Each backend's recent record (probes and client connections), for /readyz and the metrics. */
+  const backendHealth: Array<{ name: string; health: DependencyHealth; cache: CapabilityCache }> = [];
+  metrics = new Metrics({
+    ...(validator instanceof ChainValidator
+      ? {
+          tokenCache: () => ({ ...validator.cache.stats, size: validator.cache.size }),
+          breakerState: () => validator.provider.breaker.state,
+        }
+      : {}),
+    certificateExpiry: () => certificates.expiresAt(),
+    dependencies: () => [
+      ...backendHealth.map(({ cache, health }) => ({ dependency: cache.name, up: health.check().ok })),
+      ...(validator instanceof ChainValidator ? [{ dependency: 'provider', up: providerHealth.check().ok }] : []),
+    ],
+  });
   if (validator instanceof ChainValidator) {
-    validator.provider.warmUp().then(
+    tracked(providerHealth, 'probe', () => validator.provider.warmUp()).then(
       (meta) =>
         log.info(
           { issuer: meta.issuer, jwks: meta.jwksUri, introspection: meta.introspectionEndpoint, userinfo: meta.userinfoEndpoint },
@@ -107,7 +136,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const directory = config.directory ? await startDirectory(config.directory, { log, certificates }) : undefined;
 
   const servers: NetServer[] = [];
-  const sessions = new Set<Session>();
+  const sessions = new Set<Closable>();
   /** Every client connection, whatever its stage (PROXY header, TLS handshake, session, relay). */
   const sockets = new Set<Socket>();
   const bound: RunningGate['listeners'] = [];
@@ -135,11 +164,14 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     };
     if (protocol === 'imap') {
       const backend = config.backends.imap!;
-      const connect =
-        deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol);
+      const health = new DependencyHealth();
+      const connect = trackedConnector(
+        deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
+        health,
+      );
       const capabilities = new CapabilityCache({
         name: 'imap',
-        probe: () => probeImapCapabilities(connect, backend.responseTimeoutSeconds * 1000),
+        probe: () => tracked(health, 'probe', () => probeImapCapabilities(connect, backend.responseTimeoutSeconds * 1000)),
         advertise: advertisedCapabilities,
         fallback: IMAP_FALLBACK,
         refreshMs: backend.capabilityRefreshSeconds * 1000,
@@ -147,6 +179,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       });
       await capabilities.start();
       caches.push(capabilities);
+      backendHealth.push({ name: 'imap backend', health, cache: capabilities });
       factory = (socket, name, options) =>
         new ImapSession(socket, {
           ...common,
@@ -158,11 +191,14 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         });
     } else {
       const backend = config.backends.smtp!;
-      const connect =
-        deps.smtpConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol);
+      const health = new DependencyHealth();
+      const connect = trackedConnector(
+        deps.smtpConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
+        health,
+      );
       const extensions = new CapabilityCache({
         name: 'smtp',
-        probe: () => probeSmtpExtensions(connect, backend.responseTimeoutSeconds * 1000, config.hostname),
+        probe: () => tracked(health, 'probe', () => probeSmtpExtensions(connect, backend.responseTimeoutSeconds * 1000, config.hostname)),
         advertise: advertisedSmtpExtensions,
         // Until Postfix answers: what any submission server offers, so password clients get a
         // temporary failure at AUTH rather than "unsupported mechanism".
@@ -172,6 +208,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       });
       await extensions.start();
       caches.push(extensions);
+      backendHealth.push({ name: 'smtp backend', health, cache: extensions });
       factory = (socket, name, options) =>
         new SmtpSession(socket, {
           ...common,
@@ -238,24 +275,33 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     if (listener.tls === 'implicit') {
       const secure = new TLSSocket(raw, { isServer: true, secureContext: certificates.current() });
       const handshakeMs = Math.min(refused ? REFUSAL_HANDSHAKE_MS : Infinity, config.limits.preAuthTimeoutSeconds * 1000);
+      let onSecure = () => {};
+      let onFailed = (_err: Error) => {};
+      let onClosed = () => {};
+      let timer: NodeJS.Timeout | undefined;
       const handshake = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
+        timer = setTimeout(() => {
           log.debug({ listener: name, client: address }, 'TLS handshake timed out');
           resolve(false);
         }, handshakeMs);
-        secure.once('secure', () => {
-          clearTimeout(timer);
-          resolve(true);
-        });
-        secure.once('error', (err) => {
-          clearTimeout(timer);
+        onSecure = () => resolve(true);
+        onFailed = (err) => {
           log.debug({ listener: name, client: address, err: err.message }, 'TLS handshake failed');
           resolve(false);
-        });
-        secure.once('close', () => resolve(false));
+        };
+        onClosed = () => resolve(false);
+        secure.once('secure', onSecure);
+        secure.once('error', onFailed);
+        secure.once('close', onClosed);
       });
+      // Nothing of the handshake stays attached to a connection that may live for hours.
+      clearTimeout(timer);
+      secure.off('secure', onSecure);
+      secure.off('error', onFailed);
+      secure.off('close', onClosed);
       if (!handshake) {
         metrics.tlsHandshakeFailures.inc({ listener: name });
+        secure.on('error', () => undefined);
         secure.destroy();
         if (!refused) connections.release(address);
         return;
@@ -282,8 +328,15 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       clientAddress,
       starttls: listener.tls === 'starttls' ? () => certificates.current() : undefined,
     });
-    sessions.add(session);
-    void session.run().finally(() => sessions.delete(session));
+    // During the relay the set holds a stand-in, not the session: the pre-login session can go.
+    let open: Closable = session;
+    sessions.add(open);
+    const handOver = (relay: Closable) => {
+      sessions.delete(open);
+      open = relay;
+      sessions.add(open);
+    };
+    void session.run(handOver).finally(() => sessions.delete(open));
   };
 
   for (const [index, listener] of config.listeners.entries()) {
@@ -299,7 +352,41 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
 
   let admin: HttpServer | undefined;
   let adminAddress: RunningGate['admin'];
+  let probeTimer: NodeJS.Timeout | undefined;
   if (config.admin.bind) {
+    const readiness = new Readiness();
+    for (const { name, health } of backendHealth) readiness.add(name, () => health.check());
+    if (validator instanceof ChainValidator) {
+      // With introspection or userinfo every new token needs the provider; with jwt alone only
+      // fetching keys does, so a failed probe is shown but counts only once logins fail too.
+      const perLogin = config.oauth.validation.some((strategy) => strategy !== 'jwt');
+      readiness.add('openid provider', () => {
+        const result = providerHealth.check();
+        if (result.ok || perLogin || providerHealth.failing === 'login' || !validator.provider.isReady()) return result;
+        return { ok: true, text: `${result.text} (not needed per login while the signing keys are cached)` };
+      });
+    } else {
+      readiness.add('openid provider', () => (validator.isReady?.() ?? true ? { ok: true, text: 'ok' } : { ok: false, text: 'not reachable yet' }));
+    }
+    if (directory) {
+      readiness.add('directory', () => (directory.directory.isLoaded() ? { ok: true, text: 'ok' } : { ok: false, text: 'not loaded yet' }));
+    }
+    // Dependencies nobody needed lately are probed, failing ones until they answer again.
+    const probeMs = config.admin.readinessProbeSeconds * 1000;
+    const probing = new Set<DependencyHealth>();
+    const probe = (health: DependencyHealth, run: () => Promise<unknown>) => {
+      if (probing.has(health) || (!health.failing && !health.isStale(probeMs))) return;
+      probing.add(health);
+      void run()
+        .catch(() => undefined)
+        .finally(() => probing.delete(health));
+    };
+    probeTimer = setInterval(() => {
+      for (const { health, cache } of backendHealth) probe(health, () => cache.refresh());
+      if (validator instanceof ChainValidator) probe(providerHealth, () => tracked(providerHealth, 'probe', () => validator.provider.probe()));
+    }, probeMs);
+    probeTimer.unref();
+
     admin = createHttpServer((req, res) => {
       if (req.url === '/metrics' && !metricsAllowed(req.headers.authorization)) {
         res.writeHead(401, { 'www-authenticate': 'Bearer realm="sasl-gate metrics"', 'content-type': 'text/plain' }).end('unauthorized\n');
@@ -311,14 +398,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       } else if (req.url === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       } else if (req.url === '/readyz') {
-        const checks = [
-          ...caches.map((c) => [`${c.name} backend`, c.isProbed] as const),
-          ['openid provider', validator.isReady?.() ?? true] as const,
-          ...(directory ? [['directory', directory.directory.isLoaded()] as const] : []),
-        ];
-        const ready = checks.every(([, ok]) => ok);
-        const body = checks.map(([what, ok]) => `${what}: ${ok ? 'ok' : 'not reachable yet'}`).join('\n');
-        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(`${body}\n`);
+        const { ready, body } = readiness.report();
+        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(body);
       } else {
         res.writeHead(404).end();
       }
@@ -335,6 +416,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     reloadCertificates: () => certificates.reload('reload requested'),
     async close(graceMs = config.limits.shutdownGraceSeconds * 1000) {
       for (const cache of caches) cache.stop();
+      clearInterval(probeTimer);
       certificates.stop();
       await directory?.close();
       const closing = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));

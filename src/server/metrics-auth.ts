@@ -18,7 +18,7 @@ function digest(value: string): Buffer {
  * configured, else only with `Bearer <token>`. Reads `metricsTokenFile` once, now; throws a
  * ConfigError naming the key when it cannot.
  */
-export function metricsAuthorizer(admin: Config['admin']): (authorization: string | undefined) => boolean {
+export function metricsAuthorizer(admin: Pick<Config['admin'], 'metricsToken' | 'metricsTokenFile'>): (authorization: string | undefined) => boolean {
   let token = admin.metricsToken;
   if (token === undefined && admin.metricsTokenFile !== undefined) {
     try {

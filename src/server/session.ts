@@ -44,6 +44,72 @@ const MAX_UNREAD_OUTPUT = 64 * 1024;
 /** Joins a logged-in client to its backend; resolves when both are closed. */
 export type RelayRunner = typeof relay;
 
+/** Random bytes for session ids, drawn in batches: one call per 512 connections, not one each. */
+let idPool = Buffer.alloc(0);
+let idOffset = 0;
+const ID_BYTES = 6;
+
+/** A random session id (8 base64url characters) for the logs and the backend's `x-session-id`. */
+function sessionId(): string {
+  if (idOffset + ID_BYTES > idPool.length) {
+    idPool = randomBytes(ID_BYTES * 512);
+    idOffset = 0;
+  }
+  idOffset += ID_BYTES;
+  return idPool.toString('base64url', idOffset - ID_BYTES, idOffset);
+}
+
+/** What `startRelay` resolves with: the figures come when the relay ends, through `run()`. */
+const HANDED_OVER: RelayStats = Object.freeze({ bytesFromClient: 0, bytesToClient: 0, closedBy: 'client' });
+
+/** The little a connection keeps for its last log line once the relay has it. */
+interface ClosingRecord {
+  log: Logger;
+  metrics: Metrics | undefined;
+  session: string;
+  listener: string;
+  client: { address: string; port: number };
+  mechanism: string | undefined;
+  user: string | undefined;
+  started: number;
+}
+
+// Closures that outlive the pre-login session are made out here, so none can capture it.
+
+/** What shutdown needs of a relayed connection: its client socket, nothing else. */
+function relayStandIn(socket: Socket): { shutdown(): void } {
+  return { shutdown: () => socket.destroy() };
+}
+
+/** The last log line once the relay ends. */
+function afterRelay(relayEnded: Promise<RelayStats>, record: ClosingRecord): Promise<void> {
+  return relayEnded.then((stats) => connectionClosed(record, 'relayed', stats));
+}
+
+/** The one log line per connection, and the relayed bytes for the metrics. */
+function connectionClosed(record: ClosingRecord, outcome: Outcome, stats: RelayStats | undefined): void {
+  const { log, metrics, listener, client } = record;
+  if (stats) {
+    metrics?.bytesRelayed.inc({ listener, direction: 'to_backend' }, stats.bytesFromClient);
+    metrics?.bytesRelayed.inc({ listener, direction: 'to_client' }, stats.bytesToClient);
+  }
+  log.info(
+    {
+      session: record.session,
+      client: client.address,
+      clientPort: client.port,
+      listener,
+      mechanism: record.mechanism,
+      user: record.user,
+      outcome,
+      durationMs: Date.now() - record.started,
+      bytesFromClient: stats?.bytesFromClient ?? 0,
+      bytesToClient: stats?.bytesToClient ?? 0,
+    },
+    'connection closed',
+  );
+}
+
 /** What both protocols' pre-login sessions share: the socket's life, limits, and the hand-over to the relay. */
 export interface SessionOptions {
   listener: string;
@@ -75,7 +141,7 @@ export type BearerVerdict =
  * successful login. Subclasses speak the protocol.
  */
 export abstract class PreAuthSession<F extends LineFramer> {
-  readonly id = randomBytes(6).toString('base64url');
+  readonly id = sessionId();
   protected readonly log: Logger;
   protected mechanism: string | undefined;
   protected user: string | undefined;
@@ -85,6 +151,8 @@ export abstract class PreAuthSession<F extends LineFramer> {
   private closed = false;
   private endOutcome: Outcome | undefined;
   private relaying = false;
+  /** Set at the hand-over: resolves when the relay ends. */
+  private relayEnded: Promise<RelayStats> | undefined;
   private preAuthTimer: NodeJS.Timeout | undefined;
   private failedLogins = 0;
   /** Bumped when a pending read is abandoned; a read from an older generation stops. */
@@ -121,27 +189,22 @@ export abstract class PreAuthSession<F extends LineFramer> {
 
   /** The first line(s) the server sends. */
   protected abstract greet(): void;
-  /** The pre-login conversation; resolves when the relay after a successful login has ended. */
+  /** The pre-login conversation; resolves once a successful login has handed the connection to the relay. */
   protected abstract serve(): Promise<RelayStats>;
   /** The protocol's last words before sasl-gate closes the connection. */
   protected abstract farewell(reason: 'timeout' | 'shutdown' | 'error' | 'too_many_failures'): string;
 
   /** Serves the connection until the relay ends, the client leaves, or a limit is reached. */
-  async run(): Promise<void> {
-    const client = this.client;
-    this.log.debug({ client: client.address, listener: this.options.listener }, 'connection opened');
+  async run(onRelay?: (relay: { shutdown(): void }) => void): Promise<void> {
+    this.log.debug({ client: this.client.address, listener: this.options.listener }, 'connection opened');
     this.listen(this.socket);
-    this.preAuthTimer = setTimeout(() => this.end('timeout', this.farewell('timeout')), this.options.limits.preAuthTimeoutSeconds * 1000);
-    this.preAuthTimer.unref();
+    this.armPreAuthTimer();
 
     let outcome: Outcome = 'error';
-    let stats: RelayStats | undefined;
     try {
       this.greet();
-      stats = await this.serve();
+      await this.serve();
       outcome = 'relayed';
-      this.options.metrics?.bytesRelayed.inc({ listener: this.options.listener, direction: 'to_backend' }, stats.bytesFromClient);
-      this.options.metrics?.bytesRelayed.inc({ listener: this.options.listener, direction: 'to_client' }, stats.bytesToClient);
     } catch (err) {
       if (err instanceof SessionEnd) outcome = err.outcome;
       else {
@@ -150,24 +213,39 @@ export abstract class PreAuthSession<F extends LineFramer> {
       }
     } finally {
       clearTimeout(this.preAuthTimer);
+      this.preAuthTimer = undefined;
+    }
+    const record = this.closingRecord();
+    const relayEnded = this.relayEnded;
+    if (outcome === 'relayed' && relayEnded) {
+      // Returning ends this call's frame: only the sockets, the relay and `record` stay, not
+      // the pre-login conversation, its parsed commands or this session's logger.
+      onRelay?.(relayStandIn(this.socket));
+      return afterRelay(relayEnded, record);
     }
     if (outcome === 'timeout' || outcome === 'too_many_commands') {
       this.options.metrics?.refusals.inc({ listener: this.options.listener, limit: outcome === 'timeout' ? 'pre_auth_time' : 'commands' });
     }
-    this.log.info(
-      {
-        client: client.address,
-        clientPort: client.port,
-        listener: this.options.listener,
-        mechanism: this.mechanism,
-        user: this.user,
-        outcome,
-        durationMs: Date.now() - this.started,
-        bytesFromClient: stats?.bytesFromClient ?? 0,
-        bytesToClient: stats?.bytesToClient ?? 0,
-      },
-      'connection closed',
-    );
+    connectionClosed(record, outcome, undefined);
+  }
+
+  private armPreAuthTimer(): void {
+    this.preAuthTimer = setTimeout(() => this.end('timeout', this.farewell('timeout')), this.options.limits.preAuthTimeoutSeconds * 1000);
+    this.preAuthTimer.unref();
+  }
+
+  /** What the last log line and the relay metrics need, without the session itself. */
+  private closingRecord(): ClosingRecord {
+    return {
+      log: this.options.log,
+      metrics: this.options.metrics,
+      session: this.id,
+      listener: this.options.listener,
+      client: this.client,
+      mechanism: this.mechanism,
+      user: this.user,
+      started: this.started,
+    };
   }
 
   private listen(socket: Socket): void {
@@ -384,8 +462,9 @@ export abstract class PreAuthSession<F extends LineFramer> {
   }
 
   /**
-   * Answers the client's login and joins it to the backend; resolves when the relay ends. The
-   * byte pipe unless the protocol brings its own relay.
+   * Answers the client's login and joins it to the backend (the byte pipe unless the protocol
+   * brings its own relay); resolves at once, so the pre-login conversation can unwind and be
+   * freed while the relay runs (`run()` waits for its end).
    */
   protected startRelay(success: string, backend: Socket, backendRest: Buffer, run: RelayRunner = relay): Promise<RelayStats> {
     clearTimeout(this.preAuthTimer);
@@ -393,11 +472,13 @@ export abstract class PreAuthSession<F extends LineFramer> {
     this.unlisten(this.socket);
     this.socket.on('error', () => undefined);
     this.relaying = true;
-    return run(
+    this.wake = undefined;
+    this.relayEnded = run(
       this.socket,
       backend,
       { toBackend: this.framer.takeRest(), toClient: backendRest, clientEnded: this.clientEnded },
       { idleTimeoutMs: this.options.limits.idleTimeoutSeconds * 1000 },
     );
+    return Promise.resolve(HANDED_OVER);
   }
 }

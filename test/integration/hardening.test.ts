@@ -358,4 +358,21 @@ describe('operations', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
     await stack.close().catch(() => undefined);
   });
+
+  it('on shutdown, lets a relayed session run within the grace time, then cuts it', async () => {
+    const stack = await startStack({ config: { limits: { shutdownGraceSeconds: 1, authFailureDelayMs: 0 } } });
+    const c = await TlsImap.connect(stack);
+    const token = await stack.idp.mintAccessToken({ user: ALICE.name });
+    c.write(`a1 AUTHENTICATE XOAUTH2 ${xoauth2(ALICE.name, token)}\r\n`);
+    expect((await c.until('a1')).tagged).toMatch(/^a1 OK/);
+    const started = Date.now();
+    const closing = stack.gate.close();
+    // Still Dovecot's session during the grace time.
+    expect((await c.command('SELECT INBOX')).tagged).toMatch(/^t1 OK/);
+    await closing;
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    expect(await c.waitClosed()).toBe(true);
+    await stack.close().catch(() => undefined);
+    expect(stack.logs.some((l) => l['msg'] === 'connection closed' && l['outcome'] === 'relayed' && l['user'] === ALICE.name)).toBe(true);
+  });
 });
