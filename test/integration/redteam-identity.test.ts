@@ -63,3 +63,43 @@ describe('red team: token identities outside the accepted domains', () => {
     expect(await tryLogin(ALICE.name, { email_verified: value })).toBe(535);
   });
 });
+
+describe('red team: an OpenID Connect ID token used as an access token', () => {
+  let idStack: Stack;
+  beforeAll(async () => {
+    // No oauth.audience: the client id is the audience, as the configuration reference allows.
+    idStack = await startStack({ smtp: { login: 'xclient' }, oauth: { audience: [], allowedEmailDomains: ['example.test'] } });
+  }, 120_000);
+  afterAll(async () => {
+    await idStack?.close();
+  });
+
+  it('an ID token of the code flow (nonce, auth_time, aud = client id, no at_hash, typ JWT) is refused', async () => {
+    const base = idStack.idp.claimsFor(ALICE.name);
+    const now = Math.floor(Date.now() / 1000);
+    const idToken = await idStack.idp.signToken(
+      {
+        iss: base['iss'],
+        sub: base['sub'],
+        aud: idStack.idp.clientId,
+        iat: now,
+        exp: now + 300,
+        auth_time: now - 5,
+        nonce: 'n-0S6_WzA2Mj',
+        sid: 'session-1',
+        email: ALICE.name,
+        email_verified: true,
+      },
+      { typ: 'JWT' },
+    );
+    const c = await RawSmtps.connect({ host: idStack.host, port: idStack.smtpPort, ca: idStack.ca, timeoutMs: 5000 });
+    try {
+      expect((await c.command('EHLO client.example')).code).toBe(250);
+      let code = (await c.command(`AUTH XOAUTH2 ${xoauth2(ALICE.name, idToken)}`)).code;
+      if (code === 334) code = (await c.command('')).code;
+      expect(code).toBe(535);
+    } finally {
+      c.close();
+    }
+  });
+});

@@ -105,7 +105,7 @@ describe.each(MODES)('red team: logged-in alice (backends.smtp.login: %s)', (mod
   it('randomly generated pipelined sessions split at random offsets: Postfix never reads a hidden command', async () => {
     const stack = stacks[mode];
     const seedBase = Number(process.env['REDTEAM_SEED'] ?? Date.now());
-    const sessions = Number(process.env['REDTEAM_SESSIONS'] ?? 20);
+    const sessions = Number(process.env['REDTEAM_SESSIONS'] ?? 8);
     let seed = seedBase;
     const rnd = (n: number) => {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;
