@@ -103,3 +103,41 @@ describe('red team: an OpenID Connect ID token used as an access token', () => {
     }
   });
 });
+
+describe('red team: the default oauth.allowedEmailDomains (empty) with login: xclient', () => {
+  let openStack: Stack;
+  beforeAll(async () => {
+    openStack = await startStack({ smtp: { login: 'xclient' } });
+  }, 120_000);
+  afterAll(async () => {
+    await openStack?.close();
+  });
+
+  it('a token for an address of a domain this server does not host gets no authenticated Postfix session', async () => {
+    const claims = { ...openStack.idp.claimsFor(ALICE.name), email: 'eve@elsewhere.example' };
+    const token = await openStack.idp.signToken(claims);
+    const c = await RawSmtps.connect({ host: openStack.host, port: openStack.smtpPort, ca: openStack.ca, timeoutMs: 5000 });
+    try {
+      expect((await c.command('EHLO client.example')).code).toBe(250);
+      let code = (await c.command(`AUTH XOAUTH2 ${xoauth2('eve@elsewhere.example', token)}`)).code;
+      if (code === 334) code = (await c.command('')).code;
+      if (code === 235) {
+        // Mail as an authenticated sender (the test Postfix delivers only to example.test; a real
+        // submission service relays anywhere for permit_sasl_authenticated).
+        c.write(`MAIL FROM:<>\r\nRCPT TO:<${BOB.name}>\r\nDATA\r\n`);
+        const replies = await c.readReplies(3);
+        if (replies[2]?.code === 354) {
+          c.write('Subject: relayed\r\n\r\nhello\r\n.\r\n');
+          await c.readReply();
+        }
+        await c.command('QUIT');
+      }
+    } finally {
+      c.close();
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const log = await openStack.postfix!.readLog();
+    // Evidence when it goes through: Postfix's `sasl_method=XCLIENT, sasl_username=eve@elsewhere.example`.
+    expect(log.split('\n').filter((l) => /sasl_username=eve@/.test(l))).toEqual([]);
+  });
+});
