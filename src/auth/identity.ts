@@ -1,4 +1,4 @@
-import { domainToASCII } from 'node:url';
+import { domainToASCII, domainToUnicode } from 'node:url';
 import { AuthError, SaslError } from '../errors.js';
 import { checkUsername } from '../sasl/username.js';
 
@@ -43,6 +43,28 @@ export function mailAddressDomain(value: string): string | undefined {
 }
 
 /**
+ * Whether an `email_verified` claim says no. Only `true` (or the string `"true"`, as some
+ * providers send it) vouches for the address; an absent claim says nothing either way.
+ */
+function markedUnverified(value: unknown): boolean {
+  if (value === undefined || value === null) return false;
+  return !(value === true || (typeof value === 'string' && value.trim().toLowerCase() === 'true'));
+}
+
+/**
+ * Whether a domain is written the one way the backend will see it: no compatibility characters
+ * (a full-width `ｅ` that IDNA would fold into `e`), and unchanged by IDNA mapping but for case,
+ * so that the domain checked here and the name Dovecot or Postfix receive are the same string.
+ */
+function canonicalDomain(domain: string): boolean {
+  const lower = domain.toLowerCase();
+  if (lower.normalize('NFKC') !== lower) return false;
+  const ascii = domainToASCII(lower);
+  if (ascii === '') return false;
+  return ascii === lower || domainToUnicode(ascii) === lower;
+}
+
+/**
  * The token's user: the first present, non-empty string claim of `rules.claims`. It must be a
  * mail address that cannot break a protocol line, does not contain the master separator, and
  * belongs to an accepted domain; a token that marks its e-mail address unverified names nobody,
@@ -71,11 +93,17 @@ export function identityFromClaims(claims: Record<string, unknown>, rules: Ident
   }
   // Where users may edit their own address (or user name), an unverified one could name someone
   // else's mailbox; the flag speaks for the account, so it counts whichever claim names the user.
-  if (claims['email_verified'] === false || claims['email_verified'] === 'false') {
+  if (markedUnverified(claims['email_verified'])) {
     throw new AuthError('email_not_verified', 'the token marks the e-mail address unverified');
+  }
+  // Look-alikes that mail systems fold (full-width letters, ligatures) would name one mailbox
+  // here and another in a backend that compares loosely: only the canonical spelling is a user.
+  if (identity.normalize('NFKC') !== identity) {
+    throw new AuthError('bad_identity', `claim ${claim} holds compatibility characters (a look-alike spelling)`);
   }
   const domain = mailAddressDomain(identity);
   if (domain === undefined) throw new AuthError('bad_identity', `claim ${claim} is not a mail address`);
+  if (!canonicalDomain(domain)) throw new AuthError('bad_identity', `the domain of claim ${claim} is not in its canonical spelling`);
   if (rules.domains.length > 0) {
     const wanted = comparableDomain(domain);
     if (!rules.domains.some((d) => comparableDomain(d) === wanted)) {

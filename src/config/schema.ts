@@ -677,6 +677,12 @@ export function openSettingsWarnings(config: Config): string[] {
     warnings.push(
       'oauth.allowedEmailDomains is empty and there is no directory: a valid token naming an address of any domain logs in as that user; set oauth.allowedEmailDomains to the domains this server hosts',
     );
+    if (config.backends.smtp?.login === 'xclient') {
+      // Dovecot refuses a master login for a user it does not know; XCLIENT LOGIN= asks nobody.
+      warnings.push(
+        'backends.smtp.login is xclient and no domain is accepted: Postfix takes XCLIENT LOGIN= for any name, so every user of the provider, whatever their address, may submit mail; set oauth.allowedEmailDomains, or use login: master',
+      );
+    }
   }
   const admin = config.admin;
   if (admin.bind && !isLoopbackHost(admin.bind.host) && admin.metricsToken === undefined && admin.metricsTokenFile === undefined) {

@@ -93,6 +93,21 @@ export function offersChunking(extensions: readonly string[]): boolean {
   return extensions.some((e) => /^CHUNKING(\s|$)/i.test(e.trim()));
 }
 
+/** SP, HTAB, VT, FF: the separators Postfix's command tokenizer splits on. */
+const ARGUMENT_SEPARATOR = /[ \t\x0b\x0c]+/;
+
+/**
+ * MAIL's arguments without an `AUTH=` parameter (RFC 4954 section 5): it names who submitted the
+ * message, and Postfix would log it as `sasl_sender` and hand it to milters and policy services.
+ * Only sasl-gate says who the client is, so every word starting with `AUTH=` is dropped; Postfix
+ * starts a parameter only after a separator, so no parameter it reads can escape this.
+ */
+export function withoutAuthParameter(args: string): string {
+  const words = args.split(ARGUMENT_SEPARATOR);
+  const kept = words.filter((word) => !/^AUTH=/i.test(word));
+  return kept.length === words.length ? args : kept.join(' ');
+}
+
 /** The canonical form of a command sent to the backend. */
 function canonical(verb: string, args: string): string {
   return args.length > 0 ? `${verb} ${args}\r\n` : `${verb}\r\n`;
@@ -169,7 +184,7 @@ export function runSmtpCommandRelay(options: SmtpRelayOptions): Promise<RelaySta
     switch (event.kind) {
       case 'command': {
         if (FORWARDED.has(event.verb)) {
-          writeBackend(canonical(event.verb, event.args));
+          writeBackend(canonical(event.verb, event.verb === 'MAIL' ? withoutAuthParameter(event.args) : event.args));
           queue.push({ from: 'backend', verb: event.verb });
           if (event.verb === 'QUIT') stopReading = true;
           return;

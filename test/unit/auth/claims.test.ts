@@ -199,3 +199,29 @@ describe('checkTokenType', () => {
     expect(() => checkTokenType(header, claims)).toThrow(refusal('wrong_token_type'));
   });
 });
+
+describe('look-alike spellings and unverified addresses', () => {
+  it('refuses compatibility characters and non-canonical domains, even when IDNA would fold them into an accepted one', () => {
+    const local = rules({ domains: ['example.test'] });
+    for (const email of ['eve@\uff45xample.test', '\uff42ob@example.test', 'bob@example\u3002test', 'bob@ex\ufb00ample.test']) {
+      expect(() => identityFromClaims({ email }, local), email).toThrow(refusal('bad_identity'));
+      expect(() => identityFromClaims({ email }, rules()), email).toThrow(refusal('bad_identity'));
+    }
+  });
+
+  it('still accepts upper case and international domains in either canonical spelling', () => {
+    const idn = rules({ domains: ['b\u00fccher.test'] });
+    expect(identityFromClaims({ email: 'Alice@Example.TEST' }, rules({ domains: ['example.test'] })).identity).toBe('Alice@Example.TEST');
+    expect(identityFromClaims({ email: 'anna@b\u00fccher.test' }, idn).identity).toBe('anna@b\u00fccher.test');
+    expect(identityFromClaims({ email: 'anna@xn--bcher-kva.test' }, idn).identity).toBe('anna@xn--bcher-kva.test');
+  });
+
+  it('takes only true (or "true") as a verified address; any other email_verified refuses, an absent one does not', () => {
+    for (const flag of [false, 'false', 'False', 'FALSE', 0, 'no', '']) {
+      expect(() => identityFromClaims({ email: 'alice@x.test', email_verified: flag }, rules()), String(flag)).toThrow(refusal('email_not_verified'));
+    }
+    for (const flag of [true, 'true', 'TRUE', undefined]) {
+      expect(identityFromClaims({ email: 'alice@x.test', email_verified: flag }, rules()).identity).toBe('alice@x.test');
+    }
+  });
+});

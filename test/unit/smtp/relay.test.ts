@@ -2,7 +2,7 @@ import { duplexPair, type Duplex } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { RelayStats } from '../../../src/relay/pipe.js';
-import { filterEhloReply, runSmtpCommandRelay, type SmtpRelayLimits } from '../../../src/smtp/relay.js';
+import { filterEhloReply, runSmtpCommandRelay, withoutAuthParameter, type SmtpRelayLimits } from '../../../src/smtp/relay.js';
 
 /** Lets queued stream events run (no timers involved). */
 async function settle(): Promise<void> {
@@ -255,5 +255,14 @@ describe('SMTP command relay', () => {
     for (let i = 0; i < 50 && h.clientSide.writableLength > 0; i++) await settle();
     await h.client('.\r\n');
     expect(h.takeBackend()).toBe(`${content}.\r\n`);
+  });
+});
+
+describe('withoutAuthParameter', () => {
+  it('drops every AUTH= word of MAIL, in any case and after any separator, and keeps the rest as sent', () => {
+    expect(withoutAuthParameter('FROM:<alice@example.test> AUTH=<bob@example.test>')).toBe('FROM:<alice@example.test>');
+    expect(withoutAuthParameter('FROM:<a@x>\tauth=<b@x>\x0bSIZE=10')).toBe('FROM:<a@x> SIZE=10');
+    expect(withoutAuthParameter('FROM:<a@x> BODY=8BITMIME\x0cAuTh=b@x AUTH=<>')).toBe('FROM:<a@x> BODY=8BITMIME');
+    expect(withoutAuthParameter('FROM:<a@x>  SIZE=10')).toBe('FROM:<a@x>  SIZE=10');
   });
 });

@@ -22,7 +22,7 @@ const tokens = {} as Record<Mode, string>;
 /** Makes Postfix log every command line that carries an attack marker (and change nothing). */
 function watchPostfixCommands(stack: Stack): void {
   const postfix = stack.postfix!;
-  const filter = join(postfix.configDir, 'redteam_command_filter.regexp');
+  const filter = join(postfix.configDir, 'attack_command_filter.regexp');
   writeFileSync(filter, ['/^(.*PWNED.*)$/ $1', '/^(.*LOGIN=bob.*)$/ $1', ''].join('\n'));
   execFileSync('/usr/sbin/postconf', ['-c', postfix.configDir, '-e', `smtpd_command_filter = regexp:${filter}`]);
   execFileSync('/usr/sbin/postfix', ['-c', postfix.configDir, 'reload'], { stdio: 'ignore' });
@@ -68,7 +68,7 @@ function breaches(log: string): string[] {
     );
 }
 
-describe.each(MODES)('red team: logged-in alice (backends.smtp.login: %s)', (mode) => {
+describe.each(MODES)('attack: logged-in alice (backends.smtp.login: %s)', (mode) => {
   it('MAIL FROM AUTH=<bob> does not reach Postfix as an authenticated-sender claim', async () => {
     const stack = stacks[mode];
     const c = await loggedIn(stack, tokens[mode]);
@@ -104,8 +104,8 @@ describe.each(MODES)('red team: logged-in alice (backends.smtp.login: %s)', (mod
 
   it('randomly generated pipelined sessions split at random offsets: Postfix never reads a hidden command', async () => {
     const stack = stacks[mode];
-    const seedBase = Number(process.env['REDTEAM_SEED'] ?? Date.now());
-    const sessions = Number(process.env['REDTEAM_SESSIONS'] ?? 8);
+    const seedBase = Number(process.env['ATTACK_SEED'] ?? Date.now());
+    const sessions = Number(process.env['ATTACK_SESSIONS'] ?? 4);
     let seed = seedBase;
     const rnd = (n: number) => {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;
