@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { PostfixInstance } from '../../src/devstack/postfix.js';
 import type { RawSmtp, SmtpReply } from './smtp-raw.js';
-import { comparableContent, queuedContent, readSession, type SeenReply, type SessionReading } from './smtp-reading.js';
+import { comparableContent, queuedContent, READINGS, readSession, type SeenReply, type SessionReading } from './smtp-reading.js';
 import { sessionBytes, sessionWrites, type GeneratedSession } from './smtp-sessions.js';
 
 const run = promisify(execFile);
@@ -161,17 +161,17 @@ export async function contradictions(options: {
     if (greeting >= 0) problems.push(`reply ${greeting} is a new greeting: Postfix accepted an XCLIENT\n${transcript(record)}`);
   }
 
-  // Each session read both ways a line with leading whitespace may fairly be read.
-  const readings: Array<{ record: SessionRecord; reading: SessionReading }> = records.flatMap((record) =>
-    (['verb', 'refused'] as const).map((leading) => ({ record, reading: readSession(record.sent, record.replies, leading) })),
-  );
-  for (const record of records) {
-    const mine = readings.filter((r) => r.record === record);
-    if (mine.every((r) => r.reading.misplaced.length > 0)) {
-      const m = mine[0]!.reading.misplaced[0]!;
+  // Each session is read every sound way; it must make sense, whole, in one of them.
+  const readings: Array<{ record: SessionRecord; reading: SessionReading }> = records.flatMap((record) => {
+    const all = READINGS.map((rules) => ({ record, reading: readSession(record.sent, record.replies, rules) }));
+    const consistent = all.filter((r) => r.reading.misplaced.length === 0);
+    if (consistent.length === 0) {
+      const m = all[0]!.reading.misplaced[0]!;
       problems.push(`reply ${m.reply} ${JSON.stringify(m.text)} answered ${m.answers}, not the end of a message\n${transcript(record)}`);
+      return all;
     }
-  }
+    return consistent;
+  });
 
   // smtpd opens a queue file at the first accepted RCPT; only the queue manager's line says it was queued.
   const opened = lines

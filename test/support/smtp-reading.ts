@@ -1,10 +1,15 @@
 /**
- * The reference reading of a post-login SMTP session: what RFC 5321 (and RFC 3030 for BDAT) says
- * the bytes a client sent mean, given the replies it got back in order (RFC 2920). Commands are
- * CRLF-terminated lines; message content ends only at CRLF.CRLF and is dot-unstuffed; BDAT chunks are
- * counted exactly. A line with a bare CR, a bare LF or a NUL is no command at all: it gets one reply
- * and changes nothing. Pure: bytes and replies in, the messages the client may rightly believe were
- * accepted out.
+ * Reference readings of a post-login SMTP session: what the bytes a client sent mean, given the
+ * replies it got back in order (RFC 2920), read consistently one way from start to end. Two
+ * framings are sound for a relay that re-sends what it read canonically:
+ *  - `rfc`: RFC 5321 to the letter. Commands are CRLF-terminated lines, the verb split off on SP or
+ *    HTAB; message content ends only at CRLF.CRLF; a line with a bare CR, a bare LF or a NUL is no
+ *    command at all (one reply, nothing changes);
+ *  - `postfix`: Postfix's own reading. Lines end at LF and the CRs before it are dropped; SP, HTAB,
+ *    VT and FF separate words; a line that is `.` ends content; a CR inside a line or a NUL makes a
+ *    command line invalid.
+ * Either way BDAT chunks are counted exactly and content is dot-unstuffed. Pure: bytes and replies
+ * in, the messages the client may rightly believe were accepted out.
  */
 
 /** One complete server reply as the client saw it. */
@@ -14,8 +19,17 @@ export interface SeenReply {
   text: string;
 }
 
-/** How a command line with leading SP/HTAB is read: as its verb (Postfix's way) or as no command. */
-export type LeadingSpace = 'verb' | 'refused';
+/** How a whole session is read: its framing, and whether a command line may start with whitespace. */
+export type ReadingRules =
+  | { framing: 'rfc'; leadingSpace: 'verb' | 'refused' }
+  | { framing: 'postfix' };
+
+/** Every reading a sound relay may follow. */
+export const READINGS: ReadingRules[] = [
+  { framing: 'rfc', leadingSpace: 'verb' },
+  { framing: 'rfc', leadingSpace: 'refused' },
+  { framing: 'postfix' },
+];
 
 /** A message the client sent and saw accepted: the reply that accepted it names its queue id. */
 export interface AcceptedMessage {
@@ -45,7 +59,7 @@ export interface SessionReading {
 
 const CRLF = Buffer.from('\r\n');
 const END_OF_DATA = Buffer.from('\r\n.\r\n');
-/** RFC 5321 4.5.3.1.4: 512 octets including CRLF; longer lines are refused by any sound reader. */
+/** Generated sessions stay far below every line limit (RFC 5321's 512, Postfix's 2048). */
 const MAX_LINE = 512;
 
 /** The queue id a `250 ... queued as ID` reply names, if any. */
@@ -54,16 +68,51 @@ export function queuedAs(text: string): string | undefined {
 }
 
 /** Splits a command line into its verb (upper case) and arguments, or undefined when it is no command. */
-export function parseCommand(line: Buffer, leading: LeadingSpace): { verb: string; args: string[] } | undefined {
+export function parseCommand(line: Buffer, rules: ReadingRules): { verb: string; args: string[] } | undefined {
   if (line.length > MAX_LINE || line.includes(0x0d) || line.includes(0x0a) || line.includes(0x00)) return undefined;
   let text = line.toString('latin1');
-  if (/^[ \t]/.test(text)) {
-    if (leading === 'refused') return undefined;
-    text = text.replace(/^[ \t]+/, '');
+  const space = rules.framing === 'rfc' ? /[ \t]+/ : /[ \t\x0b\x0c]+/;
+  const leading = new RegExp(`^${space.source}`);
+  if (leading.test(text)) {
+    if (rules.framing === 'rfc' && rules.leadingSpace === 'refused') return undefined;
+    text = text.replace(leading, '');
   }
-  const [verb = '', ...args] = text.split(/[ \t]+/).filter((part, i) => i === 0 || part.length > 0);
+  const [verb = '', ...args] = text.split(space).filter((part, i) => i === 0 || part.length > 0);
   if (!/^[A-Za-z]+$/.test(verb)) return { verb: '', args };
   return { verb: verb.toUpperCase(), args };
+}
+
+/** The next line from `pos`: where it ends and where the one after it starts, or undefined when incomplete. */
+function nextLine(sent: Buffer, pos: number, rules: ReadingRules): { line: Buffer; next: number } | undefined {
+  if (rules.framing === 'rfc') {
+    const eol = sent.indexOf(CRLF, pos);
+    return eol < 0 ? undefined : { line: sent.subarray(pos, eol), next: eol + 2 };
+  }
+  const lf = sent.indexOf(0x0a, pos);
+  if (lf < 0) return undefined;
+  let end = lf;
+  while (end > pos && sent[end - 1] === 0x0d) end -= 1;
+  return { line: sent.subarray(pos, end), next: lf + 1 };
+}
+
+/** DATA content from `pos` up to its end of data: the unstuffed content, and where commands resume. */
+function dataContent(sent: Buffer, pos: number, rules: ReadingRules): { content: Buffer; next: number } | undefined {
+  if (rules.framing === 'rfc') {
+    // Content that is empty ends at once with its first line ".".
+    if (sent.subarray(pos, pos + 3).equals(Buffer.from('.\r\n'))) return { content: Buffer.alloc(0), next: pos + 3 };
+    const end = sent.indexOf(END_OF_DATA, pos);
+    return end < 0 ? undefined : { content: unstuff(sent.subarray(pos, end + 2)), next: end + END_OF_DATA.length };
+  }
+  const lines: Buffer[] = [];
+  for (let at = pos; ; ) {
+    const read = nextLine(sent, at, rules);
+    if (read === undefined) return undefined;
+    at = read.next;
+    if (read.line.length === 1 && read.line[0] === 0x2e) {
+      return { content: Buffer.concat(lines.flatMap((l) => [l[0] === 0x2e ? l.subarray(1) : l, CRLF])), next: at };
+    }
+    lines.push(read.line);
+  }
 }
 
 /** The size of a well-formed `BDAT n [LAST]`, or undefined. */
@@ -88,7 +137,7 @@ function unstuff(content: Buffer): Buffer {
 }
 
 /** Reads what the client sent after login against the replies it saw after login. */
-export function readSession(sent: Buffer, replies: SeenReply[], leading: LeadingSpace): SessionReading {
+export function readSession(sent: Buffer, replies: SeenReply[], rules: ReadingRules): SessionReading {
   const accepted: AcceptedMessage[] = [];
   const misplaced: MisplacedReply[] = [];
   let pos = 0;
@@ -103,12 +152,12 @@ export function readSession(sent: Buffer, replies: SeenReply[], leading: Leading
     return reply;
   };
   while (r < replies.length) {
-    const eol = sent.indexOf(CRLF, pos);
-    if (eol < 0) break;
-    const line = sent.subarray(pos, eol);
+    const read = nextLine(sent, pos, rules);
+    if (read === undefined) break;
+    const line = read.line;
     const shown = JSON.stringify(line.toString('latin1'));
-    pos = eol + 2;
-    const command = parseCommand(line, leading);
+    pos = read.next;
+    const command = parseCommand(line, rules);
     if (command === undefined) {
       answer(`the refused line ${shown}`, false);
       continue;
@@ -137,11 +186,10 @@ export function readSession(sent: Buffer, replies: SeenReply[], leading: Leading
     if (reply === undefined) break;
     if (verb === 'QUIT') break;
     if (verb === 'DATA' && reply.code === 354) {
-      // Content that is empty ends at once with its first line ".".
-      const end = sent.subarray(pos, pos + 3).equals(Buffer.from('.\r\n')) ? pos - 2 : sent.indexOf(END_OF_DATA, pos);
-      if (end < 0) break;
-      const content = end < pos ? Buffer.alloc(0) : unstuff(sent.subarray(pos, end + 2));
-      pos = end + END_OF_DATA.length;
+      const data = dataContent(sent, pos, rules);
+      if (data === undefined) break;
+      const { content } = data;
+      pos = data.next;
       const done = answer('the end of DATA content', true);
       if (done === undefined) break;
       const id = queuedAs(done.text);
@@ -152,13 +200,16 @@ export function readSession(sent: Buffer, replies: SeenReply[], leading: Leading
 }
 
 /**
- * Message content in a form both sides can be compared in: Postfix stores lines, not line ends, so
- * line ends become LF, CRs are left out (whether a lone CR survives is Postfix's business, not a
- * question of who sent what), and a last line end is added where the message had none.
+ * Message content in a form both sides can be compared in. Postfix stores lines, not line ends, and
+ * has its own ways with a stray CR (it may keep it, drop it or turn it into a space), which say nothing
+ * about who sent what: so line ends become LF, a CR counts as a space, trailing spaces are dropped,
+ * and a last line end is added where the message had none.
  */
 export function comparableContent(content: Buffer | string): string {
-  const text = (typeof content === 'string' ? content : content.toString('latin1')).replace(/\r/g, '');
-  return text.endsWith('\n') || text.length === 0 ? text : `${text}\n`;
+  const text = (typeof content === 'string' ? content : content.toString('latin1')).replace(/\r\n/g, '\n').replace(/\r/g, ' ');
+  const lines = text.split('\n').map((line) => line.replace(/[ \t]+$/, ''));
+  if (lines.at(-1) === '') lines.pop();
+  return lines.map((line) => `${line}\n`).join('');
 }
 
 /**

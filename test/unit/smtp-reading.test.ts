@@ -1,0 +1,67 @@
+/**
+ * The differential test's reference readings of a session: which replies end messages, with what
+ * content, under RFC 5321's framing and under Postfix's.
+ */
+import { describe, expect, it } from 'vitest';
+import { comparableContent, queuedContent, readSession, type ReadingRules, type SeenReply } from '../support/smtp-reading.js';
+
+const RFC: ReadingRules = { framing: 'rfc', leadingSpace: 'verb' };
+const POSTFIX: ReadingRules = { framing: 'postfix' };
+const ok = (text = '250 2.0.0 Ok'): SeenReply => ({ code: Number(text.slice(0, 3)), text });
+const bytes = (text: string) => Buffer.from(text, 'latin1');
+const ENVELOPE = 'MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\n';
+
+describe('readSession', () => {
+  it('takes the reply after CRLF.CRLF as the end of a DATA message, with the content unstuffed', () => {
+    const sent = bytes(`${ENVELOPE}DATA\r\nSubject: s\r\n\r\n..dot\r\n.\r\nNOOP\r\n`);
+    const replies = [ok(), ok(), ok('354 go'), ok('250 2.0.0 Ok: queued as ABC123'), ok()];
+    for (const rules of [RFC, POSTFIX]) {
+      const r = readSession(sent, replies, rules);
+      expect(r.misplaced).toEqual([]);
+      expect(r.accepted).toHaveLength(1);
+      expect(r.accepted[0]!.queueId).toBe('ABC123');
+      expect(r.accepted[0]!.content.toString('latin1')).toBe('Subject: s\r\n\r\n.dot\r\n');
+    }
+  });
+
+  it('reads a bare LF dot line as content under RFC framing and as the end of data under Postfix framing', () => {
+    const sent = bytes(`${ENVELOPE}DATA\r\nhello\n.\nNOOP\r\n.\r\n`);
+    const rfc = readSession(sent, [ok(), ok(), ok('354 go'), ok('250 2.0.0 Ok: queued as A1')], RFC);
+    expect(rfc.accepted[0]!.content.toString('latin1')).toBe('hello\n.\nNOOP\r\n');
+    const postfix = readSession(sent, [ok(), ok(), ok('354 go'), ok('250 2.0.0 Ok: queued as A1'), ok(), ok('502 no')], POSTFIX);
+    expect(postfix.accepted[0]!.content.toString('latin1')).toBe('hello\r\n');
+    expect(postfix.misplaced).toEqual([]);
+  });
+
+  it('counts BDAT chunks exactly, whatever they hold', () => {
+    const sent = bytes(`${ENVELOPE}BDAT 12\r\nDATA\r\n.\r\nXYZBDAT 3 LAST\r\nabc`);
+    const r = readSession(sent, [ok(), ok(), ok('250 2.0.0 Ok: 12 bytes'), ok('250 2.0.0 Ok: 15 bytes queued as B2')], RFC);
+    expect(r.misplaced).toEqual([]);
+    expect(r.accepted[0]!.content.toString('latin1')).toBe('DATA\r\n.\r\nXYZabc');
+  });
+
+  it('calls a "queued" reply to anything but the end of a message misplaced', () => {
+    // What a reader that took "DATA\t" for no command would see: a queued reply where a content line stood.
+    const sent = bytes(`${ENVELOPE}DATA\t\x0b\r\nSubject: s\r\n.\r\n`);
+    const r = readSession(sent, [ok(), ok(), ok('502 no'), ok('250 2.0.0 Ok: queued as C3')], RFC);
+    expect(r.misplaced).toEqual([{ reply: 3, text: '250 2.0.0 Ok: queued as C3', answers: '"Subject: s"' }]);
+  });
+
+  it('refuses a line with a bare CR or a NUL as a command, and under RFC framing one with a bare LF too', () => {
+    const sent = bytes('NOOP\nXCLIENT LOGIN=b\r\nNO\0OP\r\nNOOP\rx\r\n');
+    expect(readSession(sent, [ok('500 a'), ok('500 b'), ok('500 c')], RFC)).toMatchObject({ misplaced: [], extraReplies: 0 });
+    expect(readSession(sent, [ok(), ok('503 d'), ok('500 b'), ok('500 c')], POSTFIX)).toMatchObject({ misplaced: [], extraReplies: 0 });
+  });
+});
+
+describe('content comparison', () => {
+  it("drops Postfix's Received header and compares lines, not line ends", () => {
+    const postcat = 'Received: from x\n\tby y with ESMTPSA id Q1\n\tfor <b@x>; date\nSubject: s\n\nbody\n';
+    expect(queuedContent(postcat)).toBe('Subject: s\n\nbody\n');
+    expect(comparableContent(bytes('Subject: s\r\n\r\nbody\r\n'))).toBe(queuedContent(postcat));
+    expect(comparableContent(bytes('Subject: s\r\n\r\nbody'))).toBe(queuedContent(postcat));
+    expect(comparableContent(bytes('Subject: s\r\n\r\nbody\r'))).toBe(comparableContent('Subject: s\n\nbody \n'));
+    expect(comparableContent(bytes('Subject: s\r\n\r\nother\r\n'))).not.toBe(queuedContent(postcat));
+    expect(comparableContent(bytes('Subject: s\r\n\r\nbody\r\n\r\n'))).not.toBe(queuedContent(postcat));
+  });
+});
