@@ -8,7 +8,15 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { PostfixInstance } from '../../src/devstack/postfix.js';
 import type { RawSmtp, SmtpReply } from './smtp-raw.js';
-import { comparableContent, queuedContent, READINGS, readSession, type SeenReply, type SessionReading } from './smtp-reading.js';
+import {
+  comparableContent,
+  queuedContent,
+  READINGS,
+  readSession,
+  withoutAddedHeaders,
+  type SeenReply,
+  type SessionReading,
+} from './smtp-reading.js';
 import { sessionBytes, sessionWrites, type GeneratedSession } from './smtp-sessions.js';
 
 const run = promisify(execFile);
@@ -189,7 +197,8 @@ export async function contradictions(options: {
       );
       continue;
     }
-    if (!claims.some((c) => comparableContent(c.message.content) === stored)) {
+    const same = (sent: string) => withoutAddedHeaders(stored, sent, id) === sent;
+    if (!claims.some((c) => same(comparableContent(c.message.content)))) {
       const claim = claims[0]!;
       problems.push(
         `Postfix queued ${id} with other content than the client sent:\n  sent:   ${JSON.stringify(comparableContent(claim.message.content))}\n  queued: ${JSON.stringify(stored)}\n${transcript(claim.record)}`,

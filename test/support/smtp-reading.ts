@@ -181,9 +181,10 @@ export function readSession(sent: Buffer, replies: SeenReply[], rules: ReadingRu
       }
       continue;
     }
-    if (['MAIL', 'RSET', 'EHLO', 'HELO'].includes(verb)) chunks = [];
     const reply = answer(shown, false);
     if (reply === undefined) break;
+    // A transaction ends where the server agreed to start anew.
+    if (['MAIL', 'RSET', 'EHLO', 'HELO'].includes(verb) && reply.code === 250) chunks = [];
     if (verb === 'QUIT') break;
     if (verb === 'DATA' && reply.code === 354) {
       const data = dataContent(sent, pos, rules);
@@ -207,9 +208,25 @@ export function readSession(sent: Buffer, replies: SeenReply[], rules: ReadingRu
  */
 export function comparableContent(content: Buffer | string): string {
   const text = (typeof content === 'string' ? content : content.toString('latin1')).replace(/\r\n/g, '\n').replace(/\r/g, ' ');
-  const lines = text.split('\n').map((line) => line.replace(/[ \t]+$/, ''));
-  if (lines.at(-1) === '') lines.pop();
-  return lines.map((line) => `${line}\n`).join('');
+  const lines = text.split('\n');
+  if (text.endsWith('\n') || text.length === 0) lines.pop();
+  return lines.map((line) => `${line.replace(/[ \t]+$/, '')}\n`).join('');
+}
+
+/**
+ * Queued content without the headers Postfix adds to a message that lacks them (cleanup(8):
+ * `Message-Id`, `Date`, `From`) to the header block, where the sent header block (comparable form)
+ * did not have that line.
+ */
+export function withoutAddedHeaders(queued: string, sent: string, queueId: string): string {
+  const sentAll = sent.split('\n');
+  const sentBody = sentAll.indexOf('');
+  const sentLines = new Set(sentBody < 0 ? sentAll : sentAll.slice(0, sentBody));
+  const added = [new RegExp(`^Message-Id: <\\d{14}\\.${queueId}@`), /^Date: .* \(UTC\)$/, /^From: \S+@\S+$/];
+  const lines = queued.split('\n');
+  const body = lines.indexOf('');
+  const headerEnd = body < 0 ? lines.length : body;
+  return lines.filter((line, i) => i >= headerEnd || sentLines.has(line) || !added.some((re) => re.test(line))).join('\n');
 }
 
 /**

@@ -3,7 +3,7 @@
  * content, under RFC 5321's framing and under Postfix's.
  */
 import { describe, expect, it } from 'vitest';
-import { comparableContent, queuedContent, readSession, type ReadingRules, type SeenReply } from '../support/smtp-reading.js';
+import { comparableContent, queuedContent, readSession, withoutAddedHeaders, type ReadingRules, type SeenReply } from '../support/smtp-reading.js';
 
 const RFC: ReadingRules = { framing: 'rfc', leadingSpace: 'verb' };
 const POSTFIX: ReadingRules = { framing: 'postfix' };
@@ -31,6 +31,12 @@ describe('readSession', () => {
     const postfix = readSession(sent, [ok(), ok(), ok('354 go'), ok('250 2.0.0 Ok: queued as A1'), ok(), ok('502 no')], POSTFIX);
     expect(postfix.accepted[0]!.content.toString('latin1')).toBe('hello\r\n');
     expect(postfix.misplaced).toEqual([]);
+  });
+
+  it('keeps a BDAT transaction going when the server refuses a nested MAIL', () => {
+    const sent = bytes(`${ENVELOPE}BDAT 1\r\nBMAIL FROM:<a@x>\r\nBDAT 2 LAST\r\nxy`);
+    const r = readSession(sent, [ok(), ok(), ok('250 2.0.0 Ok: 1 bytes'), ok('503 5.5.1 Error: nested MAIL command'), ok('250 2.0.0 Ok: 3 bytes queued as D4')], RFC);
+    expect(r.accepted[0]!.content.toString('latin1')).toBe('Bxy');
   });
 
   it('counts BDAT chunks exactly, whatever they hold', () => {
@@ -63,5 +69,14 @@ describe('content comparison', () => {
     expect(comparableContent(bytes('Subject: s\r\n\r\nbody\r'))).toBe(comparableContent('Subject: s\n\nbody \n'));
     expect(comparableContent(bytes('Subject: s\r\n\r\nother\r\n'))).not.toBe(queuedContent(postcat));
     expect(comparableContent(bytes('Subject: s\r\n\r\nbody\r\n\r\n'))).not.toBe(queuedContent(postcat));
+    expect(comparableContent(bytes('Subject: s\r\n\r\n '))).toBe('Subject: s\n\n\n');
+  });
+
+  it('leaves out only the headers Postfix adds to a message without them', () => {
+    const sent = comparableContent('XSubject: s\n\nFrom: a@x\n');
+    const queued = 'XSubject: s\nMessage-Id: <20261203091320.Q1@smtp.example.test>\nDate: Thu,  3 Dec 2026 09:13:20 +0000 (UTC)\nFrom: a@x\n\nFrom: a@x\n';
+    expect(withoutAddedHeaders(queued, sent, 'Q1')).toBe(sent);
+    expect(withoutAddedHeaders(queued, sent, 'Q2')).not.toBe(sent);
+    expect(withoutAddedHeaders('XSubject: s\nX-Other: 1\n\nFrom: a@x\n', sent, 'Q1')).not.toBe(sent);
   });
 });
