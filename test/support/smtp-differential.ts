@@ -13,7 +13,7 @@ import {
   queuedContent,
   READINGS,
   readSession,
-  withoutAddedHeaders,
+  sameAsQueued,
   type SeenReply,
   type SessionReading,
 } from './smtp-reading.js';
@@ -197,8 +197,7 @@ export async function contradictions(options: {
       );
       continue;
     }
-    const same = (sent: string) => withoutAddedHeaders(stored, sent, id) === sent;
-    if (!claims.some((c) => same(comparableContent(c.message.content)))) {
+    if (!claims.some((c) => sameAsQueued(comparableContent(c.message.content), stored, id))) {
       const claim = claims[0]!;
       problems.push(
         `Postfix queued ${id} with other content than the client sent:\n  sent:   ${JSON.stringify(comparableContent(claim.message.content))}\n  queued: ${JSON.stringify(stored)}\n${transcript(claim.record)}`,

@@ -214,19 +214,24 @@ export function comparableContent(content: Buffer | string): string {
 }
 
 /**
- * Queued content without the headers Postfix adds to a message that lacks them (cleanup(8):
- * `Message-Id`, `Date`, `From`) to the header block, where the sent header block (comparable form)
- * did not have that line.
+ * Whether queued content (comparable form) is the sent content as Postfix's cleanup(8) stores it:
+ * the same lines, give or take the headers it adds to a message that lacks them (`Message-Id`,
+ * `Date`, `From`, at the end of the header block) and the empty line it puts between the headers
+ * and a body that did not start with one.
  */
-export function withoutAddedHeaders(queued: string, sent: string, queueId: string): string {
-  const sentAll = sent.split('\n');
-  const sentBody = sentAll.indexOf('');
-  const sentLines = new Set(sentBody < 0 ? sentAll : sentAll.slice(0, sentBody));
+export function sameAsQueued(sent: string, queued: string, queueId: string): boolean {
+  const sentLines = sent.split('\n');
+  let headers = 0;
+  while (headers < sentLines.length - 1 && /^([!-9;-~]+:|[ \t])/.test(sentLines[headers]!)) headers += 1;
+  const expected = [...sentLines];
+  if (expected[headers] !== '') expected.splice(headers, 0, '');
+  const own = new Set(sentLines.slice(0, headers));
   const added = [new RegExp(`^Message-Id: <\\d{14}\\.${queueId}@`), /^Date: .* \(UTC\)$/, /^From: \S+@\S+$/];
-  const lines = queued.split('\n');
-  const body = lines.indexOf('');
-  const headerEnd = body < 0 ? lines.length : body;
-  return lines.filter((line, i) => i >= headerEnd || sentLines.has(line) || !added.some((re) => re.test(line))).join('\n');
+  const queuedLines = queued.split('\n');
+  const blank = queuedLines.indexOf('');
+  const headerEnd = blank < 0 ? queuedLines.length : blank;
+  const stored = queuedLines.filter((line, i) => i >= headerEnd || own.has(line) || !added.some((re) => re.test(line)));
+  return stored.join('\n') === sent || stored.join('\n') === expected.join('\n');
 }
 
 /**
