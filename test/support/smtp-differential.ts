@@ -35,10 +35,11 @@ export interface SessionRecord {
 
 /**
  * Keeps every message Postfix queues in its queue (delivery deferred), so `postcat` can show each
- * one exactly as queued. Reloads the running instance.
+ * one, and stored as it came: no header addresses rewritten, no missing headers added. Reloads the
+ * running instance.
  */
 export async function keepQueuedMail(postfix: PostfixInstance): Promise<void> {
-  await run(POSTCONF, ['-c', postfix.configDir, '-e', 'defer_transports = lmtp error']);
+  await run(POSTCONF, ['-c', postfix.configDir, '-e', 'defer_transports = lmtp error', 'local_header_rewrite_clients =']);
   const before = (await postfix.readLog()).length;
   await run(POSTFIX, ['-c', postfix.configDir, 'reload']);
   const deadline = Date.now() + 10_000;
