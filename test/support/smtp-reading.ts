@@ -5,9 +5,10 @@
  *  - `rfc`: RFC 5321 to the letter. Commands are CRLF-terminated lines, the verb split off on SP or
  *    HTAB; message content ends only at CRLF.CRLF; a line with a bare CR, a bare LF or a NUL is no
  *    command at all (one reply, nothing changes);
- *  - `postfix`: Postfix's own reading. Lines end at LF and the CRs before it are dropped; SP, HTAB,
- *    VT and FF separate words; a line that is `.` ends content; a CR inside a line or a NUL makes a
- *    command line invalid.
+ *  - `postfix`: Postfix's own reading. Lines end at LF and the CRs before it are dropped (for a
+ *    command line, all of them as Postfix does, or only the last, the rest making the line invalid);
+ *    SP, HTAB, VT and FF separate words; a line that is `.` ends content; a CR inside a line or a NUL
+ *    makes a command line invalid.
  * Either way BDAT chunks are counted exactly and content is dot-unstuffed. Pure: bytes and replies
  * in, the messages the client may rightly believe were accepted out.
  */
@@ -22,13 +23,14 @@ export interface SeenReply {
 /** How a whole session is read: its framing, and whether a command line may start with whitespace. */
 export type ReadingRules =
   | { framing: 'rfc'; leadingSpace: 'verb' | 'refused' }
-  | { framing: 'postfix' };
+  | { framing: 'postfix'; commandCrs: 'all' | 'last' };
 
 /** Every reading a sound relay may follow. */
 export const READINGS: ReadingRules[] = [
   { framing: 'rfc', leadingSpace: 'verb' },
   { framing: 'rfc', leadingSpace: 'refused' },
-  { framing: 'postfix' },
+  { framing: 'postfix', commandCrs: 'all' },
+  { framing: 'postfix', commandCrs: 'last' },
 ];
 
 /** A message the client sent and saw accepted: the reply that accepted it names its queue id. */
@@ -82,8 +84,12 @@ export function parseCommand(line: Buffer, rules: ReadingRules): { verb: string;
   return { verb: verb.toUpperCase(), args };
 }
 
-/** The next line from `pos`: where it ends and where the one after it starts, or undefined when incomplete. */
-function nextLine(sent: Buffer, pos: number, rules: ReadingRules): { line: Buffer; next: number } | undefined {
+/**
+ * The next line from `pos` without its line end (for Postfix's framing, without the CRs before its
+ * LF: all of them, or for `crs: 'last'` only one), and where the line after it starts; undefined
+ * when the line is incomplete.
+ */
+function nextLine(sent: Buffer, pos: number, rules: ReadingRules, crs: 'all' | 'last' = 'all'): { line: Buffer; next: number } | undefined {
   if (rules.framing === 'rfc') {
     const eol = sent.indexOf(CRLF, pos);
     return eol < 0 ? undefined : { line: sent.subarray(pos, eol), next: eol + 2 };
@@ -91,7 +97,10 @@ function nextLine(sent: Buffer, pos: number, rules: ReadingRules): { line: Buffe
   const lf = sent.indexOf(0x0a, pos);
   if (lf < 0) return undefined;
   let end = lf;
-  while (end > pos && sent[end - 1] === 0x0d) end -= 1;
+  while (end > pos && sent[end - 1] === 0x0d) {
+    end -= 1;
+    if (crs === 'last') break;
+  }
   return { line: sent.subarray(pos, end), next: lf + 1 };
 }
 
@@ -152,7 +161,7 @@ export function readSession(sent: Buffer, replies: SeenReply[], rules: ReadingRu
     return reply;
   };
   while (r < replies.length) {
-    const read = nextLine(sent, pos, rules);
+    const read = nextLine(sent, pos, rules, rules.framing === 'postfix' ? rules.commandCrs : 'all');
     if (read === undefined) break;
     const line = read.line;
     const shown = JSON.stringify(line.toString('latin1'));

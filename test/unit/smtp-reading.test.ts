@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { comparableContent, queuedContent, readSession, sameAsQueued, type ReadingRules, type SeenReply } from '../support/smtp-reading.js';
 
 const RFC: ReadingRules = { framing: 'rfc', leadingSpace: 'verb' };
-const POSTFIX: ReadingRules = { framing: 'postfix' };
+const POSTFIX: ReadingRules = { framing: 'postfix', commandCrs: 'all' };
 const ok = (text = '250 2.0.0 Ok'): SeenReply => ({ code: Number(text.slice(0, 3)), text });
 const bytes = (text: string) => Buffer.from(text, 'latin1');
 const ENVELOPE = 'MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\n';
@@ -57,6 +57,14 @@ describe('readSession', () => {
     const sent = bytes('NOOP\nXCLIENT LOGIN=b\r\nNO\0OP\r\nNOOP\rx\r\n');
     expect(readSession(sent, [ok('500 a'), ok('500 b'), ok('500 c')], RFC)).toMatchObject({ misplaced: [], extraReplies: 0 });
     expect(readSession(sent, [ok(), ok('503 d'), ok('500 b'), ok('500 c')], POSTFIX)).toMatchObject({ misplaced: [], extraReplies: 0 });
+  });
+
+  it('under Postfix framing drops every CR before a command line LF, or only the last one', () => {
+    const sent = bytes(`${ENVELOPE}BDAT 3 LAST\r\r\nabcNOOP\r\n`);
+    const all = readSession(sent, [ok(), ok(), ok('250 2.0.0 Ok: 3 bytes queued as E5'), ok()], POSTFIX);
+    expect(all.accepted.map((m) => m.content.toString('latin1'))).toEqual(['abc']);
+    const last = readSession(sent, [ok(), ok(), ok('500 bare CR'), ok('502 no')], { framing: 'postfix', commandCrs: 'last' });
+    expect(last).toMatchObject({ accepted: [], misplaced: [], extraReplies: 0 });
   });
 });
 
