@@ -24,7 +24,7 @@ const ALICE = USERS[0]!;
 const MODES = ['xclient', 'master'] as const;
 type Mode = (typeof MODES)[number];
 
-const RUNS = Number(process.env.SMTP_DIFF_RUNS ?? 25);
+const RUNS = Number(process.env.SMTP_DIFF_RUNS ?? 15);
 const SESSIONS_PER_RUN = 8;
 /** How long a client waits for more replies before it gives up on a session that went quiet. */
 const QUIET_MS = 500;
