@@ -189,6 +189,9 @@ export async function contradictions(options: {
   for (const id of opened) {
     const stored = await queuedMessage(postfix, id);
     if (stored === undefined) continue;
+    // A client that stopped waiting cannot have seen the answer to its last message; that message may be queued.
+    const unanswered = readings.some((r) => r.reading.unanswered.some((content) => sameAsQueued(comparableContent(content), stored, id)));
+    if (unanswered && !readings.some((r) => r.reading.accepted.some((a) => a.queueId === id))) continue;
     const claims = readings.flatMap((r) => r.reading.accepted.filter((a) => a.queueId === id).map((a) => ({ ...r, message: a })));
     const owner = records.find((rec) => rec.replies.some((reply) => reply.text.includes(`queued as ${id}`)));
     if (claims.length === 0) {

@@ -57,6 +57,11 @@ export interface SessionReading {
   misplaced: MisplacedReply[];
   /** Replies beyond what the reading accounts for (a server that answered more than was asked). */
   extraReplies: number;
+  /**
+   * Messages sent whole whose answer the client never saw (it stopped waiting): the server may have
+   * queued them, and the client cannot know.
+   */
+  unanswered: Buffer[];
 }
 
 const CRLF = Buffer.from('\r\n');
@@ -149,6 +154,7 @@ function unstuff(content: Buffer): Buffer {
 export function readSession(sent: Buffer, replies: SeenReply[], rules: ReadingRules): SessionReading {
   const accepted: AcceptedMessage[] = [];
   const misplaced: MisplacedReply[] = [];
+  const unanswered: Buffer[] = [];
   let pos = 0;
   let r = 0;
   let chunks: Buffer[] = [];
@@ -160,7 +166,7 @@ export function readSession(sent: Buffer, replies: SeenReply[], rules: ReadingRu
     r += 1;
     return reply;
   };
-  while (r < replies.length) {
+  for (;;) {
     const read = nextLine(sent, pos, rules, rules.framing === 'postfix' ? rules.commandCrs : 'all');
     if (read === undefined) break;
     const line = read.line;
@@ -178,7 +184,10 @@ export function readSession(sent: Buffer, replies: SeenReply[], rules: ReadingRu
       const chunk = sent.subarray(pos, pos + size);
       pos += size;
       const reply = answer(`${shown} and its ${size}-byte chunk`, last);
-      if (reply === undefined) break;
+      if (reply === undefined) {
+        if (last) unanswered.push(Buffer.concat([...chunks, chunk]));
+        break;
+      }
       if (reply.code === 250) chunks.push(chunk);
       else chunks = [];
       if (last) {
@@ -191,7 +200,12 @@ export function readSession(sent: Buffer, replies: SeenReply[], rules: ReadingRu
       continue;
     }
     const reply = answer(shown, false);
-    if (reply === undefined) break;
+    if (reply === undefined) {
+      // A DATA whose 354 never arrived may still have been followed by content the server queued.
+      const data = verb === 'DATA' ? dataContent(sent, pos, rules) : undefined;
+      if (data !== undefined) unanswered.push(data.content);
+      break;
+    }
     // A transaction ends where the server agreed to start anew.
     if (['MAIL', 'RSET', 'EHLO', 'HELO'].includes(verb) && reply.code === 250) chunks = [];
     if (verb === 'QUIT') break;
@@ -201,12 +215,15 @@ export function readSession(sent: Buffer, replies: SeenReply[], rules: ReadingRu
       const { content } = data;
       pos = data.next;
       const done = answer('the end of DATA content', true);
-      if (done === undefined) break;
+      if (done === undefined) {
+        unanswered.push(content);
+        break;
+      }
       const id = queuedAs(done.text);
       if (done.code === 250 && id !== undefined) accepted.push({ queueId: id, content, via: 'DATA', reply: r - 1 });
     }
   }
-  return { accepted, misplaced, extraReplies: replies.length - r };
+  return { accepted, misplaced, extraReplies: replies.length - r, unanswered };
 }
 
 /**

@@ -39,6 +39,14 @@ describe('readSession', () => {
     expect(r.accepted[0]!.content.toString('latin1')).toBe('Bxy');
   });
 
+  it('keeps the messages sent whole whose answer never came', () => {
+    const data = readSession(bytes(`${ENVELOPE}DATA\r\nSubject: s\r\n.\r\n`), [ok(), ok(), ok('354 go')], RFC);
+    expect(data.unanswered.map((c) => c.toString('latin1'))).toEqual(['Subject: s\r\n']);
+    const bdat = readSession(bytes(`${ENVELOPE}BDAT 2\r\nabBDAT 1 LAST\r\nc`), [ok(), ok(), ok('250 2.0.0 Ok: 2 bytes')], RFC);
+    expect(bdat.unanswered.map((c) => c.toString('latin1'))).toEqual(['abc']);
+    expect(readSession(bytes(`${ENVELOPE}DATA\r\nSubject: s\r\n`), [ok(), ok(), ok('354 go')], RFC).unanswered).toEqual([]);
+  });
+
   it('counts BDAT chunks exactly, whatever they hold', () => {
     const sent = bytes(`${ENVELOPE}BDAT 12\r\nDATA\r\n.\r\nXYZBDAT 3 LAST\r\nabc`);
     const r = readSession(sent, [ok(), ok(), ok('250 2.0.0 Ok: 12 bytes'), ok('250 2.0.0 Ok: 15 bytes queued as B2')], RFC);
