@@ -74,7 +74,7 @@ async function judge(
 }
 
 describe('the oracle', () => {
-  it('the oracle finds nothing to object to in well-formed sessions straight to Postfix', async () => {
+  it('finds nothing to object to in well-formed sessions straight to Postfix', async () => {
     const stack = stacks.master;
     const password = Buffer.from(`\0${ALICE.name}\0${ALICE.password}`).toString('base64');
     secret(password, 'PLAIN message');
