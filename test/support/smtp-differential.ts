@@ -35,11 +35,19 @@ export interface SessionRecord {
 
 /**
  * Keeps every message Postfix queues in its queue (delivery deferred), so `postcat` can show each
- * one, and stored as it came: no header addresses rewritten, no missing headers added. Reloads the
- * running instance.
+ * one, and stored as it came: no header addresses rewritten, no missing headers added. Postfix also
+ * answers at once after many errors (no `smtpd_error_sleep_time`), so a client that waits a fixed
+ * time for replies sees them all. Reloads the running instance.
  */
 export async function keepQueuedMail(postfix: PostfixInstance): Promise<void> {
-  await run(POSTCONF, ['-c', postfix.configDir, '-e', 'defer_transports = lmtp error', 'local_header_rewrite_clients =']);
+  await run(POSTCONF, [
+    '-c',
+    postfix.configDir,
+    '-e',
+    'defer_transports = lmtp error',
+    'local_header_rewrite_clients =',
+    'smtpd_error_sleep_time = 0',
+  ]);
   const before = (await postfix.readLog()).length;
   await run(POSTFIX, ['-c', postfix.configDir, 'reload']);
   const deadline = Date.now() + 10_000;
