@@ -228,12 +228,12 @@ export function readSession(sent: Buffer, replies: SeenReply[], rules: ReadingRu
 
 /**
  * Message content in a form both sides can be compared in. Postfix stores lines, not line ends, and
- * has its own ways with a stray CR (it may keep it, drop it or turn it into a space), which say nothing
- * about who sent what: so line ends become LF, a CR counts as a space, trailing spaces are dropped,
+ * has its own ways with a stray CR or a NUL (it may keep it, drop it or turn it into a space), which say
+ * nothing about who sent what: so line ends become LF, a CR or NUL counts as a space, trailing spaces are dropped,
  * and a last line end is added where the message had none.
  */
 export function comparableContent(content: Buffer | string): string {
-  const text = (typeof content === 'string' ? content : content.toString('latin1')).replace(/\r\n/g, '\n').replace(/\r/g, ' ');
+  const text = (typeof content === 'string' ? content : content.toString('latin1')).replace(/\r\n/g, '\n').replace(/[\r\0]/g, ' ');
   const lines = text.split('\n');
   if (text.endsWith('\n') || text.length === 0) lines.pop();
   return lines.map((line) => `${line.replace(/[ \t]+$/, '')}\n`).join('');

@@ -86,6 +86,7 @@ describe('content comparison', () => {
     expect(comparableContent(bytes('Subject: s\r\n\r\nother\r\n'))).not.toBe(queuedContent(postcat));
     expect(comparableContent(bytes('Subject: s\r\n\r\nbody\r\n\r\n'))).not.toBe(queuedContent(postcat));
     expect(comparableContent(bytes('Subject: s\r\n\r\n '))).toBe('Subject: s\n\n\n');
+    expect(comparableContent(bytes('Subject: s\0\r\n'))).toBe('Subject: s\n');
   });
 
   it('allows for the headers and the empty line Postfix adds, and nothing else', () => {
