@@ -660,6 +660,22 @@ function extension(extensions: string[], keyword: string): string[] | undefined 
   return undefined;
 }
 
+/**
+ * The warning for a Postfix that lets sasl-gate send XCLIENT although the master login needs no such
+ * right: while sasl-gate holds it, any command of a client that reached Postfix unparsed could make
+ * that client another user.
+ */
+function xclientTrustWarning(where: string, xclient: string[]): DoctorCheck {
+  return {
+    status: 'WARN',
+    name: 'smtp xclient',
+    finding: `${where} offers XCLIENT (${xclient.join(' ')}) to this host, which login: master does not need`,
+    hint:
+      "take sasl-gate's address out of smtpd_authorized_xclient_hosts for that port, and pass the client's address with " +
+      'backends.smtp.proxyProtocol: true and smtpd_upstream_proxy_protocol = haproxy instead',
+  };
+}
+
 async function checkSmtp(config: GateConfig, backend: SmtpBackendConfig, user: string | undefined, userHint: UserHint): Promise<DoctorCheck[]> {
   const where = `${backend.host}:${backend.port}`;
   const probe = ownConnection(backend);
@@ -703,7 +719,11 @@ async function checkSmtp(config: GateConfig, backend: SmtpBackendConfig, user: s
       checks.push({ status: 'PASS', name: 'smtp backend', finding: `${where} answers (${keywords}); XCLIENT offered (LOGIN, ADDR)` });
     }
   } else {
-    const xclientNote = xclient?.includes('ADDR') ? 'XCLIENT ADDR offered' : 'no XCLIENT (Postfix sees sasl-gate as the client)';
+    const xclientNote = xclient?.includes('ADDR')
+      ? 'XCLIENT ADDR offered'
+      : backend.proxyProtocol
+        ? 'no XCLIENT (the PROXY header names the client)'
+        : 'no XCLIENT (Postfix sees sasl-gate as the client)';
     if (!auth?.includes('PLAIN')) {
       checks.push({
         status: 'FAIL',
@@ -714,6 +734,7 @@ async function checkSmtp(config: GateConfig, backend: SmtpBackendConfig, user: s
     } else {
       checks.push({ status: 'PASS', name: 'smtp backend', finding: `${where} answers (${keywords}); AUTH PLAIN offered; ${xclientNote}` });
     }
+    if (xclient !== undefined) checks.push(xclientTrustWarning(where, xclient));
   }
   if (checks.some((c) => c.status === 'FAIL')) return checks;
 

@@ -88,8 +88,10 @@ export interface GateProcess {
 }
 
 export interface GateOptions {
-  /** The configuration, as YAML would hold it; `listeners` is set here (one IMAPS listener). */
+  /** The configuration, as YAML would hold it; `listeners` is set here (one implicit-TLS listener). */
   config: Record<string, unknown>;
+  /** The listener's protocol: `imap` (IMAPS) by default, or `smtp` (SMTPS). */
+  protocol?: 'imap' | 'smtp';
   /** Write a V8 CPU profile (`node --cpu-prof`) into this directory at exit. */
   cpuProfileDir?: string;
   /** Open-file limit of the process (`ulimit -n`). */
@@ -108,7 +110,7 @@ export async function startGateProcess(opts: GateOptions): Promise<GateProcess> 
   const configPath = join(dir, 'sasl-gate.yaml');
   writeFileSync(
     configPath,
-    stringify({ ...opts.config, listeners: [{ protocol: 'imap', bind: `${host}:${port}`, tls: 'implicit' }] }),
+    stringify({ ...opts.config, listeners: [{ protocol: opts.protocol ?? 'imap', bind: `${host}:${port}`, tls: 'implicit' }] }),
   );
   const logPath = join(dir, 'sasl-gate.log');
   const logFd = openSync(logPath, 'a');

@@ -16,6 +16,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type GateConfig } from '../../src/config/load.js';
 import { freePort } from '../../src/devstack/ports.js';
+import { startPostfix, type PostfixInstance } from '../../src/devstack/postfix.js';
 import { runDoctor } from '../../src/doctor.js';
 import { generateDevCertificate } from '../../src/server/devcert.js';
 import { secret } from '../support/evidence.js';
@@ -283,6 +284,49 @@ describe('doctor --user: the master login without a token', () => {
     expect(result.code, result.stdout).toBe(0);
     expect(result.stdout).toMatch(new RegExp(`^PASS  imap master    login as ${ALICE.name} \\(master user ${MASTER.user}\\) accepted$`, 'm'));
     expect(result.stdout).toMatch(new RegExp(`^PASS  smtp xclient   XCLIENT LOGIN=${ALICE.name} accepted$`, 'm'));
+  });
+});
+
+describe("Postfix's XCLIENT trust with login: master", () => {
+  let untrusting: PostfixInstance;
+
+  beforeAll(async () => {
+    // The recommended set-up: sasl-gate in no smtpd_authorized_xclient_hosts, the client's address by PROXY v2.
+    untrusting = await startPostfix({ dovecot: stack.dovecot, domain: 'example.test', xclientHosts: [], proxyProtocol: true });
+  });
+
+  afterAll(async () => {
+    await untrusting?.stop();
+  });
+
+  it('warns, with the fix, when Postfix offers XCLIENT to sasl-gate', async () => {
+    const { code, lines } = await doctor(configFor({ smtp: { login: 'master' } }), aliceToken);
+    expect(code, lines.join('\n')).toBe(0);
+    expect(line(lines, 'smtp xclient')).toMatch(
+      new RegExp(
+        `^WARN  smtp xclient   127\\.0\\.0\\.1:${stack.postfix!.submissionPort} offers XCLIENT \\(NAME ADDR .*LOGIN.*\\) to this host, which login: master does not need — ` +
+          "take sasl-gate's address out of smtpd_authorized_xclient_hosts for that port, and pass the client's address with backends\\.smtp\\.proxyProtocol: true and smtpd_upstream_proxy_protocol = haproxy instead$",
+      ),
+    );
+  });
+
+  it('says nothing of XCLIENT when Postfix does not trust sasl-gate with it, with or without PROXY v2', async () => {
+    const plainPort = await doctor(
+      configFor({ smtp: { login: 'master', host: untrusting.host, port: untrusting.submissionPort } }),
+      aliceToken,
+    );
+    expect(plainPort.code, plainPort.lines.join('\n')).toBe(0);
+    expect(line(plainPort.lines, 'smtp backend')).toMatch(/^PASS .*AUTH PLAIN offered; no XCLIENT \(Postfix sees sasl-gate as the client\)$/);
+    expect(plainPort.lines.some((l) => l.includes('smtp xclient'))).toBe(false);
+
+    const proxied = await doctor(
+      configFor({ smtp: { login: 'master', host: untrusting.host, port: untrusting.proxySubmissionPort!, proxyProtocol: true } }),
+      aliceToken,
+    );
+    expect(proxied.code, proxied.lines.join('\n')).toBe(0);
+    expect(line(proxied.lines, 'smtp backend')).toMatch(/^PASS .*AUTH PLAIN offered; no XCLIENT \(the PROXY header names the client\)$/);
+    expect(line(proxied.lines, 'smtp master')).toBe(`PASS  smtp master    AUTH PLAIN as ${ALICE.name} (master user ${MASTER.user}) accepted`);
+    expect(proxied.lines.some((l) => l.includes('smtp xclient'))).toBe(false);
   });
 });
 

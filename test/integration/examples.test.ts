@@ -2,8 +2,8 @@
  * The docker-mailserver example as an admin would use it: its sasl-gate configuration passes
  * `sasl-gate check-config` (the built CLI, as a separate process) with secrets masked, and the
  * pieces that must agree across files do: the path the image's CMD reads and the compose mount,
- * sasl-gate's fixed address and what Postfix (XCLIENT) and Dovecot (login_trusted_networks)
- * trust, the backend ports, and the way Roundcube reaches sasl-gate.
+ * sasl-gate's fixed address and what Dovecot (login_trusted_networks) trusts, Postfix's service
+ * for sasl-gate (master login over PROXY v2, no XCLIENT hosts), the backend ports, and the way Roundcube reaches sasl-gate.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -327,15 +327,16 @@ describe('examples/docker-mailserver', () => {
       expect(attached).toEqual(['mailserver', 'sasl-gate'].sort());
     });
 
-    it('authorizes XCLIENT for sasl-gate address alone, on the Postfix service sasl-gate uses', () => {
-      const { address } = gateFixedAddress();
-      const values = settingValues(userPatches, 'smtpd_authorized_xclient_hosts');
-      expect(values.length, 'smtpd_authorized_xclient_hosts is set').toBeGreaterThan(0);
-      for (const hosts of values) expect(hosts).toEqual([address]);
+    it('logs into Postfix as the master account over PROXY v2, on a service that trusts no host with XCLIENT', () => {
       const service = /postconf -M '(\d+)\/inet=\1 inet /.exec(userPatches)?.[1];
       expect(Number(service)).toBe(Number(smtpBackend['port']));
-      expect(smtpBackend['login']).toBe('xclient');
-      expect(userPatches).toContain(`'${service}/inet/smtpd_authorized_xclient_hosts=${address}'`);
+      expect(smtpBackend['login']).toBe('master');
+      expect(smtpBackend['proxyProtocol']).toBe(true);
+      const values = settingValues(userPatches, 'smtpd_authorized_xclient_hosts');
+      expect(values, 'smtpd_authorized_xclient_hosts is set, and empty').toEqual([[]]);
+      expect(userPatches).toContain(`'${service}/inet/smtpd_authorized_xclient_hosts='`);
+      expect(userPatches).toContain(`'${service}/inet/smtpd_upstream_proxy_protocol=haproxy'`);
+      expect(userPatches).toContain(`'${service}/inet/smtpd_sasl_type=dovecot'`);
       expect(userPatches).toContain(`'${service}/inet/smtpd_tls_security_level=none'`);
     });
 

@@ -11,12 +11,14 @@
 #     `postconf -P`, which ignores an unknown service), so the service is created here.
 #   - Port 10587 is not published in compose.yaml, and only the backend network reaches it.
 #
-# smtpd_authorized_xclient_hosts lists ONLY sasl-gate's fixed address (compose.yaml:
-# services.sasl-gate.networks.backend.ipv4_address). A host in that list may send
-# `XCLIENT LOGIN=<anyone>`, which Postfix takes as "authenticated as <anyone>", with no
-# password: it can send mail as any user. sasl-gate only does that after it has checked the
-# user's access token, and it refuses XCLIENT from its own clients. Any other address in the
-# list (a subnet, Roundcube, the Docker gateway) would be a way around authentication.
+# sasl-gate logs token users in with AUTH PLAIN as its Dovecot master account on the user's
+# behalf (sasl-gate.yaml: backends.smtp.login: master) and names the real client in a PROXY v2
+# header (backends.smtp.proxyProtocol: true, here smtpd_upstream_proxy_protocol=haproxy), so
+# Postfix logs and limits the client, not sasl-gate. smtpd_authorized_xclient_hosts is EMPTY on
+# purpose: a host in that list may send `XCLIENT LOGIN=<anyone>`, which Postfix takes as
+# "authenticated as <anyone>" with no password. sasl-gate needs no such right, and without it not
+# even a bug in sasl-gate could make a client someone else. (`sasl-gate doctor` warns if XCLIENT
+# is offered to it.)
 #
 # Everything else mirrors docker-mailserver's own submission service, so mail from token users
 # and password users is treated like any authenticated submission (sender ownership with
@@ -31,7 +33,8 @@ postconf -P \
   '10587/inet/smtpd_tls_auth_only=no' \
   '10587/inet/smtpd_sasl_auth_enable=yes' \
   '10587/inet/smtpd_sasl_type=dovecot' \
-  '10587/inet/smtpd_authorized_xclient_hosts=172.30.25.10' \
+  '10587/inet/smtpd_upstream_proxy_protocol=haproxy' \
+  '10587/inet/smtpd_authorized_xclient_hosts=' \
   '10587/inet/smtpd_reject_unlisted_recipient=no' \
   '10587/inet/smtpd_sasl_authenticated_header=yes' \
   '10587/inet/smtpd_client_restrictions=permit_sasl_authenticated,reject' \
@@ -41,4 +44,4 @@ postconf -P \
   '10587/inet/milter_macro_daemon_name=ORIGINATING' \
   '10587/inet/cleanup_service_name=sender-cleanup'
 
-echo 'user-patches.sh: added the Postfix submission service 10587 for sasl-gate (XCLIENT from 172.30.25.10 only)'
+echo 'user-patches.sh: added the Postfix submission service 10587 for sasl-gate (PROXY v2, master login, no XCLIENT)'
