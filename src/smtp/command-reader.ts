@@ -26,7 +26,7 @@ export type SmtpInputEvent =
   /** A command line: the verb upper-cased, its arguments with the surrounding whitespace removed. */
   | { kind: 'command'; verb: string; args: string }
   /** A command line that must not be forwarded. */
-  | { kind: 'invalid'; reason: 'too_long' | 'bare_cr' | 'nul' }
+  | { kind: 'invalid'; reason: 'too_long' | 'bare_cr' | 'bare_lf' | 'nul' }
   /** `BDAT n [LAST]`, well-formed: exactly `size` bytes of chunk follow. */
   | { kind: 'bdat'; size: number; last: boolean }
   /** A BDAT line whose size cannot be read: where its chunk ends is unknown, nothing after it is read. */
@@ -50,8 +50,8 @@ type Mode =
 /**
  * Reads SMTP client input after login. Lines end at LF; the CRs before it are not part of the
  * line (Postfix's `smtp_get` strips them all). A command line is at most
- * {@link COMMAND_LINE_LIMIT} bytes and holds no CR and no NUL; a longer one is skipped, unstored,
- * up to its LF. Message content is streamed: every line is re-sent with one CRLF, a bare LF
+ * {@link COMMAND_LINE_LIMIT} bytes, ends in CRLF and holds no other CR and no NUL; a longer one is
+ * skipped, unstored, up to its LF. Message content is streamed: every line is re-sent with one CRLF, a bare LF
  * included, so the backend's end of data is always the one found here.
  */
 export class SmtpCommandReader {
@@ -171,8 +171,11 @@ export class SmtpCommandReader {
       return 'need_input';
     }
     const line = this.take(found + 1).subarray(0, found);
-    const content = line.length > 0 && line[line.length - 1] === CR ? line.subarray(0, line.length - 1) : line;
+    const endsInCrLf = line.length > 0 && line[line.length - 1] === CR;
+    const content = endsInCrLf ? line.subarray(0, line.length - 1) : line;
     if (content.length > this.lineLimit) return { kind: 'invalid', reason: 'too_long' };
+    // RFC 5321 commands end in CRLF; Postfix would take a bare LF too, sasl-gate answers it instead.
+    if (!endsInCrLf) return { kind: 'invalid', reason: 'bare_lf' };
     if (content.includes(NUL)) return { kind: 'invalid', reason: 'nul' };
     if (content.includes(CR)) return { kind: 'invalid', reason: 'bare_cr' };
     return this.command(content.toString('latin1'));

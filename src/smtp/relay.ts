@@ -59,9 +59,10 @@ const REFUSALS: Record<string, string> = {
   XFORWARD: '502 5.5.1 Error: command not available',
 };
 const UNKNOWN = '502 5.5.2 Error: command not recognized';
-const INVALID: Record<'too_long' | 'bare_cr' | 'nul' | 'empty', string> = {
+const INVALID: Record<'too_long' | 'bare_cr' | 'bare_lf' | 'nul' | 'empty', string> = {
   too_long: '500 5.5.2 Error: line too long',
   bare_cr: '500 5.5.2 Error: bare CR in command line',
+  bare_lf: '500 5.5.2 Error: bare LF in command line; end commands with CRLF',
   nul: '500 5.5.2 Error: NUL in command line',
   empty: '500 5.5.2 Error: bad syntax',
 };

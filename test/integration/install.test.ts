@@ -99,6 +99,7 @@ describe('npm install -g of the packed package', () => {
       [
         'listeners:',
         '  - { protocol: imap, bind: "0.0.0.0:993", tls: implicit }',
+        'tls: { development: true }',
         'backends:',
         '  imap: { host: 127.0.0.1, port: 143 }',
         'master: { user: sasl-gate }',

@@ -290,7 +290,7 @@ describe('sasl-gate with a bad configuration', () => {
     ['an issuer over plain http', 'oauth: { issuer: "http://idp.example.com", audience: [mail] }\n', 'oauth.issuer'],
     ['no master password', 'master: { user: gate }\n', 'master.password'],
     ['no certificate and no tls.development', 'tls: { devCertDir: certs }\n', 'tls.cert: no certificate'],
-    ['a bind without a host', 'listeners:\n  - { protocol: imap, bind: ":1993" }\n', 'listeners.0.bind: ":1993" names no host: write "host:port"'],
+    ['a bind without a host', 'listeners:\n  - { protocol: imap, bind: ":1993" }\n', 'listeners[0].bind: ":1993" names no host: write "host:port"'],
     ['a socketmap on every interface without allowFrom', 'directory: { source: static, static: { file: x }, socketmap: { bind: "0.0.0.0:7777" } }\n', 'directory.socketmap.allowFrom'],
   ])('refuses to start with %s and names the key', async (_name, fragment, key) => {
     const base = {

@@ -58,7 +58,7 @@ describe('SmtpCommandReader: commands', () => {
         'XCLIENT\x0bLOGIN=bob\r\n',
         'XCLIENT\x0cLOGIN=bob\r\n',
         'mail \t FROM:<a@b> SIZE=10  \r\n',
-        'NOOP\n',
+        'NOOP\r\n',
         'QUIT\r\n',
       ]),
     ).toEqual([
@@ -92,12 +92,20 @@ describe('SmtpCommandReader: commands', () => {
     expect(reader.next()).toEqual(command('XCLIENT'));
   });
 
+  it('refuses a command ended by a bare LF (RFC 5321 wants CRLF) and reads on at the next line', () => {
+    expect(read(['NOOP\n', 'XCLIENT LOGIN=bob\n', 'RSET\r\n'])).toEqual([
+      { kind: 'invalid', reason: 'bare_lf' },
+      { kind: 'invalid', reason: 'bare_lf' },
+      command('RSET'),
+    ]);
+  });
+
   it('takes a line of exactly the limit, refuses one byte more', () => {
     const args = 'x'.repeat(COMMAND_LINE_LIMIT - 5);
     expect(read([`NOOP ${args}\r\n`, `NOOP ${args}x\r\n`, `NOOP ${args}\n`])).toEqual([
       command('NOOP', args),
       { kind: 'invalid', reason: 'too_long' },
-      command('NOOP', args),
+      { kind: 'invalid', reason: 'bare_lf' },
     ]);
   });
 });

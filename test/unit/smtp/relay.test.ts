@@ -100,11 +100,12 @@ describe('SMTP command relay', () => {
 
   it('re-sends commands canonically and refuses bad lines without forwarding them', async () => {
     const h = harness();
-    await h.client('\tmail\x0bFROM:<a@example.test>  \r\nNOOP\rXCLIENT LOGIN=bob\r\nNO\0OP\r\n\r\nrcpt  TO:<b@example.test>\n');
+    await h.client('\tmail\x0bFROM:<a@example.test>  \r\nNOOP\rXCLIENT LOGIN=bob\r\nNO\0OP\r\n\r\nrcpt  TO:<b@example.test>\r\nNOOP\n');
     expect(h.takeBackend()).toBe('MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n');
     await h.backend('250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n');
     expect(h.takeClient()).toBe(
-      '250 2.1.0 Ok\r\n500 5.5.2 Error: bare CR in command line\r\n500 5.5.2 Error: NUL in command line\r\n500 5.5.2 Error: bad syntax\r\n250 2.1.5 Ok\r\n',
+      '250 2.1.0 Ok\r\n500 5.5.2 Error: bare CR in command line\r\n500 5.5.2 Error: NUL in command line\r\n500 5.5.2 Error: bad syntax\r\n250 2.1.5 Ok\r\n' +
+        '500 5.5.2 Error: bare LF in command line; end commands with CRLF\r\n',
     );
   });
 
