@@ -6,7 +6,8 @@
  *    HTAB; message content ends only at CRLF.CRLF; a line with a bare CR, a bare LF or a NUL is no
  *    command at all (one reply, nothing changes);
  *  - `postfix`: Postfix's own reading. Lines end at LF and the CRs before it are dropped (for a
- *    command line, all of them as Postfix does, or only the last, the rest making the line invalid);
+ *    command line, all of them as Postfix does, or only the last, the rest making the line invalid,
+ *    or, as RFC 5321 wants for commands, exactly one, a command line ended by a bare LF being none);
  *    SP, HTAB, VT and FF separate words; a line that is `.` ends content; a CR inside a line or a NUL
  *    makes a command line invalid.
  * Either way BDAT chunks are counted exactly and content is dot-unstuffed. Pure: bytes and replies
@@ -23,7 +24,7 @@ export interface SeenReply {
 /** How a whole session is read: its framing, and whether a command line may start with whitespace. */
 export type ReadingRules =
   | { framing: 'rfc'; leadingSpace: 'verb' | 'refused' }
-  | { framing: 'postfix'; commandCrs: 'all' | 'last' };
+  | { framing: 'postfix'; commandCrs: 'all' | 'last' | 'crlf' };
 
 /** Every reading a sound relay may follow. */
 export const READINGS: ReadingRules[] = [
@@ -31,6 +32,7 @@ export const READINGS: ReadingRules[] = [
   { framing: 'rfc', leadingSpace: 'refused' },
   { framing: 'postfix', commandCrs: 'all' },
   { framing: 'postfix', commandCrs: 'last' },
+  { framing: 'postfix', commandCrs: 'crlf' },
 ];
 
 /** A message the client sent and saw accepted: the reply that accepted it names its queue id. */
@@ -94,13 +96,18 @@ export function parseCommand(line: Buffer, rules: ReadingRules): { verb: string;
  * LF: all of them, or for `crs: 'last'` only one), and where the line after it starts; undefined
  * when the line is incomplete.
  */
-function nextLine(sent: Buffer, pos: number, rules: ReadingRules, crs: 'all' | 'last' = 'all'): { line: Buffer; next: number } | undefined {
+function nextLine(sent: Buffer, pos: number, rules: ReadingRules, crs: 'all' | 'last' | 'crlf' = 'all'): { line: Buffer; next: number } | undefined {
   if (rules.framing === 'rfc') {
     const eol = sent.indexOf(CRLF, pos);
     return eol < 0 ? undefined : { line: sent.subarray(pos, eol), next: eol + 2 };
   }
   const lf = sent.indexOf(0x0a, pos);
   if (lf < 0) return undefined;
+  if (crs === 'crlf') {
+    // Without its CR the line keeps its LF, which makes it no command at all.
+    const crlf = lf > pos && sent[lf - 1] === 0x0d;
+    return { line: sent.subarray(pos, crlf ? lf - 1 : lf + 1), next: lf + 1 };
+  }
   let end = lf;
   while (end > pos && sent[end - 1] === 0x0d) {
     end -= 1;

@@ -74,6 +74,17 @@ describe('readSession', () => {
     const last = readSession(sent, [ok(), ok(), ok('500 bare CR'), ok('502 no')], { framing: 'postfix', commandCrs: 'last' });
     expect(last).toMatchObject({ accepted: [], misplaced: [], extraReplies: 0 });
   });
+
+  it('with commands ended by CRLF only, a bare-LF command is one refused line, while a bare-LF dot still ends content', () => {
+    const crlf: ReadingRules = { framing: 'postfix', commandCrs: 'crlf' };
+    const sent = bytes(`BDAT 3\n\r\n${ENVELOPE}DATA\r\nhello\n.\nNOOP\r\n`);
+    const replies = [ok('500 bare LF'), ok('500 empty'), ok(), ok(), ok('354 go'), ok('250 2.0.0 Ok: queued as F6'), ok()];
+    const read = readSession(sent, replies, crlf);
+    expect(read).toMatchObject({ misplaced: [], extraReplies: 0 });
+    expect(read.accepted.map((m) => m.content.toString('latin1'))).toEqual(['hello\r\n']);
+    // Read the Postfix way, the same replies do not fit: BDAT would have taken three bytes of chunk.
+    expect(readSession(sent, replies, POSTFIX).misplaced.length + readSession(sent, replies, POSTFIX).extraReplies).toBeGreaterThan(0);
+  });
 });
 
 describe('content comparison', () => {
