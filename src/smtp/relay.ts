@@ -232,14 +232,22 @@ export function runSmtpCommandRelay(options: SmtpRelayOptions): Promise<RelaySta
   /** Reads client input while every bound allows it. */
   const pump = () => {
     let drained = false;
-    while (!stopReading && !backendBlocked && queue.length < limits.maxOutstandingReplies) {
-      if (client.writableLength > limits.maxUnreadOutput) break;
-      const event = reader.next();
-      if (!event) {
-        drained = true;
-        break;
+    // What one batch of client input yields goes to the backend in one write: pipelined commands
+    // in one segment, as the client sent them, so Postfix answers them together instead of
+    // replying per segment and stalling on delayed ACKs.
+    backend.cork();
+    try {
+      while (!stopReading && !backendBlocked && queue.length < limits.maxOutstandingReplies) {
+        if (client.writableLength > limits.maxUnreadOutput) break;
+        const event = reader.next();
+        if (!event) {
+          drained = true;
+          break;
+        }
+        handle(event);
       }
-      handle(event);
+    } finally {
+      backend.uncork();
     }
     if (closing) return;
     if (reader.buffered > limits.maxBufferedInput || stopReading) client.pause();
@@ -283,9 +291,15 @@ export function runSmtpCommandRelay(options: SmtpRelayOptions): Promise<RelaySta
       writeClient(`${BACKEND_ERROR}\r\n`);
       return close();
     }
-    for (const reply of complete) {
-      onReply(reply);
-      if (closing) return;
+    // Replies that arrived together reach the client together (one TLS record, one segment).
+    client.cork();
+    try {
+      for (const reply of complete) {
+        onReply(reply);
+        if (closing) return;
+      }
+    } finally {
+      client.uncork();
     }
     pump();
   };
