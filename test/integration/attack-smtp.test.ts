@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawSmtps } from '../support/smtps-raw.js';
-import { startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
+import { startSmtpStacks, USERS, xoauth2, type Stack } from '../support/stack.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 const MODES = ['xclient', 'master'] as const;
@@ -29,14 +29,7 @@ function watchPostfixCommands(stack: Stack): void {
 }
 
 beforeAll(async () => {
-  const started = await Promise.allSettled(MODES.map((login) => startStack({ smtp: { login } })));
-  const failure = started.find((r) => r.status === 'rejected');
-  if (failure) {
-    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
-    throw failure.reason;
-  }
-  const [xclient, master] = started.map((r) => (r as PromiseFulfilledResult<Stack>).value) as [Stack, Stack];
-  Object.assign(stacks, { xclient, master });
+  Object.assign(stacks, await startSmtpStacks());
   for (const mode of MODES) {
     watchPostfixCommands(stacks[mode]);
     tokens[mode] = await stacks[mode].idp.mintAccessToken({ user: ALICE.name });

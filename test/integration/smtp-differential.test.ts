@@ -18,7 +18,7 @@ import { RawSmtp } from '../support/smtp-raw.js';
 import { RawSmtps } from '../support/smtps-raw.js';
 import { contradictions, keepQueuedMail, playSession, type SessionRecord } from '../support/smtp-differential.js';
 import { generatedSession, wellFormedSession, type GeneratedSession } from '../support/smtp-sessions.js';
-import { startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
+import { startSmtpStacks, USERS, xoauth2, type Stack } from '../support/stack.js';
 
 const ALICE = USERS[0]!;
 const MODES = ['xclient', 'master'] as const;
@@ -33,15 +33,9 @@ const stacks = {} as Record<Mode, Stack>;
 const logins = {} as Record<Mode, string>;
 
 beforeAll(async () => {
-  const started = await Promise.allSettled(MODES.map((login) => startStack({ smtp: { login } })));
-  const failure = started.find((r) => r.status === 'rejected');
-  if (failure) {
-    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
-    throw failure.reason;
-  }
-  for (const [i, mode] of MODES.entries()) {
-    const stack = (started[i] as PromiseFulfilledResult<Stack>).value;
-    stacks[mode] = stack;
+  Object.assign(stacks, await startSmtpStacks());
+  for (const mode of MODES) {
+    const stack = stacks[mode];
     await keepQueuedMail(stack.postfix!);
     const token = secret(await stack.idp.mintAccessToken({ user: ALICE.name }), 'access token');
     logins[mode] = xoauth2(ALICE.name, token);

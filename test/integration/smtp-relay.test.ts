@@ -14,7 +14,7 @@ import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secret } from '../support/evidence.js';
 import { RawSmtps, type SmtpReply } from '../support/smtps-raw.js';
-import { startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
+import { startSmtpStacks, USERS, xoauth2, type Stack } from '../support/stack.js';
 import { ensureProgram, removeWorkDirs, run, tokenFile, workDir } from '../interop/support/clients.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
@@ -27,14 +27,7 @@ const XCLIENT_REFUSED = '502 5.5.1 Error: command not available';
 const stacks = {} as Record<Mode, Stack>;
 
 beforeAll(async () => {
-  const started = await Promise.allSettled(MODES.map((login) => startStack({ smtp: { login } })));
-  const failure = started.find((r) => r.status === 'rejected');
-  if (failure) {
-    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
-    throw failure.reason;
-  }
-  const [xclient, master] = started.map((r) => (r as PromiseFulfilledResult<Stack>).value) as [Stack, Stack];
-  Object.assign(stacks, { xclient, master });
+  Object.assign(stacks, await startSmtpStacks());
 });
 
 afterAll(async () => {

@@ -258,3 +258,19 @@ export async function tokenLogin(
     c.close();
   }
 }
+
+/** The two ways sasl-gate logs token users into Postfix. */
+export const SMTP_LOGIN_MODES = ['xclient', 'master'] as const;
+export type SmtpLoginMode = (typeof SMTP_LOGIN_MODES)[number];
+
+/** One stack with Postfix per SMTP login mode, started side by side; none is left running if one fails. */
+export async function startSmtpStacks(options: Omit<StackOptions, 'smtp'> = {}): Promise<Record<SmtpLoginMode, Stack>> {
+  const started = await Promise.allSettled(SMTP_LOGIN_MODES.map((login) => startStack({ ...options, smtp: { login } })));
+  const failure = started.find((r) => r.status === 'rejected');
+  if (failure) {
+    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
+    throw failure.reason;
+  }
+  const [xclient, master] = started.map((r) => (r as PromiseFulfilledResult<Stack>).value) as [Stack, Stack];
+  return { xclient, master };
+}
