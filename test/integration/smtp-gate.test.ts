@@ -6,10 +6,10 @@
  * RFC 4954 prescribes while the connection lives on.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/devstack/ports.js';
+import { bodyOf, readDelivered, type StoredMessage } from '../support/mailbox.js';
 import { dataBlock, RawSmtps, type SmtpReply } from '../support/smtps-raw.js';
 import {
   MASTER,
@@ -135,49 +135,9 @@ async function postfixConnections(stack: Stack): Promise<number> {
 /** The client name and address Postfix logs for a raw connection (XCLIENT ADDR= and PORT= are the client's own). */
 const clientOf = (c: RawSmtps) => `client=[^\\s\\[]+\\[127\\.0\\.0\\.1\\]:${c.localPort}`;
 
-/**
- * Reads a message back through sasl-gate's IMAPS with imapflow (token login), polling until
- * Postfix has delivered it. Returns the message source as stored.
- */
-async function readBack(stack: Stack, user: string, accessToken: string, subject: string, timeoutMs = 10_000) {
-  const client = new ImapFlow({
-    host: stack.host,
-    port: stack.imapPort,
-    secure: true,
-    tls: { ca: [stack.ca], servername: 'localhost' },
-    auth: { user, accessToken },
-    logger: false,
-  });
-  await client.connect();
-  try {
-    const lock = await client.getMailboxLock('INBOX');
-    try {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const found = (await client.search({ subject }, { uid: true })) || [];
-        if (found.length > 0) {
-          expect(found).toHaveLength(1);
-          const message = await client.fetchOne(String(found[0]), { source: true, envelope: true }, { uid: true });
-          if (!message || !message.source) throw new Error('FETCH returned no source');
-          return { subject: message.envelope?.subject, source: message.source };
-        }
-        if (Date.now() > deadline) throw new Error(`"${subject}" not delivered to ${user} within ${timeoutMs} ms`);
-        await sleep(150);
-        await client.noop();
-      }
-    } finally {
-      lock.release();
-    }
-  } finally {
-    await client.logout();
-  }
-}
-
-/** The body of a stored message: everything after the header block. */
-function bodyOf(source: Buffer): Buffer {
-  const end = source.indexOf('\r\n\r\n');
-  expect(end).toBeGreaterThan(0);
-  return source.subarray(end + 4);
+/** Waits for the message with `subject` in `user`'s INBOX (Postfix delivers in the background); the message as stored. */
+async function readBack(stack: Stack, user: string, accessToken: string, subject: string, timeoutMs = 10_000): Promise<StoredMessage> {
+  return (await readDelivered(stack, user, accessToken, [subject], timeoutMs)).get(subject)!;
 }
 
 function mailer(stack: Stack, auth: Record<string, unknown>) {

@@ -9,10 +9,10 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secret } from '../support/evidence.js';
+import { bodyOf, readDelivered } from '../support/mailbox.js';
 import { RawSmtps, type SmtpReply } from '../support/smtps-raw.js';
 import { startSmtpStacks, USERS, xoauth2, type Stack } from '../support/stack.js';
 import { ensureProgram, removeWorkDirs, run, tokenFile, workDir } from '../interop/support/clients.js';
@@ -86,47 +86,8 @@ async function waitForPostfixLine(stack: Stack, pattern: RegExp, timeoutMs = 5_0
 
 /** Reads messages back from bob's INBOX through sasl-gate's IMAPS, by subject; returns each stored source. */
 async function readBack(stack: Stack, bobToken: string, subjects: string[], timeoutMs = 15_000): Promise<Map<string, Buffer>> {
-  const client = new ImapFlow({
-    host: stack.host,
-    port: stack.imapPort,
-    secure: true,
-    tls: { ca: [stack.ca], servername: 'localhost' },
-    auth: { user: BOB.name, accessToken: bobToken },
-    logger: false,
-  });
-  await client.connect();
-  const found = new Map<string, Buffer>();
-  try {
-    const lock = await client.getMailboxLock('INBOX');
-    try {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        for (const subject of subjects.filter((s) => !found.has(s))) {
-          const uids = (await client.search({ subject }, { uid: true })) || [];
-          if (uids.length === 0) continue;
-          expect(uids, subject).toHaveLength(1);
-          const message = await client.fetchOne(String(uids[0]), { source: true }, { uid: true });
-          if (!message || !message.source) throw new Error('FETCH returned no source');
-          found.set(subject, message.source);
-        }
-        if (found.size === subjects.length) return found;
-        if (Date.now() > deadline) throw new Error(`not delivered within ${timeoutMs} ms: ${subjects.filter((s) => !found.has(s)).join(', ')}`);
-        await sleep(150);
-        await client.noop();
-      }
-    } finally {
-      lock.release();
-    }
-  } finally {
-    await client.logout();
-  }
-}
-
-/** The body of a stored message: everything after the header block. */
-function bodyOf(source: Buffer): Buffer {
-  const end = source.indexOf('\r\n\r\n');
-  expect(end).toBeGreaterThan(0);
-  return source.subarray(end + 4);
+  const found = await readDelivered(stack, BOB.name, bobToken, subjects, timeoutMs);
+  return new Map([...found].map(([subject, message]) => [subject, message.source]));
 }
 
 /**
