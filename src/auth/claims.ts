@@ -1,5 +1,6 @@
 import type { OAuthConfig } from '../config/schema.js';
 import { AuthError } from '../errors.js';
+import { vouchesForEmail } from './identity.js';
 
 /** The audiences a token must be for: `oauth.audience`, or the client id when that is empty. */
 export function acceptedAudiences(oauth: OAuthConfig): string[] {
@@ -42,7 +43,7 @@ export function checkRequirements(claims: Record<string, unknown>, oauth: OAuthC
     const missing = oauth.requiredScopes.filter((s) => !granted.has(s));
     if (missing.length > 0) throw new AuthError('insufficient_scope', `token lacks scope ${missing.join(', ')}`);
   }
-  if (oauth.requireEmailVerified && claims['email_verified'] !== true && claims['email_verified'] !== 'true') {
+  if (oauth.requireEmailVerified && !vouchesForEmail(claims['email_verified'])) {
     throw new AuthError('email_not_verified', 'the e-mail address in the token is not verified');
   }
   if (oauth.requiredClaim) {

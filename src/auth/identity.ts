@@ -42,13 +42,14 @@ export function mailAddressDomain(value: string): string | undefined {
   return domain;
 }
 
-/**
- * Whether an `email_verified` claim says no. Only `true` (or the string `"true"`, as some
- * providers send it) vouches for the address; an absent claim says nothing either way.
- */
+/** Whether an `email_verified` claim vouches for the address: `true`, or the string `"true"` some providers send. */
+export function vouchesForEmail(value: unknown): boolean {
+  return value === true || value === 'true';
+}
+
+/** Whether an `email_verified` claim says no: present and not vouching; an absent claim says nothing. */
 function markedUnverified(value: unknown): boolean {
-  if (value === undefined || value === null) return false;
-  return !(value === true || (typeof value === 'string' && value.trim().toLowerCase() === 'true'));
+  return value !== undefined && value !== null && !vouchesForEmail(value);
 }
 
 /**
