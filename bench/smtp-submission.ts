@@ -24,7 +24,7 @@ import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
-import { startPostfix } from '../src/devstack/postfix.js';
+import { startPostfix } from '../tools/postfix.js';
 import {
   JSON_OUTPUT,
   args,

@@ -42,7 +42,7 @@ import {
   sleep,
   table,
 } from './lib/common.js';
-import { freePort } from '../src/devstack/ports.js';
+import { freePort } from '../tools/ports.js';
 import { gateCommandNote, startGateProcess } from './lib/gate.js';
 import { startInstantBackend } from './lib/instant-backend.js';
 import { profileText, summarizeProfile } from './lib/profile.js';

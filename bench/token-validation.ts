@@ -18,7 +18,7 @@ import { importJWK, jwtVerify, type JWK } from 'jose';
 import { ChainValidator } from '../src/auth/chain.js';
 import type { TokenIdentity } from '../src/auth/validator.js';
 import { configSchema, type OAuthConfig } from '../src/config/schema.js';
-import { startDevIdp, type DevIdp } from '../src/devstack/idp.js';
+import { startDevIdp, type DevIdp } from '../tools/idp.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options

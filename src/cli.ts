@@ -4,7 +4,7 @@ import { ENV_PREFIX, loadConfig, pathToEnvName, type LoadedConfig } from './conf
 import { ConfigError } from './errors.js';
 import { createLogger } from './observe/logger.js';
 import { checkUsername } from './sasl/username.js';
-import { startGate } from './server/gate.js';
+import { startGate } from './gate.js';
 import { packageVersion } from './version.js';
 
 const HELP = `sasl-gate: OAuth2 (XOAUTH2 / OAUTHBEARER) front door for IMAP and SMTP
@@ -278,7 +278,7 @@ export async function main(argv: string[]): Promise<number> {
       return doctor(file, typeof user === 'string' ? user : undefined);
     }
     default: {
-      const { runDemo } = await import('./devstack/demo.js');
+      const { runDemo } = (await import(/* @vite-ignore */ new URL('../tools/demo.js', import.meta.url).href)) as { runDemo(): Promise<number> };
       // Everything it started is stopped by then; idle keep-alive sockets must not hold the process.
       process.exit(await runDemo());
     }

@@ -16,8 +16,8 @@ import type { GateConfig } from './config/load.js';
 import { acceptedDomains, type ImapBackendConfig, type SmtpBackendConfig } from './config/schema.js';
 import { loginToBackend, type ClientOrigin } from './imap/backend-login.js';
 import { probeImapCapabilities } from './imap/capabilities.js';
-import { tcpConnector, type BackendConnector } from './server/connector.js';
-import { DEV_CA_COMMON_NAME } from './server/devcert.js';
+import { tcpConnector, type BackendConnector } from './net/connector.js';
+import { DEV_CA_COMMON_NAME } from './tls/devcert.js';
 import { loginToSmtpBackend, type SmtpClientOrigin } from './smtp/backend-login.js';
 import { probeSmtpExtensions } from './smtp/capabilities.js';
 

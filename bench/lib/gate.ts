@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { freePort } from '../../src/devstack/ports.js';
+import { freePort } from '../../tools/ports.js';
 import { args, fileLimitFor, onCleanup, processCpuSeconds, processRss, sleep } from './common.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -7,8 +7,8 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { aptAvailable, aptInstall } from '../../src/devstack/apt.js';
-import { freePort } from '../../src/devstack/ports.js';
+import { aptAvailable, aptInstall } from '../../tools/apt.js';
+import { freePort } from '../../tools/ports.js';
 import { fileLimitFor, onCleanup, processRss, processTree, progress, sleep, treeCpuSeconds } from './common.js';
 import { readText, scratchDir } from './stack.js';
 

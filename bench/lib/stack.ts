@@ -7,11 +7,11 @@ import { createPublicKey, type JsonWebKey } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startDovecot, type DovecotInstance, type DovecotOptions } from '../../src/devstack/dovecot.js';
-import { startDevIdp, type DevIdp } from '../../src/devstack/idp.js';
+import { startDovecot, type DovecotInstance, type DovecotOptions } from '../../tools/dovecot.js';
+import { startDevIdp, type DevIdp } from '../../tools/idp.js';
 import { runLoad } from '../../src/load/cli.js';
 import type { LoadReport } from '../../src/load/report.js';
-import { ensureDevCertificate } from '../../src/server/devcert.js';
+import { ensureDevCertificate } from '../../src/tls/devcert.js';
 import { onCleanup } from './common.js';
 
 export const USERS = [

@@ -22,7 +22,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { GateError } from '../errors.js';
-import { parseNetworks } from '../server/networks.js';
+import { parseNetworks } from '../net/networks.js';
 import { safeAddress } from './dovecot.js';
 import type { AddressVerdict, DirectoryUser } from './model.js';
 

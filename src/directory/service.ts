@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { DirectoryConfig } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
-import type { CertificateStore } from '../server/certificates.js';
+import type { CertificateStore } from '../tls/certificates.js';
 import { Directory, type DirectoryEvent } from './directory.js';
 import { PasswdFileWriter } from './dovecot.js';
 import { createScimHandler } from './scim.js';

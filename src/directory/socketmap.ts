@@ -17,7 +17,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { parseNetworks, type NetworkList } from '../server/networks.js';
+import { parseNetworks, type NetworkList } from '../net/networks.js';
 import type { AddressVerdict, DirectoryUser } from './model.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { AuthError } from '../errors.js';
 import { encodePlain } from '../sasl/plain.js';
-import type { BackendConnector } from '../server/connector.js';
+import type { BackendConnector } from '../net/connector.js';
 import { ImapBackendConversation, parseCapabilities } from './backend.js';
 import { encodeAstring } from './parser.js';
 

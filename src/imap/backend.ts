@@ -1,5 +1,5 @@
 import { AuthError } from '../errors.js';
-import { BackendConversation } from '../server/backend-conversation.js';
+import { BackendConversation } from '../net/backend-conversation.js';
 import { encodeAstring } from './parser.js';
 
 /** Capabilities from a `[CAPABILITY ...]` response code or a `* CAPABILITY` line. */

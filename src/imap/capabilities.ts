@@ -1,4 +1,4 @@
-import type { BackendConnector } from '../server/connector.js';
+import type { BackendConnector } from '../net/connector.js';
 import { ImapBackendConversation, parseCapabilities } from './backend.js';
 
 /** The token mechanisms sasl-gate answers itself. */

@@ -1,4 +1,4 @@
-import { LF, LineFramer, stripCr } from '../server/line-framer.js';
+import { LF, LineFramer, stripCr } from '../net/line-framer.js';
 
 /**
  * Splits a client's byte stream into IMAP commands (lines joined by literals) or raw lines (SASL

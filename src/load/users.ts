@@ -64,7 +64,10 @@ export async function startOwnProvider(opts: {
   ttlSeconds: number;
 }): Promise<OwnProvider> {
   // Loaded only here: the provider library is not needed unless the harness mints tokens.
-  const { startDevIdp } = await import('../devstack/idp.js');
+  // TEMPORARY until the load harness takes its provider as a seam.
+  const { startDevIdp } = (await import(/* @vite-ignore */ new URL('../../tools/idp.js', import.meta.url).href)) as {
+    startDevIdp(o: object): Promise<{ issuer: string; audience: string; mintAccessToken(o: { user: string }): Promise<string>; close(): Promise<void> }>;
+  };
   const locals = opts.users.map((u) => u.split('@')[0] ?? u);
   const unique = new Set(locals).size === locals.length;
   const idp = await startDevIdp({

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { AuthError } from '../errors.js';
-import type { BackendConnector } from '../server/connector.js';
+import type { BackendConnector } from '../net/connector.js';
 import { encodePlain } from '../sasl/plain.js';
 import { ehloExtensions, SmtpBackendConversation, xtext, type SmtpReply } from './backend.js';
 

@@ -1,6 +1,6 @@
 import { AuthError } from '../errors.js';
-import { BackendConversation } from '../server/backend-conversation.js';
-import type { BackendConnector, ConnectionEnds } from '../server/connector.js';
+import { BackendConversation } from '../net/backend-conversation.js';
+import type { BackendConnector, ConnectionEnds } from '../net/connector.js';
 
 /** A complete SMTP reply: its code and the text of each line. */
 export interface SmtpReply {

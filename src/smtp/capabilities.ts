@@ -1,4 +1,4 @@
-import type { BackendConnector } from '../server/connector.js';
+import type { BackendConnector } from '../net/connector.js';
 import { ehloExtensions, SmtpBackendConversation } from './backend.js';
 
 /** Token mechanisms sasl-gate answers itself, then password mechanisms passed through when offered. */

@@ -4,13 +4,13 @@ import { checkPasswordLogin } from '../auth/password-policy.js';
 import type { TokenValidator } from '../auth/validator.js';
 import type { LimitsConfig } from '../config/schema.js';
 import { AuthError, GateError } from '../errors.js';
-import type { BackendConnector } from '../server/connector.js';
+import type { BackendConnector } from '../net/connector.js';
 import type { RelayStats } from '../relay/pipe.js';
 import { decodeSaslResponse } from '../sasl/base64.js';
 import { decodeLoginField, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT } from '../sasl/login.js';
 import { decodePlain } from '../sasl/plain.js';
-import { LineFramer, type LineFrame } from '../server/line-framer.js';
-import { PreAuthSession } from '../server/session.js';
+import { LineFramer, type LineFrame } from '../net/line-framer.js';
+import { PreAuthSession } from '../login/session.js';
 import { loginToSmtpBackend, type SmtpBackendCredentials } from './backend-login.js';
 import { offersChunking, runSmtpCommandRelay } from './relay.js';
 

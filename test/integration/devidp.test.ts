@@ -17,8 +17,8 @@ import {
   type JWK,
 } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { devGrantType, startDevIdp, type DevIdp } from '../../src/devstack/idp.js';
-import { generateDevCertificate } from '../../src/server/devcert.js';
+import { devGrantType, startDevIdp, type DevIdp } from '../../tools/idp.js';
+import { generateDevCertificate } from '../../src/tls/devcert.js';
 
 const execFileAsync = promisify(execFile);
 

@@ -4,7 +4,7 @@
  */
 import { connect, createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.js';
+import { startDovecot, type DovecotInstance } from '../../tools/dovecot.js';
 import { RawImap, quoted, saslPlain } from '../support/imap-raw.js';
 
 const ALICE = { name: 'alice@example.test', password: 'correct horse: "battery"' };

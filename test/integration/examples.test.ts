@@ -13,7 +13,7 @@ import { join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { ensureDevCertificate } from '../../src/server/devcert.js';
+import { ensureDevCertificate } from '../../src/tls/devcert.js';
 import { keepLog, secret } from '../support/evidence.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));

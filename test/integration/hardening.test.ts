@@ -8,8 +8,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateDevCertificate } from '../../src/server/devcert.js';
-import { encodeProxyV2 } from '../../src/server/proxy-protocol.js';
+import { generateDevCertificate } from '../../src/tls/devcert.js';
+import { encodeProxyV2 } from '../../src/net/proxy-protocol.js';
 import { plain, startStack, TlsImap, tokenLogin, USERS, xoauth2, type Stack } from '../support/stack.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];

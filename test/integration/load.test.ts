@@ -9,7 +9,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../src/devstack/ports.js';
+import { freePort } from '../../tools/ports.js';
 import { parseMix, runLoad } from '../../src/load/cli.js';
 import { Pacer } from '../../src/load/engine.js';
 import type { LoadReport } from '../../src/load/report.js';

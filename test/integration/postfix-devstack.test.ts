@@ -7,8 +7,8 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.js';
-import { startPostfix, type PostfixInstance } from '../../src/devstack/postfix.js';
+import { startDovecot, type DovecotInstance } from '../../tools/dovecot.js';
+import { startPostfix, type PostfixInstance } from '../../tools/postfix.js';
 import { RawImap, quoted, saslPlain } from '../support/imap-raw.js';
 import { RawSmtp } from '../support/smtp-raw.js';
 

@@ -12,10 +12,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.js';
-import { startDevIdp, type DevIdp } from '../../src/devstack/idp.js';
-import { freePort } from '../../src/devstack/ports.js';
-import { ensureDevCertificate, generateDevCertificate } from '../../src/server/devcert.js';
+import { startDovecot, type DovecotInstance } from '../../tools/dovecot.js';
+import { startDevIdp, type DevIdp } from '../../tools/idp.js';
+import { freePort } from '../../tools/ports.js';
+import { ensureDevCertificate, generateDevCertificate } from '../../src/tls/devcert.js';
 import { keepLog, secret } from '../support/evidence.js';
 import { MASTER, USERS } from '../support/stack.js';
 

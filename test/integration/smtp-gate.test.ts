@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../src/devstack/ports.js';
+import { freePort } from '../../tools/ports.js';
 import { bodyOf, readDelivered, type StoredMessage } from '../support/mailbox.js';
 import { dataBlock, RawSmtps, type SmtpReply } from '../support/smtps-raw.js';
 import {

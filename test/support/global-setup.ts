@@ -6,8 +6,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureDovecotInstalled } from '../../src/devstack/dovecot.js';
-import { ensurePostfixInstalled } from '../../src/devstack/postfix.js';
+import { ensureDovecotInstalled } from '../../tools/dovecot.js';
+import { ensurePostfixInstalled } from '../../tools/postfix.js';
 import { EVIDENCE_ENV, evidenceCounts, findLeaks } from './evidence.js';
 
 /** Prepares the machine for the integration tests; the returned teardown runs the secret scan. */

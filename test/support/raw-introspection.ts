@@ -6,7 +6,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { DevIdp } from '../../src/devstack/idp.js';
+import type { DevIdp } from '../../tools/idp.js';
 
 export interface RawIntrospection {
   url: string;

@@ -6,7 +6,7 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { PostfixInstance } from '../../src/devstack/postfix.js';
+import type { PostfixInstance } from '../../tools/postfix.js';
 import type { RawSmtp, SmtpReply } from './smtp-raw.js';
 import {
   comparableContent,

@@ -10,12 +10,12 @@ import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
-import { startDovecot, type DovecotInstance } from '../../src/devstack/dovecot.js';
-import { startDevIdp, type DevIdp, type DevIdpOptions } from '../../src/devstack/idp.js';
-import { startPostfix, type PostfixInstance } from '../../src/devstack/postfix.js';
+import { startDovecot, type DovecotInstance } from '../../tools/dovecot.js';
+import { startDevIdp, type DevIdp, type DevIdpOptions } from '../../tools/idp.js';
+import { startPostfix, type PostfixInstance } from '../../tools/postfix.js';
 import { createLogger } from '../../src/observe/logger.js';
-import { ensureDevCertificate } from '../../src/server/devcert.js';
-import { startGate, type RunningGate } from '../../src/server/gate.js';
+import { ensureDevCertificate } from '../../src/tls/devcert.js';
+import { startGate, type RunningGate } from '../../src/gate.js';
 import { keepLog, secret } from './evidence.js';
 import { LineReader } from './line-reader.js';
 

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { aptAvailable, aptInstall } from '../../../src/devstack/apt.js';
+import { aptAvailable, aptInstall } from '../../../tools/apt.js';
 import { secret } from '../../support/evidence.js';
 import { TlsImap, USERS, type Stack } from '../../support/stack.js';
 

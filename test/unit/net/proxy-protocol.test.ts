@@ -11,8 +11,8 @@ import {
   ProxyHeaderError,
   type ProxyHeader,
   type ProxyParseResult,
-} from '../../../src/server/proxy-protocol.js';
-import { formatIp, parseIPv6 } from '../../../src/server/networks.js';
+} from '../../../src/net/proxy-protocol.js';
+import { formatIp, parseIPv6 } from '../../../src/net/networks.js';
 
 const ntop = (address: string): string => formatIp(parseIPv6(address)!);
 

@@ -177,3 +177,27 @@ export function parseNetworks(list: readonly string[]): NetworkList {
   });
   return new BlockListNetworks(rules);
 }
+
+const MAX_RAW_ADDRESS_KEY = 256;
+
+/**
+ * The key under which limits and failures count `address`: IPv4 as is, IPv4-mapped IPv6 as the
+ * IPv4 address it carries, other IPv6 addresses by their /64 (one host or home usually holds a
+ * whole /64, so counting single addresses would let it rotate freely), anything unparseable
+ * lower-cased and truncated.
+ */
+export function clientAddressKey(address: string): string {
+  let text = address.trim().toLowerCase();
+  if (text.startsWith('[') && text.endsWith(']')) text = text.slice(1, -1);
+  const zone = text.indexOf('%');
+  if (zone >= 0) text = text.slice(0, zone);
+  if (parseIPv4(text)) return text;
+  const bytes = parseIPv6(text);
+  if (bytes) {
+    const mapped = unmapIPv4(bytes);
+    if (mapped) return Array.from(mapped).join('.');
+    const groups = [0, 2, 4, 6].map((i) => bytes.readUInt16BE(i).toString(16));
+    return `${groups.join(':')}::/64`;
+  }
+  return text.slice(0, MAX_RAW_ADDRESS_KEY);
+}

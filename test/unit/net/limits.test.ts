@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConnectionLimiter } from '../../../src/server/limits.js';
+import { ConnectionLimiter } from '../../../src/net/limits.js';
 
 describe('ConnectionLimiter', () => {
   it('counts IPv6 clients by their /64, so rotating addresses inside it does not help', () => {

@@ -13,7 +13,7 @@ import {
   devCertificateNames,
   ensureDevCertificate,
   generateDevCertificate,
-} from '../../src/server/devcert.js';
+} from '../../../src/tls/devcert.js';
 
 const execFileAsync = promisify(execFile);
 

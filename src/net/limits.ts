@@ -1,4 +1,4 @@
-import { clientAddressKey } from './failures.js';
+import { clientAddressKey } from './networks.js';
 
 /**
  * Counts open connections in total and per client address, so one address (a scanner, a

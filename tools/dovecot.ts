@@ -16,7 +16,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
 import { aptAvailable, aptInstall } from './apt.js';
-import { encodeProxyV2Local } from '../server/proxy-protocol.js';
+import { encodeProxyV2Local } from '../src/net/proxy-protocol.js';
 import { freePort } from './ports.js';
 import {
   closedAncestor,

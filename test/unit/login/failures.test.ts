@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { clientAddressKey, FailureTracker, userNameKey } from '../../../src/server/failures.js';
+import { clientAddressKey } from '../../../src/net/networks.js';
+import { FailureTracker, userNameKey } from '../../../src/login/failures.js';
 
 function tracker(options: ConstructorParameters<typeof FailureTracker>[0] = {}) {
   const clock = { now: 1_000_000 };

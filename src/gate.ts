@@ -2,26 +2,26 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { ChainValidator } from '../auth/chain.js';
-import type { TokenValidator } from '../auth/validator.js';
-import type { GateConfig } from '../config/load.js';
-import { acceptedDomains, type ListenerConfig } from '../config/schema.js';
-import { tcpConnector, type BackendConnector } from './connector.js';
-import { advertisedCapabilities, IMAP_FALLBACK, probeImapCapabilities } from '../imap/capabilities.js';
-import { ImapSession } from '../imap/session.js';
-import { advertisedSmtpExtensions, probeSmtpExtensions } from '../smtp/capabilities.js';
-import { SmtpSession } from '../smtp/session.js';
-import { CapabilityCache } from './capability-cache.js';
-import { CertificateStore } from './certificates.js';
-import { FailureTracker } from './failures.js';
-import { ConnectionLimiter } from './limits.js';
-import { metricsAuthorizer } from './metrics-auth.js';
-import { startDirectory, type RunningDirectory } from '../directory/service.js';
-import { DependencyHealth, Readiness, tracked } from '../observe/health.js';
-import { Metrics } from '../observe/metrics.js';
-import { canonicalAddress, parseNetworks, type NetworkList } from './networks.js';
-import { readProxyHeader } from './proxy-reader.js';
-import type { SessionOptions } from './session.js';
+import { ChainValidator } from './auth/chain.js';
+import type { TokenValidator } from './auth/validator.js';
+import type { GateConfig } from './config/load.js';
+import { acceptedDomains, type ListenerConfig } from './config/schema.js';
+import { tcpConnector, type BackendConnector } from './net/connector.js';
+import { advertisedCapabilities, IMAP_FALLBACK, probeImapCapabilities } from './imap/capabilities.js';
+import { ImapSession } from './imap/session.js';
+import { advertisedSmtpExtensions, probeSmtpExtensions } from './smtp/capabilities.js';
+import { SmtpSession } from './smtp/session.js';
+import { CapabilityCache } from './login/capability-cache.js';
+import { CertificateStore } from './tls/certificates.js';
+import { FailureTracker } from './login/failures.js';
+import { ConnectionLimiter } from './net/limits.js';
+import { metricsAuthorizer } from './observe/metrics-auth.js';
+import { startDirectory, type RunningDirectory } from './directory/service.js';
+import { DependencyHealth, Readiness, tracked } from './observe/health.js';
+import { Metrics } from './observe/metrics.js';
+import { canonicalAddress, parseNetworks, type NetworkList } from './net/networks.js';
+import { readProxyHeader } from './net/proxy-reader.js';
+import type { SessionOptions } from './login/session.js';
 
 /** Seams a caller (tests, the demo) may replace. */
 export interface GateDependencies {

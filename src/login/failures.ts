@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { clientAddressKey } from '../net/networks.js';
 
 /** Settings for {@link FailureTracker}; every field has a safe default. */
 export interface FailureTrackerOptions {
@@ -87,37 +87,8 @@ export const MAX_USER_KEY_LENGTH = 256;
 // Only this much of a name is normalised: NFC and case folding of a megabyte would cost more
 // than any key is worth, and names this long are garbage anyway.
 const MAX_USER_INPUT = MAX_USER_KEY_LENGTH * 4;
-const MAX_RAW_ADDRESS_KEY = 256;
 // 2^60 times any sane base delay exceeds any sane cap, and keeps base 0 from becoming 0 * Infinity.
 const MAX_EXPONENT = 60;
-
-/**
- * The key under which failures from `address` are counted: IPv4 as is, IPv4-mapped IPv6 as the
- * IPv4 address it carries, other IPv6 addresses by their /64 (one host or home usually holds a
- * whole /64, so counting single addresses would let it rotate freely), anything unparseable
- * lower-cased and truncated.
- */
-export function clientAddressKey(address: string): string {
-  let text = address.trim().toLowerCase();
-  if (text.startsWith('[') && text.endsWith(']')) text = text.slice(1, -1);
-  const zone = text.indexOf('%');
-  if (zone >= 0) text = text.slice(0, zone);
-  const kind = isIP(text);
-  if (kind === 4) return text;
-  if (kind === 6) {
-    const groups = ipv6Groups(text);
-    if (groups) {
-      const mapped = groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff;
-      if (mapped) {
-        const hi = groups[6] ?? 0;
-        const lo = groups[7] ?? 0;
-        return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
-      }
-      return `${groups.slice(0, 4).map((g) => g.toString(16)).join(':')}::/64`;
-    }
-  }
-  return text.slice(0, MAX_RAW_ADDRESS_KEY);
-}
 
 /**
  * The key under which failures for `user` are counted: NFC, lower case, at most
@@ -263,34 +234,4 @@ export class FailureTracker {
       records.remove(oldest);
     }
   }
-}
-
-// Eight 16-bit groups of a textual IPv6 address already accepted by `isIP`, or undefined.
-function ipv6Groups(text: string): number[] | undefined {
-  const halves = text.split('::');
-  if (halves.length > 2) return undefined;
-  const parse = (part: string | undefined): number[] | undefined => {
-    if (part === undefined || part === '') return [];
-    const out: number[] = [];
-    for (const piece of part.split(':')) {
-      if (piece.includes('.')) {
-        const octets = piece.split('.').map(Number);
-        if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o) || o < 0 || o > 255)) return undefined;
-        const [a = 0, b = 0, c = 0, d = 0] = octets;
-        out.push((a << 8) | b, (c << 8) | d);
-      } else {
-        const value = Number.parseInt(piece, 16);
-        if (!/^[0-9a-f]{1,4}$/.test(piece) || Number.isNaN(value)) return undefined;
-        out.push(value);
-      }
-    }
-    return out;
-  };
-  const head = parse(halves[0]);
-  const tail = parse(halves[1]);
-  if (!head || !tail) return undefined;
-  if (halves.length === 1) return head.length === 8 ? head : undefined;
-  const missing = 8 - head.length - tail.length;
-  if (missing < 1) return undefined;
-  return [...head, ...new Array<number>(missing).fill(0), ...tail];
 }

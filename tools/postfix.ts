@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { aptAvailable, aptInstall } from './apt.js';
 import type { DovecotInstance } from './dovecot.js';
-import { encodeProxyV2Local } from '../server/proxy-protocol.js';
+import { encodeProxyV2Local } from '../src/net/proxy-protocol.js';
 import { freePort } from './ports.js';
 import {
   closedAncestor,

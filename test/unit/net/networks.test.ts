@@ -9,7 +9,7 @@ import {
   parseIPv4,
   parseIPv6,
   parseNetworks,
-} from '../../../src/server/networks.js';
+} from '../../../src/net/networks.js';
 
 describe('parseNetworks', () => {
   const trusted = parseNetworks(['127.0.0.0/8', '::1', '10.0.0.0/8', 'fd00::/8', '192.168.1.5']);

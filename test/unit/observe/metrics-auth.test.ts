@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { metricsAuthorizer } from '../../../src/server/metrics-auth.js';
+import { metricsAuthorizer } from '../../../src/observe/metrics-auth.js';
 
 const TOKEN = 'metrics-token-0123456789';
 

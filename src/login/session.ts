@@ -12,7 +12,7 @@ import type { TokenValidator } from '../auth/validator.js';
 import { AuthError, SaslError } from '../errors.js';
 import { decodeOauthbearer, decodeXoauth2, type BearerCredentials } from '../sasl/bearer.js';
 import { isDummyReply, oauthbearerErrorChallenge, xoauth2ErrorChallenge } from '../sasl/challenge.js';
-import type { LineFrame, LineFramer } from './line-framer.js';
+import type { LineFrame, LineFramer } from '../net/line-framer.js';
 
 /** How a connection ended, for the one log line per connection. */
 export type Outcome =

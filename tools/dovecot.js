@@ -1,0 +1,623 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { tmpdir, userInfo } from 'node:os';
+import { join, resolve as resolvePath } from 'node:path';
+import { aptAvailable, aptInstall } from './apt.js';
+import { encodeProxyV2Local } from '../src/net/proxy-protocol.js';
+import { freePort } from './ports.js';
+import { closedAncestor, exists, groupAlive, run, signalGroup, sleep, spawnGroup, StartupError, tailOf, trackGroup, untrackGroup, } from './processes.js';
+const DOVECOT = '/usr/sbin/dovecot';
+const DOVECONF = '/usr/bin/doveconf';
+const LIBEXEC = '/usr/lib/dovecot';
+const REQUIRED_FILES = [DOVECOT, DOVECONF, `${LIBEXEC}/imap`, `${LIBEXEC}/imap-login`, `${LIBEXEC}/lmtp`];
+const PACKAGES = ['dovecot-imapd', 'dovecot-lmtpd'];
+const STARTUP_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 10_000;
+const PORT_ATTEMPTS = 3;
+/** Dovecot's default `auth_username_chars`; anything else is refused by Dovecot itself. */
+const USERNAME_RE = /^[A-Za-z0-9._@-]+$/;
+/** Characters that would need quoting in dovecot.conf or that Dovecot expands (`%`, `$`). */
+const UNSAFE_PATH_RE = /[\s"'#%$\\{}]/;
+const HOST_RE = /^[A-Za-z0-9.:-]+$/;
+/** Unix socket paths are limited to 107 bytes and Dovecot's longest name under base_dir is 22. */
+const MAX_BASE_DIR_LENGTH = 84;
+async function missingDovecotFiles() {
+    const present = await Promise.all(REQUIRED_FILES.map(exists));
+    return REQUIRED_FILES.filter((_, i) => !present[i]);
+}
+let installing;
+async function installDovecot(missing) {
+    const advice = `install Debian's ${PACKAGES.join(' and ')} (e.g. \`sudo apt-get install -y ${PACKAGES.join(' ')}\`)`;
+    if (process.getuid?.() !== 0) {
+        throw new Error(`Dovecot is not installed (missing ${missing.join(', ')}): ${advice}`);
+    }
+    if (!(await aptAvailable())) {
+        throw new Error(`Dovecot is not installed (missing ${missing.join(', ')}) and apt-get is unavailable: ${advice}`);
+    }
+    await aptInstall(PACKAGES);
+    const still = await missingDovecotFiles();
+    if (still.length > 0) {
+        throw new Error(`apt-get installed ${PACKAGES.join(' ')} but ${still.join(', ')} is still missing`);
+    }
+}
+/** Makes sure Debian's Dovecot IMAP and LMTP servers are present, installing them with apt-get when root. */
+export async function ensureDovecotInstalled() {
+    const missing = await missingDovecotFiles();
+    if (missing.length === 0)
+        return;
+    installing ??= installDovecot(missing).finally(() => {
+        installing = undefined;
+    });
+    await installing;
+}
+/** Dovecot's salted SHA-512: base64(sha512(password || salt) || salt); no colon can appear, unlike PLAIN. */
+function ssha512(password) {
+    const salt = randomBytes(16);
+    const digest = createHash('sha512').update(password, 'utf8').update(salt).digest();
+    return `{SSHA512}${Buffer.concat([digest, salt]).toString('base64')}`;
+}
+async function idOf(flag, account) {
+    const result = await run('id', [flag, account]);
+    const value = Number.parseInt(result.stdout.trim(), 10);
+    if (result.code !== 0 || !Number.isInteger(value)) {
+        throw new Error(`system account "${account}" not found (${result.stderr.trim() || 'id failed'}); ` +
+            "Debian's dovecot-core package creates dovecot and dovenull");
+    }
+    return value;
+}
+async function accounts() {
+    if (process.getuid?.() === 0) {
+        // Mail must not be accessed as root, nor as Dovecot's own accounts.
+        const [mailUid, mailGid, internalUid] = await Promise.all([
+            idOf('-u', 'nobody'),
+            idOf('-g', 'nobody'),
+            idOf('-u', 'dovecot'),
+            idOf('-u', 'dovenull'),
+        ]);
+        return {
+            root: true,
+            loginUser: 'dovenull',
+            internalUser: 'dovecot',
+            internalGroup: undefined,
+            internalUid,
+            mailUid,
+            mailGid,
+        };
+    }
+    // Without root Dovecot cannot switch users, so everything runs as the caller (Dovecot's "rootless" mode).
+    const me = userInfo();
+    const group = await run('id', ['-gn']);
+    if (group.code !== 0)
+        throw new Error(`cannot find the name of group ${me.gid}: ${group.stderr.trim()}`);
+    return {
+        root: false,
+        loginUser: me.username,
+        internalUser: me.username,
+        internalGroup: group.stdout.trim(),
+        internalUid: me.uid,
+        mailUid: me.uid,
+        mailGid: me.gid,
+    };
+}
+function validateName(kind, name) {
+    if (!USERNAME_RE.test(name)) {
+        throw new Error(`${kind} name ${JSON.stringify(name)} has characters outside Dovecot's auth_username_chars (${USERNAME_RE.source})`);
+    }
+    // auth_username_format = %Lu lowercases before the passwd-file lookup.
+    return name.toLowerCase();
+}
+/** The first ancestor of `dir` that other accounts cannot traverse, if any. */
+function isLoopbackOrWildcard(host) {
+    return host === '::1' || host === '::' || host === '*' || host === '0.0.0.0' || host.startsWith('127.');
+}
+function layoutOf(dir) {
+    return {
+        dir,
+        conf: join(dir, 'dovecot.conf'),
+        logPath: join(dir, 'dovecot.log'),
+        baseDir: join(dir, 'run'),
+        stateDir: join(dir, 'state'),
+        authDir: join(dir, 'auth'),
+        mailDir: join(dir, 'mail'),
+        homeDir: join(dir, 'home'),
+        usersFile: join(dir, 'auth', 'users'),
+        mastersFile: join(dir, 'auth', 'master-users'),
+        oauth2Conf: join(dir, 'auth', 'dovecot-oauth2.conf.ext'),
+        oauth2KeysDir: join(dir, 'auth', 'oauth2-keys'),
+    };
+}
+function renderConfig(l, a, host, imapPort, lmtpPort, authPort, postmaster, authPenalty, haproxyPort, disablePlaintextAuth, extras) {
+    const trusted = ['127.0.0.0/8', '::1', ...(isLoopbackOrWildcard(host) ? [] : [host])];
+    const haproxyListener = haproxyPort === undefined
+        ? ''
+        : `
+  # The client's address comes from the PROXY header that must open every connection here.
+  inet_listener imap-haproxy {
+    address = ${host}
+    port = ${haproxyPort}
+    haproxy = yes
+  }`;
+    const anvil = [
+        ...(a.root ? [] : ['  chroot =']),
+        ...(authPenalty
+            ? []
+            : ['  # No listener, no penalty tracking.', '  unix_listener anvil-auth-penalty {', '    mode = 0', '  }']),
+    ];
+    const capacity = extras.connectionCapacity;
+    // Several connections per imap process: they all run as the one mail account.
+    const imapClientLimit = capacity === undefined ? undefined : Math.min(100, Math.max(1, Math.ceil(capacity / 100)));
+    const imapProcessLimit = capacity === undefined || imapClientLimit === undefined ? undefined : Math.ceil(capacity / imapClientLimit) + 64;
+    const loginProcessLimit = capacity === undefined ? undefined : 512;
+    if (capacity !== undefined) {
+        // Every login and mail process keeps a connection to anvil.
+        anvil.push(`  client_limit = ${(imapProcessLimit ?? 0) + (loginProcessLimit ?? 0) + capacity + 1000}`);
+    }
+    const anvilSection = anvil.length === 0 ? '' : `service anvil {\n${anvil.join('\n')}\n}\n`;
+    const tls = extras.tls;
+    const oauth2 = extras.oauth2;
+    const imapsListener = extras.imapsPort === undefined
+        ? '  inet_listener imaps {\n    port = 0\n  }'
+        : `  inet_listener imaps {\n    address = ${host}\n    port = ${extras.imapsPort}\n    ssl = yes\n  }`;
+    const loginTuning = [
+        ...(extras.highPerformanceLogin
+            ? ['  # High-performance mode: long-lived login processes, each serving many connections.', '  service_count = 0', '  process_min_avail = 2']
+            : []),
+        ...(loginProcessLimit === undefined ? [] : [`  process_limit = ${loginProcessLimit}`]),
+        ...(capacity === undefined && !extras.highPerformanceLogin ? [] : [`  client_limit = ${Math.max(1000, capacity ?? 0)}`]),
+    ];
+    const imapService = capacity === undefined
+        ? ''
+        : `service imap {\n  # Processes serve many connections (service_count = 1, the default, would end one after its first).\n  service_count = 0\n  client_limit = ${imapClientLimit}\n  process_limit = ${imapProcessLimit}\n}\n`;
+    const protocolImap = extras.maxUserIpConnections === undefined
+        ? ''
+        : `protocol imap {\n  mail_max_userip_connections = ${extras.maxUserIpConnections}\n}\n`;
+    const passwordPassdbMechanisms = oauth2 === undefined ? '' : '\n  mechanisms = plain login';
+    const extraPassdbs = extras.passwdFiles
+        .filter((f) => f.passdb === true)
+        .map((f) => `passdb {\n  driver = passwd-file\n  args = ${f.path}${passwordPassdbMechanisms}\n}\n`)
+        .join('');
+    const extraUserdbs = extras.passwdFiles
+        .map((f) => `userdb {\n  # Re-read whenever the file changes.\n  driver = passwd-file\n  args = ${f.path}\n}\n`)
+        .join('');
+    const oauth2Passdb = oauth2 === undefined
+        ? ''
+        : `passdb {
+  # Dovecot's own token validation (${oauth2.mode}); the token is the "password" of XOAUTH2 / OAUTHBEARER.
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = ${l.oauth2Conf}
+}
+`;
+    return `# Private Dovecot instance for sasl-gate (generated; rewritten on every start).
+# Names the processes (dovecot-<instance>/imap) so ps tells the instances apart.
+instance_name = sasl-gate-imap${imapPort}
+base_dir = ${l.baseDir}
+state_dir = ${l.stateDir}
+log_path = ${l.logPath}
+protocols = imap lmtp
+listen = ${host}
+${tls === undefined ? 'ssl = no' : `ssl = yes\nssl_cert = <${tls.cert}\nssl_key = <${tls.key}`}
+${capacity === undefined ? '' : `default_client_limit = ${Math.max(1000, capacity + 1000)}\n`}disable_plaintext_auth = ${disablePlaintextAuth ? 'yes' : 'no'}
+
+default_login_user = ${a.loginUser}
+default_internal_user = ${a.internalUser}
+${a.internalGroup === undefined ? '' : `default_internal_group = ${a.internalGroup}\n`}first_valid_uid = ${a.mailUid}
+last_valid_uid = ${a.mailUid}
+first_valid_gid = ${a.mailGid}
+last_valid_gid = ${a.mailGid}
+
+auth_mechanisms = plain login${oauth2 === undefined ? '' : ' xoauth2 oauthbearer'}
+auth_master_user_separator = *
+# The proxy connects from here; only trusted peers may set the client address with ID.
+login_trusted_networks = ${trusted.join(' ')}
+${haproxyPort === undefined ? '' : `# Only these peers may send a PROXY header (to listeners with haproxy = yes).\nhaproxy_trusted_networks = ${trusted.join(' ')}\n`}auth_verbose = yes
+verbose_proctitle = yes
+
+passdb {
+  driver = passwd-file
+  args = ${l.mastersFile}
+  master = yes
+  # Verify that the user the master logs in as exists.
+  pass = yes
+}
+passdb {
+  driver = passwd-file
+  args = ${l.usersFile}${passwordPassdbMechanisms}
+}
+${extraPassdbs}${oauth2Passdb}userdb {
+  driver = passwd-file
+  args = ${l.usersFile}
+}
+${extraUserdbs}
+mail_location = maildir:${l.mailDir}/%u
+lmtp_save_to_detail_mailbox = no
+recipient_delimiter =
+postmaster_address = ${postmaster}
+
+service imap-login {
+  inet_listener imap {
+    address = ${host}
+    port = ${imapPort}
+  }
+${imapsListener}${haproxyListener}${a.root ? '' : '\n  chroot ='}${loginTuning.length === 0 ? '' : `\n${loginTuning.join('\n')}`}
+}
+${imapService}${protocolImap}
+service lmtp {
+  inet_listener lmtp {
+    address = ${host}
+    port = ${lmtpPort}
+  }
+}
+service auth {${capacity === undefined ? '' : `\n  client_limit = ${(loginProcessLimit ?? 0) + (imapProcessLimit ?? 0) + 1000}`}
+  # For Postfix's Dovecot SASL client: over TCP no socket file needs modes shared by both servers' accounts.
+  inet_listener auth-client {
+    address = ${host}
+    port = ${authPort}
+  }
+}
+${anvilSection}service stats {
+  # Mail processes run as an account outside Dovecot's group and would log an error per login.
+  unix_listener stats-writer {
+    mode = 0666
+  }
+}
+`;
+}
+function checkedUsers(opts) {
+    const users = opts.users.map((u) => ({ name: validateName('user', u.name), password: u.password }));
+    const seen = new Set();
+    for (const u of users) {
+        if (seen.has(u.name))
+            throw new Error(`user ${u.name} is listed twice`);
+        seen.add(u.name);
+    }
+    const master = { name: validateName('master user', opts.master.user), password: opts.master.password };
+    if (seen.has(master.name))
+        throw new Error(`master user ${master.name} must not also be a regular user`);
+    return { users, master };
+}
+async function writeFiles(l, a, { users, master }, authPenalty, host, imapPort, lmtpPort, authPort, haproxyPort, disablePlaintextAuth, extras) {
+    // Unprivileged Dovecot processes must traverse the directory, but need not list it.
+    await chmod(l.dir, 0o711);
+    await mkdir(l.stateDir, { recursive: true, mode: 0o750 });
+    await mkdir(l.authDir, { recursive: true, mode: 0o700 });
+    await mkdir(l.mailDir, { recursive: true, mode: 0o700 });
+    await mkdir(l.homeDir, { recursive: true, mode: 0o700 });
+    // The auth process (default_internal_user) reads the passwd-files; the mail user owns the mail.
+    await chown(l.authDir, a.internalUid, -1);
+    await chown(l.mailDir, a.mailUid, a.mailGid);
+    await chown(l.homeDir, a.mailUid, a.mailGid);
+    // Homes apart from the maildirs: Dovecot advises against a home that is also the mail root.
+    const userLines = users.map((u) => `${u.name}:${ssha512(u.password)}:${a.mailUid}:${a.mailGid}::${l.homeDir}/${u.name}::\n`);
+    const masterLine = `${master.name}:${ssha512(master.password)}\n`;
+    for (const [path, text] of [
+        [l.usersFile, userLines.join('')],
+        [l.mastersFile, masterLine],
+    ]) {
+        await writeFile(path, text, { mode: 0o600 });
+        await chmod(path, 0o600);
+        await chown(path, a.internalUid, -1);
+    }
+    const domain = users.map((u) => u.name.split('@')[1]).find((d) => d !== undefined && d !== '') ?? 'example.test';
+    const config = renderConfig(l, a, host, imapPort, lmtpPort, authPort, `postmaster@${domain}`, authPenalty, haproxyPort, disablePlaintextAuth, extras);
+    if (extras.oauth2 !== undefined)
+        await writeOAuth2Files(l, a, extras.oauth2);
+    await writeFile(l.conf, config, { mode: 0o644 });
+}
+/** A path segment of the key dictionary: Dovecot escapes `/` and `%` in azp and kid; refuse what would need it. */
+const KEY_SEGMENT_RE = /^[A-Za-z0-9_.:=+-]+$/;
+/** Values written unquoted into dovecot-oauth2.conf.ext. */
+const OAUTH2_VALUE_RE = /^[^\s"'#\\{}$%]+$/;
+/** The oauth2 passdb's settings file and, for local validation, one PEM file per key. */
+async function writeOAuth2Files(l, a, o) {
+    const value = (name, v) => {
+        if (!OAUTH2_VALUE_RE.test(v))
+            throw new Error(`oauth2.${name} ${JSON.stringify(v)} cannot be written into dovecot-oauth2.conf.ext`);
+        return v;
+    };
+    const lines = [
+        '# Dovecot oauth2 passdb (generated by the sasl-gate devstack).',
+        `username_attribute = ${value('usernameAttribute', o.usernameAttribute ?? 'email')}`,
+        ...(o.issuers === undefined || o.issuers.length === 0 ? [] : [`issuers = ${o.issuers.map((i) => value('issuers', i)).join(' ')}`]),
+        ...(o.clientId === undefined ? [] : [`client_id = ${value('clientId', o.clientId)}`]),
+        ...(o.activeAttribute === undefined ? [] : [`active_attribute = ${value('activeAttribute', o.activeAttribute)}`]),
+        ...(o.activeValue === undefined ? [] : [`active_value = ${value('activeValue', o.activeValue)}`]),
+    ];
+    if (o.mode === 'local') {
+        const keys = o.keys ?? [];
+        if (keys.length === 0)
+            throw new Error('oauth2 local validation needs at least one key');
+        await mkdir(l.oauth2KeysDir, { recursive: true, mode: 0o700 });
+        await chown(l.oauth2KeysDir, a.internalUid, -1);
+        for (const k of keys) {
+            for (const [name, segment] of [['azp', k.azp], ['alg', k.alg], ['kid', k.kid]]) {
+                if (!KEY_SEGMENT_RE.test(segment) || segment.startsWith('.')) {
+                    throw new Error(`oauth2 key ${name} ${JSON.stringify(segment)} cannot be a file name in the key dictionary`);
+                }
+            }
+            // Dovecot upper-cases the token's alg before the lookup.
+            const parts = [k.azp, k.alg.toUpperCase()];
+            let dir = l.oauth2KeysDir;
+            for (const part of parts) {
+                dir = join(dir, part);
+                await mkdir(dir, { recursive: true, mode: 0o700 });
+                await chown(dir, a.internalUid, -1);
+            }
+            const file = join(dir, k.kid);
+            await writeFile(file, k.pem.endsWith('\n') ? k.pem : `${k.pem}\n`, { mode: 0o600 });
+            await chown(file, a.internalUid, -1);
+        }
+        lines.push('introspection_mode = local', `local_validation_key_dict = fs:posix:prefix=${l.oauth2KeysDir}/`);
+    }
+    else {
+        if (o.introspectionUrl === undefined)
+            throw new Error('oauth2 mode post needs introspectionUrl');
+        lines.push('introspection_mode = post', `introspection_url = ${value('introspectionUrl', o.introspectionUrl)}`);
+        // Every login asks the provider: let many run at once.
+        lines.push('max_parallel_connections = 32', 'timeout_msecs = 10000');
+    }
+    await writeFile(l.oauth2Conf, `${lines.join('\n')}\n`, { mode: 0o600 });
+    await chown(l.oauth2Conf, a.internalUid, -1);
+}
+/** Reads up to the first CRLF a server sends (after sending `preamble`, if any), or rejects. */
+function readGreeting(host, port, timeoutMs, preamble) {
+    return new Promise((resolve, reject) => {
+        const socket = connect({ host, port });
+        if (preamble !== undefined)
+            socket.write(preamble);
+        let buffered = '';
+        const finish = (err, line) => {
+            socket.destroy();
+            if (err)
+                reject(err);
+            else
+                resolve(line ?? '');
+        };
+        socket.setTimeout(timeoutMs, () => finish(new Error(`no greeting from ${host}:${port} within ${timeoutMs} ms`)));
+        socket.on('error', (err) => finish(err));
+        socket.on('data', (chunk) => {
+            buffered += chunk.toString('latin1');
+            const end = buffered.indexOf('\r\n');
+            if (end >= 0)
+                finish(null, buffered.slice(0, end));
+        });
+        socket.on('end', () => finish(new Error(`${host}:${port} closed the connection before greeting`)));
+    });
+}
+/** Reads the first line a server sends after a TLS handshake (certificate not checked: only for readiness). */
+function readTlsGreeting(host, port, timeoutMs) {
+    return new Promise((resolve, reject) => {
+        const socket = tlsConnect({ host, port, rejectUnauthorized: false });
+        let buffered = '';
+        const finish = (err, line) => {
+            socket.destroy();
+            if (err)
+                reject(err);
+            else
+                resolve(line ?? '');
+        };
+        socket.setTimeout(timeoutMs, () => finish(new Error(`no TLS greeting from ${host}:${port} within ${timeoutMs} ms`)));
+        socket.on('error', (err) => finish(err));
+        socket.on('data', (chunk) => {
+            buffered += chunk.toString('latin1');
+            const end = buffered.indexOf('\r\n');
+            if (end >= 0)
+                finish(null, buffered.slice(0, end));
+        });
+        socket.on('end', () => finish(new Error(`${host}:${port} closed the TLS connection before greeting`)));
+    });
+}
+async function doveconfReport(conf) {
+    const result = await run(DOVECONF, ['-c', conf, '-n']);
+    return `${result.stdout}${result.stderr}`.trim();
+}
+async function launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort) {
+    // setpriv's parent-death signal takes Dovecot down even when this process is SIGKILLed.
+    const setpriv = (await exists('/usr/bin/setpriv')) ? '/usr/bin/setpriv' : undefined;
+    const [file, args] = setpriv
+        ? [setpriv, ['--pdeathsig', 'TERM', '--', DOVECOT, '-F', '-c', l.conf]]
+        : [DOVECOT, ['-F', '-c', l.conf]];
+    const spawned = spawnGroup(file, args);
+    const { child, pgid, exited } = spawned;
+    const fail = async (reason) => {
+        if (pgid !== undefined) {
+            signalGroup(pgid, 'SIGKILL');
+            untrackGroup(pgid);
+        }
+        await Promise.race([exited, sleep(2_000)]);
+        const log = await tailOf(l.logPath);
+        const config = await doveconfReport(l.conf);
+        const text = `${spawned.output()}\n${log}`;
+        throw new StartupError(`Dovecot (${l.conf}) ${reason}` +
+            `${spawned.spawnError() ? `\n${spawned.spawnError()?.message}` : ''}` +
+            `\n--- dovecot output ---\n${spawned.output().trim() || '(none)'}` +
+            `\n--- log tail (${l.logPath}) ---\n${log || '(empty)'}` +
+            `\n--- doveconf -c ${l.conf} -n ---\n${config}`, /Address already in use/i.test(text));
+    };
+    if (pgid === undefined)
+        return fail('could not be started');
+    trackGroup(pgid);
+    const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+    let lastProblem = 'no attempt yet';
+    for (;;) {
+        if (spawned.exitCode() !== undefined)
+            return fail(`exited during startup (${spawned.exitCode()})`);
+        if (Date.now() > deadline) {
+            return fail(`did not answer on ${host}:${imapPort} within ${STARTUP_TIMEOUT_MS} ms (${lastProblem})`);
+        }
+        try {
+            const greeting = await readGreeting(host, imapPort, 1_000);
+            if (!greeting.startsWith('* OK'))
+                return fail(`greeted with ${JSON.stringify(greeting)} instead of * OK`);
+            const lmtp = await readGreeting(host, lmtpPort, 2_000);
+            if (!lmtp.startsWith('220'))
+                return fail(`LMTP greeted with ${JSON.stringify(lmtp)} instead of 220`);
+            if (haproxyPort !== undefined) {
+                const proxied = await readGreeting(host, haproxyPort, 2_000, encodeProxyV2Local());
+                if (!proxied.startsWith('* OK')) {
+                    return fail(`greeted with ${JSON.stringify(proxied)} instead of * OK on the PROXY protocol listener`);
+                }
+            }
+            if (imapsPort !== undefined) {
+                const secured = await readTlsGreeting(host, imapsPort, 3_000);
+                if (!secured.startsWith('* OK'))
+                    return fail(`greeted with ${JSON.stringify(secured)} instead of * OK on the IMAPS listener`);
+            }
+            break;
+        }
+        catch (err) {
+            lastProblem = err instanceof Error ? err.message : String(err);
+            await sleep(50);
+        }
+    }
+    return { child, pgid, exited };
+}
+/** Starts a private Dovecot (IMAP and LMTP on free ports) for the given users and master user; resolves once it greets. */
+export async function startDovecot(opts) {
+    const host = opts.host ?? '127.0.0.1';
+    const ownDir = opts.dir === undefined;
+    if (!HOST_RE.test(host))
+        throw new Error(`host ${JSON.stringify(host)} is not an address Dovecot can listen on`);
+    const logins = checkedUsers(opts);
+    const passwdFiles = opts.passwdFiles ?? [];
+    for (const f of passwdFiles) {
+        if (!f.path.startsWith('/') || UNSAFE_PATH_RE.test(f.path)) {
+            throw new Error(`passwdFiles path ${JSON.stringify(f.path)} must be absolute, without spaces, quotes, %, $ or braces`);
+        }
+    }
+    // Dovecot needs absolute paths; a relative dir would be resolved against its own cwd.
+    const dir = opts.dir === undefined ? await mkdtemp(join(tmpdir(), 'sasl-gate-dovecot-')) : resolvePath(opts.dir);
+    const l = layoutOf(dir);
+    const problem = UNSAFE_PATH_RE.test(dir)
+        ? 'contains characters dovecot.conf cannot hold unquoted'
+        : l.baseDir.length > MAX_BASE_DIR_LENGTH
+            ? `is too long for Dovecot's unix sockets (keep ${l.baseDir} under ${MAX_BASE_DIR_LENGTH} characters)`
+            : undefined;
+    if (problem !== undefined) {
+        if (ownDir)
+            await rm(dir, { recursive: true, force: true });
+        throw new Error(`directory ${JSON.stringify(dir)} ${problem}`);
+    }
+    await mkdir(dir, { recursive: true });
+    const a = await accounts();
+    // As root, the auth and mail processes run as other accounts and must reach their files.
+    const closed = a.root ? await closedAncestor(dir) : undefined;
+    if (closed !== undefined) {
+        throw new Error(`${closed} is not searchable by other accounts, so Dovecot's unprivileged processes ` +
+            `cannot reach ${dir}; pick a dir elsewhere`);
+    }
+    let launched;
+    let imapPort = 0;
+    let lmtpPort = 0;
+    let authPort = 0;
+    let haproxyPort;
+    let imapsPort;
+    for (let attempt = 1; launched === undefined; attempt++) {
+        imapPort = await freePort(host);
+        do
+            lmtpPort = await freePort(host);
+        while (lmtpPort === imapPort);
+        do
+            authPort = await freePort(host);
+        while (authPort === imapPort || authPort === lmtpPort);
+        if (opts.haproxy === true) {
+            do
+                haproxyPort = await freePort(host);
+            while (haproxyPort === imapPort || haproxyPort === lmtpPort || haproxyPort === authPort);
+        }
+        if (opts.tls !== undefined) {
+            do
+                imapsPort = await freePort(host);
+            while ([imapPort, lmtpPort, authPort, haproxyPort].includes(imapsPort));
+        }
+        await writeFiles(l, a, logins, opts.authPenalty ?? true, host, imapPort, lmtpPort, authPort, haproxyPort, opts.disablePlaintextAuth ?? false, {
+            imapsPort,
+            tls: opts.tls,
+            oauth2: opts.oauth2,
+            maxUserIpConnections: opts.maxUserIpConnections,
+            connectionCapacity: opts.connectionCapacity,
+            highPerformanceLogin: opts.highPerformanceLogin ?? false,
+            passwdFiles,
+        });
+        try {
+            launched = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort);
+        }
+        catch (err) {
+            // Another process may take a free port between our probe and Dovecot's bind.
+            if (err instanceof StartupError && err.addressInUse && attempt < PORT_ATTEMPTS)
+                continue;
+            if (ownDir)
+                await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+            throw err;
+        }
+    }
+    // Let a caller that forgets stop() still exit; the exit hook and the death signal clean up.
+    const detach = ({ child }) => {
+        child.unref();
+        for (const stream of [child.stdout, child.stderr])
+            stream?.unref?.();
+    };
+    detach(launched);
+    let running = launched;
+    let finalLog;
+    let stopping;
+    let changing = Promise.resolve();
+    const keepDir = !ownDir || process.env.SASLGATE_KEEP_DOVECOT_DIR === '1';
+    /** Terminates every process of the running servers and waits until the group is gone. */
+    const terminate = async () => {
+        if (running === undefined)
+            return;
+        const { child, pgid, exited } = running;
+        running = undefined;
+        child.ref();
+        signalGroup(pgid, 'SIGTERM');
+        const stopped = await Promise.race([exited.then(() => true), sleep(STOP_TIMEOUT_MS).then(() => false)]);
+        if (!stopped)
+            signalGroup(pgid, 'SIGKILL');
+        await exited;
+        // Children that outlive the master (a login process mid-connection) would keep the ports bound.
+        signalGroup(pgid, 'SIGKILL');
+        for (let i = 0; i < 200 && groupAlive(pgid); i++)
+            await sleep(25);
+        untrackGroup(pgid);
+    };
+    const stop = async () => {
+        await changing.catch(() => undefined);
+        await terminate();
+        finalLog = await readFile(l.logPath, 'utf8').catch(() => '');
+        if (!keepDir)
+            await rm(dir, { recursive: true, force: true });
+    };
+    const halt = () => (changing = changing.catch(() => undefined).then(terminate));
+    const resume = () => (changing = changing
+        .catch(() => undefined)
+        .then(async () => {
+        if (stopping)
+            throw new Error('Dovecot instance already stopped');
+        if (running !== undefined)
+            return;
+        const again = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort);
+        detach(again);
+        running = again;
+    }));
+    return {
+        host,
+        imapPort,
+        lmtpPort,
+        authPort,
+        ...(haproxyPort === undefined ? {} : { haproxyPort }),
+        ...(imapsPort === undefined ? {} : { imapsPort }),
+        mailUid: a.mailUid,
+        mailGid: a.mailGid,
+        pid: launched.pgid,
+        dir,
+        logPath: l.logPath,
+        readLog: async () => finalLog ?? (await readFile(l.logPath, 'utf8').catch(() => '')),
+        stop: () => (stopping ??= stop()),
+        halt,
+        resume,
+    };
+}
+//# sourceMappingURL=dovecot.js.map

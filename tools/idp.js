@@ -1,0 +1,809 @@
+/**
+ * A development OpenID provider: the real `oidc-provider` on a loopback port with a fixed
+ * user list, one confidential client, RS256 JWT (or opaque) access tokens, introspection,
+ * revocation, userinfo and a development grant that hands out a token for a named user
+ * without a browser. Tests can rotate its signing key, count the calls it receives and make
+ * it fail like a provider in trouble. Integration tests, the demo and the load harness use
+ * it; it has no place in production (anyone holding the client secret can get a token for
+ * any listed user).
+ */
+import { createHmac, createPrivateKey, createPublicKey, randomBytes, } from 'node:crypto';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { isIP } from 'node:net';
+import { SignJWT, UnsecuredJWT, calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, } from 'jose';
+/** Grant type of the development login at the token endpoint (params: username, audience, scope, expires_in, format, lightweight). */
+export const devGrantType = 'urn:sasl-gate:params:oauth:grant-type:dev-login';
+const DEFAULT_SCOPE = 'openid email profile';
+const SIGNING_ALG = 'RS256';
+const MAX_TTL_SECONDS = 7 * 24 * 3600;
+const HMAC_ALGS = new Set(['HS256', 'HS384', 'HS512']);
+/** Bodies this large are no legitimate introspection or revocation request. */
+const MAX_FORM_BYTES = 64 * 1024;
+const OWN_REQUEST_TIMEOUT_MS = 10_000;
+const CONFIDENTIAL_AUTH_METHODS = ['client_secret_basic', 'client_secret_post'];
+/** Starts a development OpenID provider; resolves once it listens. */
+export async function startDevIdp(opts) {
+    const users = new UserDirectory(opts.users);
+    const host = opts.host ?? '127.0.0.1';
+    const clientId = opts.clientId ?? 'mail';
+    const clientSecret = opts.clientSecret ?? randomBytes(24).toString('base64url');
+    const audience = opts.audience ?? clientId;
+    const defaultTtl = opts.accessTokenTtlSeconds ?? 3600;
+    checkTtl(defaultTtl, 'accessTokenTtlSeconds');
+    const defaultFormat = opts.accessTokenFormat ?? 'jwt';
+    if (defaultFormat !== 'jwt' && defaultFormat !== 'opaque') {
+        throw new RangeError('accessTokenFormat must be jwt or opaque');
+    }
+    // Newest first: the provider signs with the first key that fits, and the JWKS lists them in
+    // this order.
+    let signingKeys = [await createSigningKey()];
+    const currentKey = () => signingKeys[0];
+    let publishedKeys = createLocalJWKSet({ keys: signingKeys.map((k) => k.publicJwk) });
+    // Owned here rather than by a provider object, so that rebuilding the provider for a key
+    // rotation keeps grants, sessions and tokens.
+    const storage = memoryAdapterFactory();
+    const shadowSecret = randomBytes(32);
+    const lightweightTokens = new WeakSet();
+    const requests = {
+        discovery: 0,
+        jwks: 0,
+        token: 0,
+        introspection: 0,
+        userinfo: 0,
+        revocation: 0,
+    };
+    const endpointByPath = new Map();
+    let fault = null;
+    const hungSockets = new Set();
+    const releaseHungSockets = () => {
+        for (const socket of hungSockets)
+            socket.destroy();
+        hungSockets.clear();
+    };
+    // The issuer must contain the port, which is only known after listening, and the provider
+    // needs the issuer at construction: listen first, answer 503 until the provider is there.
+    let handler;
+    let resolveTokens;
+    const listener = (req, res) => {
+        const endpoint = endpointByPath.get(pathOf(req.url));
+        if (endpoint)
+            requests[endpoint] += 1;
+        if (fault && (fault.all || (endpoint !== undefined && fault.endpoints.has(endpoint)))) {
+            injectFault(fault.kind, req, res, hungSockets);
+            return;
+        }
+        if (!handler) {
+            res.statusCode = 503;
+            res.end();
+            return;
+        }
+        const serve = handler;
+        if (resolveTokens && req.method === 'POST' && (endpoint === 'introspection' || endpoint === 'revocation')) {
+            resolveTokens(req).then((replay) => serve(replay, res), () => {
+                if (!res.headersSent)
+                    res.writeHead(400, { 'content-type': 'application/json' });
+                res.end(JSON.stringify({ error: 'invalid_request', error_description: 'unreadable request body' }));
+            });
+            return;
+        }
+        serve(req, res);
+    };
+    const server = opts.https
+        ? https.createServer({ cert: opts.https.cert, key: opts.https.key }, listener)
+        : http.createServer(listener);
+    await listen(server, host, opts.port ?? 0);
+    try {
+        const { port } = server.address();
+        const scheme = opts.https ? 'https' : 'http';
+        const issuer = `${scheme}://${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+        // Loaded lazily so that importing this module (the CLI does) neither costs the load time
+        // nor prints the library's runtime notice unless a development IdP is really started.
+        const { default: ProviderClass, errors } = await import('oidc-provider');
+        const defaultResource = resourceIndicatorFor(audience);
+        const resourceServerInfo = (aud, scope, format) => ({
+            scope,
+            audience: aud,
+            accessTokenFormat: format,
+            // Pinning the kid keeps tokens on the current key whatever order the library prefers.
+            ...(format === 'jwt' ? { jwt: { sign: { alg: SIGNING_ALG, kid: currentKey().kid } } } : {}),
+        });
+        /** Handle under which the provider keeps the record of a JWT access token with this `jti`. */
+        const shadowIdFor = (jti) => createHmac('sha256', shadowSecret).update(jti).digest('base64url');
+        /**
+         * The provider keeps no record of JWT access tokens and refuses them at introspection and
+         * revocation. Storing the token's record as if it were an opaque one, under a handle only
+         * this process can derive from the JWT's `jti`, lets those endpoints treat the JWT like
+         * the opaque token it would otherwise have been.
+         */
+        const rememberJwt = async (token, payload) => {
+            const { jti, iat, exp } = payload;
+            if (typeof jti !== 'string' || typeof iat !== 'number' || typeof exp !== 'number')
+                return;
+            const fields = token;
+            const record = {};
+            for (const name of token.constructor.IN_PAYLOAD) {
+                if (fields[name] !== undefined)
+                    record[name] = fields[name];
+            }
+            const id = shadowIdFor(jti);
+            Object.assign(record, { jti: id, kind: 'AccessToken', iat, exp });
+            await storage('AccessToken').upsert(id, record, Math.max(1, exp - Math.floor(Date.now() / 1000)));
+        };
+        /**
+         * Swaps a JWT in an introspection or revocation form for the handle of its record. A JWT
+         * whose signature does not check out against the published keys becomes a handle that
+         * matches nothing, so the provider answers `active: false` as RFC 7662 wants for tokens it
+         * does not know. The body has been consumed by then, so the request is always replayed.
+         */
+        async function resolveStructuredTokens(req) {
+            const body = await readBody(req, MAX_FORM_BYTES);
+            const mediaType = req.headers['content-type']?.split(';')[0]?.trim().toLowerCase();
+            if (mediaType !== 'application/x-www-form-urlencoded')
+                return replayWithBody(req, body);
+            const form = new URLSearchParams(body.toString('utf8'));
+            const tokens = form.getAll('token');
+            // Duplicates are left for the provider to reject.
+            if (tokens.length !== 1 || !looksLikeJwt(tokens[0]))
+                return replayWithBody(req, body);
+            let handle = randomBytes(32).toString('base64url');
+            try {
+                const { payload } = await jwtVerify(tokens[0], publishedKeys, { issuer, algorithms: [SIGNING_ALG] });
+                if (typeof payload.jti === 'string')
+                    handle = shadowIdFor(payload.jti);
+            }
+            catch {
+                // Forged, tampered, expired or signed with a dropped key: unknown to the provider.
+            }
+            form.set('token', handle);
+            return replayWithBody(req, Buffer.from(form.toString(), 'utf8'));
+        }
+        const customizeJwt = async (_ctx, token, jwt) => {
+            await rememberJwt(token, jwt.payload);
+            // `username` is an introspection response member (RFC 7662), not an access token claim.
+            delete jwt.payload['username'];
+            if (lightweightTokens.has(token)) {
+                // `extra` holds exactly the user claims (see extraTokenClaims); the record above keeps
+                // them for introspection.
+                for (const claim of Object.keys(token.extra ?? {}))
+                    delete jwt.payload[claim];
+            }
+        };
+        const cookieKey = randomBytes(32).toString('base64url');
+        const configuration = () => ({
+            adapter: storage,
+            jwks: { keys: signingKeys.map((k) => ({ ...k.jwk })) },
+            cookies: { keys: [cookieKey] },
+            clients: [
+                {
+                    client_id: clientId,
+                    client_secret: clientSecret,
+                    // Mail clients are native apps: loopback redirects with any port, as RFC 8252 asks.
+                    application_type: 'native',
+                    grant_types: ['authorization_code', 'refresh_token', devGrantType],
+                    response_types: ['code'],
+                    redirect_uris: opts.redirectUris ?? ['http://127.0.0.1/callback', 'http://localhost/callback'],
+                    // The provider accepts client_secret_post from this client as well.
+                    token_endpoint_auth_method: 'client_secret_basic',
+                },
+            ],
+            responseTypes: ['code'],
+            claims: {
+                openid: ['sub'],
+                email: ['email', 'email_verified'],
+                profile: ['preferred_username', 'name'],
+            },
+            discovery: {
+                claim_types_supported: ['normal'],
+                introspection_endpoint_auth_methods_supported: CONFIDENTIAL_AUTH_METHODS,
+                revocation_endpoint_auth_methods_supported: CONFIDENTIAL_AUTH_METHODS,
+            },
+            async findAccount(_ctx, id) {
+                const user = users.find(id);
+                if (!user)
+                    return undefined;
+                // The browser login takes whatever was typed as the account id; keeping it as `sub`
+                // keeps session, grant and code consistent inside the provider.
+                return { accountId: id, claims: async () => ({ sub: id, ...userClaims(user) }) };
+            },
+            async extraTokenClaims(_ctx, token) {
+                const user = token.accountId === undefined ? undefined : users.find(token.accountId);
+                // Introspection answers with these as well, where `username` is what RFC 7662 names it.
+                return user ? { ...userClaims(user), username: preferredUsername(user) } : undefined;
+            },
+            formats: { customizers: { jwt: customizeJwt } },
+            features: {
+                devInteractions: { enabled: true },
+                introspection: {
+                    enabled: true,
+                    // The library's default, stated so that it does not print a notice: confidential
+                    // clients may introspect any token, public ones only their own.
+                    async allowedPolicy(_ctx, client, token) {
+                        return client.clientAuthMethod !== 'none' || token.clientId === client.clientId;
+                    },
+                },
+                revocation: {
+                    enabled: true,
+                    // RFC 7009 2.1: only the client a token was issued to may revoke it.
+                    async allowedPolicy(_ctx, client, token) {
+                        return token.clientId === client.clientId;
+                    },
+                },
+                resourceIndicators: {
+                    enabled: true,
+                    // Browser flows get a mail token without having to know about `resource`; in the
+                    // opaque set-up a userinfo token, which must not have an audience.
+                    async defaultResource(_ctx, _client, oneOf) {
+                        if (oneOf)
+                            return oneOf[0];
+                        return defaultFormat === 'opaque' ? undefined : defaultResource;
+                    },
+                    async useGrantedResource() {
+                        return true;
+                    },
+                    async getResourceServerInfo(_ctx, indicator) {
+                        const aud = indicator === defaultResource ? audience : indicator;
+                        return resourceServerInfo(aud, `${DEFAULT_SCOPE} offline_access`, defaultFormat);
+                    },
+                },
+            },
+            clientBasedCORS: () => false,
+            ttl: {
+                AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? defaultTtl,
+                AuthorizationCode: 60,
+                IdToken: 3600,
+                RefreshToken: 24 * 3600,
+                Interaction: 3600,
+                Session: 24 * 3600,
+                Grant: 24 * 3600,
+            },
+            renderError(ctx, out) {
+                ctx.type = 'html';
+                ctx.body = `<!doctype html><title>sasl-gate dev IdP</title><pre>${escapeHtml(JSON.stringify(out, null, 2))}</pre>`;
+            },
+        });
+        const devGrant = (provider) => async (ctx) => {
+            const { params, client } = ctx.oidc;
+            const username = stringParam(params, 'username');
+            if (!username)
+                throw new errors.InvalidRequest('missing required parameter: username');
+            const user = users.find(username);
+            if (!user)
+                throw new errors.CustomOIDCProviderError('invalid_grant', 'unknown user');
+            const scope = normalizeScope(stringParam(params, 'scope') ?? DEFAULT_SCOPE);
+            const ttlParam = stringParam(params, 'expires_in');
+            let ttl = defaultTtl;
+            if (ttlParam !== undefined) {
+                ttl = Number(ttlParam);
+                if (!isValidTtl(ttl)) {
+                    throw new errors.InvalidRequest(`expires_in must be an integer from 1 to ${MAX_TTL_SECONDS}`);
+                }
+            }
+            const lightweightParam = stringParam(params, 'lightweight');
+            if (lightweightParam !== undefined && lightweightParam !== 'true' && lightweightParam !== 'false') {
+                throw new errors.InvalidRequest('lightweight must be true or false');
+            }
+            const lightweight = lightweightParam === 'true';
+            const formatParam = stringParam(params, 'format');
+            if (formatParam !== undefined && formatParam !== 'jwt' && formatParam !== 'opaque') {
+                throw new errors.InvalidRequest('format must be jwt or opaque');
+            }
+            if (lightweight && formatParam === 'opaque') {
+                throw new errors.InvalidRequest('lightweight tokens are JWTs');
+            }
+            const format = formatParam ?? (lightweight ? 'jwt' : defaultFormat);
+            const aud = stringParam(params, 'audience') || (format === 'jwt' ? audience : undefined);
+            // A grant per token, as a browser login would leave: userinfo releases claims only
+            // under one, and revoking a token takes its grant's other tokens along.
+            const grant = new provider.Grant({ accountId: user.id, clientId: client.clientId, expiresIn: ttl });
+            if (scope)
+                grant.addOIDCScope(scope);
+            const grantId = await grant.save();
+            const token = new provider.AccessToken({
+                accountId: user.id,
+                client,
+                grantId,
+                gty: devGrantType,
+                scope: scope || undefined,
+                expiresIn: ttl,
+                ...(aud === undefined
+                    ? {}
+                    : {
+                        resourceServer: new provider.ResourceServer(resourceIndicatorFor(aud), resourceServerInfo(aud, scope, format)),
+                    }),
+            });
+            if (lightweight)
+                lightweightTokens.add(token);
+            ctx.oidc.entity('AccessToken', token);
+            const value = await token.save();
+            ctx.body = {
+                access_token: value,
+                token_type: token.tokenType,
+                expires_in: token.expiration,
+                ...(scope ? { scope } : {}),
+            };
+        };
+        const buildProvider = () => {
+            const provider = new ProviderClass(issuer, configuration());
+            provider.registerGrantType(devGrantType, devGrant(provider), [
+                'username',
+                'audience',
+                'scope',
+                'expires_in',
+                'format',
+                'lightweight',
+            ]);
+            return provider;
+        };
+        let provider = buildProvider();
+        const endpointUrl = (name) => provider.urlFor(name);
+        const tokenEndpoint = endpointUrl('token');
+        const jwksUri = endpointUrl('jwks');
+        const introspectionEndpoint = endpointUrl('introspection');
+        const revocationEndpoint = endpointUrl('revocation');
+        const userinfoEndpoint = endpointUrl('userinfo');
+        const discoveryUrl = `${issuer}/.well-known/openid-configuration`;
+        for (const [url, endpoint] of [
+            [discoveryUrl, 'discovery'],
+            [`${issuer}/.well-known/oauth-authorization-server`, 'discovery'],
+            [jwksUri, 'jwks'],
+            [tokenEndpoint, 'token'],
+            [introspectionEndpoint, 'introspection'],
+            [revocationEndpoint, 'revocation'],
+            [userinfoEndpoint, 'userinfo'],
+        ]) {
+            endpointByPath.set(new URL(url).pathname, endpoint);
+        }
+        handler = provider.callback();
+        resolveTokens = resolveStructuredTokens;
+        const agent = opts.https
+            ? new https.Agent({
+                keepAlive: true,
+                ca: opts.https.ca ?? opts.https.cert,
+                // Lets a leaf certificate given as `ca` act as its own trust anchor.
+                allowPartialTrustChain: true,
+            })
+            : new http.Agent({ keepAlive: true });
+        const basicAuth = Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64');
+        const foreignKeys = new Map();
+        const claimsFor = (user, o = {}) => {
+            const found = users.find(user);
+            if (!found)
+                throw new Error(`unknown development user: ${user}`);
+            const now = Math.floor(Date.now() / 1000);
+            return {
+                ...(o.lightweight ? {} : userClaims(found)),
+                jti: randomBytes(16).toString('base64url'),
+                sub: found.id,
+                iat: now,
+                exp: now + (o.ttlSeconds ?? defaultTtl),
+                scope: normalizeScope(o.scope ?? DEFAULT_SCOPE) || undefined,
+                client_id: clientId,
+                iss: issuer,
+                aud: o.audience ?? audience,
+            };
+        };
+        let serverDown = false;
+        let faultChange = Promise.resolve();
+        let closed = false;
+        const stopListening = () => new Promise((resolve, reject) => {
+            server.close((err) => (err ? reject(err) : resolve()));
+            server.closeAllConnections();
+        });
+        return {
+            issuer,
+            clientId,
+            clientSecret,
+            audience,
+            discoveryUrl,
+            tokenEndpoint,
+            jwksUri,
+            introspectionEndpoint,
+            revocationEndpoint,
+            userinfoEndpoint,
+            get kid() {
+                return currentKey().kid;
+            },
+            requests,
+            resetCounters() {
+                for (const endpoint of Object.keys(requests))
+                    requests[endpoint] = 0;
+            },
+            async mintAccessToken(o) {
+                if (o.ttlSeconds !== undefined)
+                    checkTtl(o.ttlSeconds, 'ttlSeconds');
+                const form = new URLSearchParams({ grant_type: devGrantType, username: o.user });
+                if (o.audience !== undefined)
+                    form.set('audience', o.audience);
+                if (o.scope !== undefined)
+                    form.set('scope', o.scope);
+                if (o.ttlSeconds !== undefined)
+                    form.set('expires_in', String(o.ttlSeconds));
+                if (o.format !== undefined)
+                    form.set('format', o.format);
+                if (o.lightweight !== undefined)
+                    form.set('lightweight', String(o.lightweight));
+                const { status, body } = await postForm(new URL(tokenEndpoint), form, basicAuth, agent);
+                let parsed;
+                try {
+                    parsed = JSON.parse(body);
+                }
+                catch {
+                    parsed = undefined;
+                }
+                const record = (parsed ?? {});
+                if (status !== 200 || typeof record['access_token'] !== 'string') {
+                    const reason = [record['error'], record['error_description']].filter(Boolean).join(': ');
+                    throw new Error(`dev IdP token request failed (HTTP ${status}${reason ? `, ${reason}` : ''})`);
+                }
+                return record['access_token'];
+            },
+            claimsFor,
+            async signToken(claims, o = {}) {
+                const keyChoice = o.key ?? 'provider';
+                const hmac = o.secret !== undefined || keyChoice === 'public-as-secret';
+                if (o.secret !== undefined && keyChoice !== 'provider') {
+                    throw new Error('signToken: give either a secret or a key, not both');
+                }
+                const alg = o.alg ?? (hmac ? 'HS256' : SIGNING_ALG);
+                const typ = o.typ ?? 'at+jwt';
+                if (alg === 'none') {
+                    // Unsecured tokens have no key to name, so neither kid nor typ is set.
+                    return new UnsecuredJWT(claims).encode();
+                }
+                if (hmac) {
+                    if (!HMAC_ALGS.has(alg))
+                        throw new Error(`signToken: a shared secret signs HS256/384/512, not ${alg}`);
+                    const secret = o.secret ?? currentKey().publicPem;
+                    // The confusion attack names the RSA key so that a careless verifier picks it up.
+                    const kid = o.kid ?? (o.secret === undefined ? currentKey().kid : undefined);
+                    return new SignJWT(claims)
+                        .setProtectedHeader({ alg, typ, ...(kid === undefined ? {} : { kid }) })
+                        .sign(new TextEncoder().encode(secret));
+                }
+                let key;
+                let kid;
+                if (keyChoice === 'provider') {
+                    key = currentKey().keyObject;
+                    kid = o.kid ?? currentKey().kid;
+                }
+                else {
+                    let pending = foreignKeys.get(alg);
+                    if (!pending) {
+                        pending = generateKeyPair(alg).then(({ privateKey }) => ({
+                            key: privateKey,
+                            kid: `foreign-${randomBytes(8).toString('hex')}`,
+                        }));
+                        foreignKeys.set(alg, pending);
+                    }
+                    const foreign = await pending;
+                    key = foreign.key;
+                    kid = o.kid ?? foreign.kid;
+                }
+                return new SignJWT(claims).setProtectedHeader({ alg, kid, typ }).sign(key);
+            },
+            async revoke(token) {
+                const form = new URLSearchParams({ token, token_type_hint: 'access_token' });
+                const { status, body } = await postForm(new URL(revocationEndpoint), form, basicAuth, agent);
+                if (status !== 200) {
+                    throw new Error(`dev IdP revocation failed (HTTP ${status}): ${body.slice(0, 200)}`);
+                }
+            },
+            async rotateKeys(o = {}) {
+                const fresh = await createSigningKey();
+                signingKeys = o.dropOld ? [fresh] : [fresh, ...signingKeys];
+                publishedKeys = createLocalJWKSet({ keys: signingKeys.map((k) => k.publicJwk) });
+                // oidc-provider reads its keys once, at construction. A new provider object behind the
+                // same server, issuer and storage is the same provider to everyone outside.
+                provider = buildProvider();
+                handler = provider.callback();
+                return fresh.kid;
+            },
+            setFault(kind, o = {}) {
+                if (closed)
+                    return Promise.reject(new Error('dev IdP is closed'));
+                // The fault itself takes effect at once, so that a caller who does not await still
+                // sees it on the next request; only stopping or resuming listening takes a moment.
+                releaseHungSockets();
+                const endpoints = o.endpoints ?? ['all'];
+                fault =
+                    kind === null
+                        ? null
+                        : {
+                            kind,
+                            all: endpoints.includes('all'),
+                            endpoints: new Set(endpoints.filter((e) => e !== 'all')),
+                        };
+                // Converges on whatever fault is current when it runs, so overlapping calls settle
+                // on the last one.
+                const converge = async () => {
+                    const down = fault?.kind === 'down' && fault.all;
+                    if (closed)
+                        return;
+                    if (down && !serverDown) {
+                        serverDown = true;
+                        await stopListening();
+                    }
+                    else if (!down && serverDown) {
+                        await listen(server, host, port);
+                        serverDown = false;
+                    }
+                };
+                faultChange = faultChange.then(converge, converge);
+                return faultChange;
+            },
+            async close() {
+                if (closed)
+                    return;
+                closed = true;
+                await faultChange.catch(() => undefined);
+                fault = null;
+                releaseHungSockets();
+                agent.destroy();
+                if (server.listening)
+                    await stopListening();
+            },
+        };
+    }
+    catch (err) {
+        server.closeAllConnections();
+        server.close();
+        throw err;
+    }
+}
+/** Looks users up by id or (case-insensitively) by email. */
+class UserDirectory {
+    byId = new Map();
+    byEmail = new Map();
+    constructor(users) {
+        for (const user of users) {
+            if (!user.id || !user.email)
+                throw new Error('every development user needs an id and an email');
+            if (this.byId.has(user.id))
+                throw new Error(`duplicate development user id: ${user.id}`);
+            this.byId.set(user.id, { ...user });
+            this.byEmail.set(user.email.toLowerCase(), { ...user });
+        }
+    }
+    find(idOrEmail) {
+        return this.byId.get(idOrEmail) ?? this.byEmail.get(idOrEmail.toLowerCase());
+    }
+}
+/** Identity claims of a user, shared by userinfo, ID tokens and access tokens. */
+function userClaims(user) {
+    return {
+        email: user.email,
+        email_verified: true,
+        preferred_username: preferredUsername(user),
+        ...(user.name === undefined ? {} : { name: user.name }),
+    };
+}
+function preferredUsername(user) {
+    return user.preferredUsername ?? user.id;
+}
+/** RFC 8707 wants an absolute URI as resource indicator; plain audiences like `mail` get a URN. */
+function resourceIndicatorFor(audience) {
+    return URL.canParse(audience) ? audience : `urn:sasl-gate:audience:${encodeURIComponent(audience)}`;
+}
+async function createSigningKey() {
+    const { privateKey } = await generateKeyPair(SIGNING_ALG, { extractable: true, modulusLength: 2048 });
+    const exported = await exportJWK(privateKey);
+    const kid = await calculateJwkThumbprint(exported);
+    const jwk = { ...exported, kid, alg: SIGNING_ALG, use: 'sig' };
+    const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...publicJwk } = jwk;
+    // A KeyObject signs with any RSA JWS algorithm; the CryptoKey is bound to RS256.
+    const keyObject = createPrivateKey({ key: jwk, format: 'jwk' });
+    const publicPem = createPublicKey(keyObject).export({ type: 'spki', format: 'pem' }).toString();
+    return { jwk, publicJwk, kid, keyObject, publicPem };
+}
+/**
+ * Per-instance model storage: the library's default one prints a warning at every start, and
+ * several instances in one process must not see each other's data. Expired entries go when
+ * touched or in an occasional sweep on write, so no timers are left behind.
+ */
+function memoryAdapterFactory() {
+    const entries = new Map();
+    const uidIndex = new Map();
+    const userCodeIndex = new Map();
+    const grantMembers = new Map();
+    let writesSinceSweep = 0;
+    // Keeps a long-running demo from accumulating expired sessions and codes, without a timer.
+    const sweep = () => {
+        const now = Date.now();
+        for (const [key, entry] of entries)
+            if (entry.expiresAt <= now)
+                entries.delete(key);
+        for (const index of [uidIndex, userCodeIndex]) {
+            for (const [value, key] of index)
+                if (!entries.has(key))
+                    index.delete(value);
+        }
+        for (const [grantId, members] of grantMembers) {
+            for (const key of members)
+                if (!entries.has(key))
+                    members.delete(key);
+            if (members.size === 0)
+                grantMembers.delete(grantId);
+        }
+    };
+    const live = (key) => {
+        const entry = entries.get(key);
+        if (entry && entry.expiresAt <= Date.now()) {
+            entries.delete(key);
+            return undefined;
+        }
+        return entry;
+    };
+    return (model) => {
+        const keyOf = (id) => `${model}:${id}`;
+        return {
+            async upsert(id, payload, expiresIn) {
+                if (++writesSinceSweep >= 1000) {
+                    writesSinceSweep = 0;
+                    sweep();
+                }
+                const key = keyOf(id);
+                const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
+                entries.set(key, { payload, expiresAt });
+                if (typeof payload['uid'] === 'string' && model === 'Session')
+                    uidIndex.set(payload['uid'], key);
+                if (typeof payload['userCode'] === 'string')
+                    userCodeIndex.set(payload['userCode'], key);
+                if (typeof payload['grantId'] === 'string') {
+                    const members = grantMembers.get(payload['grantId']) ?? new Set();
+                    members.add(key);
+                    grantMembers.set(payload['grantId'], members);
+                }
+            },
+            async find(id) {
+                return live(keyOf(id))?.payload;
+            },
+            async findByUid(uid) {
+                const key = uidIndex.get(uid);
+                return key === undefined ? undefined : live(key)?.payload;
+            },
+            async findByUserCode(userCode) {
+                const key = userCodeIndex.get(userCode);
+                return key === undefined ? undefined : live(key)?.payload;
+            },
+            async consume(id) {
+                const entry = live(keyOf(id));
+                if (entry)
+                    entry.payload['consumed'] = Math.floor(Date.now() / 1000);
+            },
+            async destroy(id) {
+                entries.delete(keyOf(id));
+            },
+            async revokeByGrantId(grantId) {
+                for (const key of grantMembers.get(grantId) ?? [])
+                    entries.delete(key);
+                grantMembers.delete(grantId);
+            },
+        };
+    };
+}
+function listen(server, host, port) {
+    return new Promise((resolve, reject) => {
+        const onError = (err) => reject(err);
+        server.once('error', onError);
+        server.listen({ host, port }, () => {
+            server.off('error', onError);
+            resolve();
+        });
+    });
+}
+function pathOf(url) {
+    const path = url ?? '/';
+    const query = path.indexOf('?');
+    return query === -1 ? path : path.slice(0, query);
+}
+/** Answers (or deliberately does not answer) a request the way a provider in trouble would. */
+function injectFault(kind, req, res, hungSockets) {
+    switch (kind) {
+        case 'down':
+            // Refusing connections is per server; for single endpoints the nearest thing is a
+            // connection that dies without an answer.
+            req.socket.destroy();
+            return;
+        case 'hang': {
+            const { socket } = req;
+            hungSockets.add(socket);
+            socket.once('close', () => hungSockets.delete(socket));
+            return;
+        }
+        case 'http500':
+            res.writeHead(500, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+            res.end(JSON.stringify({ error: 'server_error', error_description: 'injected fault' }));
+            return;
+        case 'garbage':
+            // What a misconfigured proxy in front of a provider sends: HTML labelled as JSON.
+            res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+            res.end('<html><body><h1>502 Bad Gateway</h1></body></html>\n');
+            return;
+    }
+}
+async function readBody(req, limit) {
+    const chunks = [];
+    let size = 0;
+    for await (const chunk of req) {
+        size += chunk.length;
+        if (size > limit)
+            throw new Error('request body too large');
+        chunks.push(chunk);
+    }
+    return Buffer.concat(chunks, size);
+}
+/**
+ * A copy of an already consumed request with another body, for the provider to read as if it
+ * had come from the client. Bound to the client's socket, so address and TLS state stay true.
+ */
+function replayWithBody(req, body) {
+    const replay = new http.IncomingMessage(req.socket);
+    replay.method = req.method;
+    replay.url = req.url;
+    replay.httpVersion = req.httpVersion;
+    replay.httpVersionMajor = req.httpVersionMajor;
+    replay.httpVersionMinor = req.httpVersionMinor;
+    const headers = { ...req.headers, 'content-length': String(body.length) };
+    delete headers['transfer-encoding'];
+    replay.headers = headers;
+    replay.rawHeaders = Object.entries(headers).flatMap(([name, value]) => value === undefined ? [] : (Array.isArray(value) ? value : [value]).flatMap((v) => [name, v]));
+    replay.complete = true;
+    if (body.length > 0)
+        replay.push(body);
+    replay.push(null);
+    return replay;
+}
+/** The provider's own test for "structured token", which it refuses at introspection and revocation. */
+function looksLikeJwt(token) {
+    try {
+        decodeProtectedHeader(token);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+function postForm(url, form, basicAuth, agent) {
+    const body = form.toString();
+    const request = url.protocol === 'https:' ? https.request : http.request;
+    return new Promise((resolve, reject) => {
+        const req = request(url, {
+            method: 'POST',
+            agent,
+            headers: {
+                accept: 'application/json',
+                authorization: `Basic ${basicAuth}`,
+                'content-type': 'application/x-www-form-urlencoded',
+                'content-length': Buffer.byteLength(body),
+            },
+        }, (res) => {
+            const chunks = [];
+            res.on('data', (chunk) => chunks.push(chunk));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+            res.on('error', reject);
+        });
+        // An injected `hang` fault must fail the IdP's own calls instead of stalling a test.
+        req.setTimeout(OWN_REQUEST_TIMEOUT_MS, () => req.destroy(new Error('dev IdP request timed out')));
+        req.on('error', reject);
+        req.end(body);
+    });
+}
+function stringParam(params, name) {
+    const value = params[name];
+    return typeof value === 'string' ? value : undefined;
+}
+function normalizeScope(scope) {
+    return [...new Set(scope.split(' ').filter(Boolean))].join(' ');
+}
+function isValidTtl(ttl) {
+    return Number.isSafeInteger(ttl) && ttl >= 1 && ttl <= MAX_TTL_SECONDS;
+}
+function checkTtl(ttl, name) {
+    if (!isValidTtl(ttl))
+        throw new RangeError(`${name} must be an integer from 1 to ${MAX_TTL_SECONDS}`);
+}
+function escapeHtml(text) {
+    return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+//# sourceMappingURL=idp.js.map
