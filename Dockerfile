@@ -37,11 +37,14 @@
 
 ARG NODE_IMAGE=node:24-bookworm-slim
 
-# ---- build: compile TypeScript to dist/ ------------------------------------------------------
+# ---- build: compile the product (src/) to dist/ -----------------------------------------------
+# Only src/ is copied: the dev stack (tools/: development OpenID provider, Dovecot and Postfix
+# launchers, the demo), bench/ and test/ never enter the image.
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
-# --ignore-scripts: the package's `prepare` script runs tsc, and the sources are not here yet.
+# --ignore-scripts: no install script is needed to compile (the test runner's esbuild binary is
+# not used here).
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
@@ -52,9 +55,9 @@ FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
-# --omit=dev: no TypeScript, test or bench tooling in the image.
-# --ignore-scripts: `prepare` (tsc) must not run here; no production dependency has an
-# install script.
+# --omit=dev: no TypeScript, no test, bench or dev-stack library (oidc-provider and the like)
+# in the image; the development certificate (tls.development) needs only production ones.
+# --ignore-scripts: no production dependency has an install script.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && npm cache clean --force
 COPY bin ./bin

@@ -1,5 +1,5 @@
 /**
- * `sasl-gate demo`: a working local setup in one command. A private Dovecot, a development
+ * `npm run demo`: a working local setup in one command. A private Dovecot, a development
  * OpenID provider and sasl-gate in front, a welcome message in alice's mailbox, and commands to
  * paste that read it through the proxy with an OAuth token.
  */
@@ -73,7 +73,7 @@ function shellQuote(value: string): string {
 }
 
 /** Runs the demo until interrupted; resolves with the exit code. */
-export async function runDemo(): Promise<number> {
+async function runDemo(): Promise<number> {
   const say = (text: string) => process.stdout.write(`${text}\n`);
   // Ctrl+C at any moment, during start-up too, stops what has been started so far, newest first.
   const started: Array<() => Promise<unknown>> = [];
@@ -218,3 +218,9 @@ A fresh token for any user (here bob), from the development provider's token end
 `);
   return !interrupted();
 }
+
+// Everything it started is stopped by then; idle keep-alive sockets must not hold the process.
+process.exit(await runDemo().catch((err: Error) => {
+  process.stderr.write(`demo: ${err.message}\n`);
+  return 1;
+}));

@@ -15,7 +15,7 @@ import { imapLogin } from './scenarios/imap-login.js';
 import { imapSession } from './scenarios/imap-session.js';
 import { smtpSend } from './scenarios/smtp-send.js';
 import { parseTarget, type Target } from './target.js';
-import { DEFAULT_IDP_USERS, readUsersFile, startOwnProvider, type OwnProvider } from './users.js';
+import { DEFAULT_IDP_USERS, readUsersFile, type OwnProvider, type TokenSource } from './users.js';
 import { packageVersion } from '../version.js';
 import { tlsSettings, type TlsSettings } from './wire.js';
 
@@ -26,10 +26,12 @@ export const SCENARIOS: Record<string, Scenario> = {
   'smtp-send': smtpSend,
 };
 
-export const LOAD_HELP = `sasl-gate load: load-test an IMAP or SMTP server (sasl-gate or any other)
+/** `--help` of the harness; `ownProvider` when a token source stands in for a missing `--users`. */
+export function loadHelp(ownProvider: boolean): string {
+  return `sasl-gate load: load-test an IMAP or SMTP server (sasl-gate or any other)
 
 Usage:
-  sasl-gate load SCENARIO --target URL [--mech xoauth2|oauthbearer|plain] [--users FILE]
+  sasl-gate load SCENARIO --target URL ${ownProvider ? '[--users FILE]' : '--users FILE'} [--mech xoauth2|oauthbearer|plain]
                  [--concurrency N] [--duration SECONDS | --count N] [--rate PER_SECOND]
                  [--insecure] [--json] [--html FILE] [options]
 
@@ -50,18 +52,21 @@ Target:
   --timeout SECONDS     limit of every wait for the server (default 30)
 
 Who logs in:
-  --mech MECH           xoauth2 (default), oauthbearer or plain
   --users FILE          one "user<TAB>secret" per line (a password or an access token), used
-                        round-robin; # starts a comment
-  Without --users the harness starts a development OpenID provider and mints one access token
-  per user from it; the target must trust that provider (sasl-gate: oauth.issuer set to the
-  issuer URL printed at the start, oauth.audience containing --audience).
+                        round-robin; # starts a comment${ownProvider ? '' : `. Required: the tokens come from
+                        your provider (from a source checkout, \`npm run load -- SCENARIO ...\`
+                        can start a development OpenID provider that mints them instead)`}
+  --mech MECH           xoauth2 (default), oauthbearer or plain
+${ownProvider ? `  Without --users (here, from the source checkout) the harness starts a development OpenID
+  provider and mints one access token per user from it; the target must trust that provider
+  (sasl-gate: oauth.issuer set to the issuer URL printed at the start, oauth.audience
+  containing --audience).
   --issuer-port PORT    port of that provider (default: any free port); a fixed port gives a
                         fixed issuer URL (http://127.0.0.1:PORT) to put in the target's config
   --issuer-host HOST    interface it listens on and issuer host (default 127.0.0.1)
   --idp-user USER       a user of that provider (repeatable; default ${DEFAULT_IDP_USERS.join(', ')})
   --audience AUD        aud of its tokens (default mail)
-
+` : ''}
 How much:
   --concurrency N       virtual users, each running one transaction after the other
                         (imap-idle: connections to hold). Default 10
@@ -89,6 +94,7 @@ Output:
 Exit status: 0 when every transaction succeeded, 1 when any failed (or none ran), 2 for a
 usage error.
 `;
+}
 
 /** Where runLoad writes, and what stops it early; the defaults are the process's. */
 export interface LoadIo {
@@ -96,6 +102,8 @@ export interface LoadIo {
   stderr?: Writer;
   /** Aborting stops starting transactions; the report still comes. Default: the first SIGINT. */
   signal?: AbortSignal;
+  /** Where tokens come from without `--users`; without a token source `--users` is required. */
+  tokenSource?: TokenSource;
 }
 
 class UsageError extends Error {}
@@ -309,18 +317,19 @@ export function shellQuote(arg: string): string {
 export async function runLoad(argv: string[], io: LoadIo = {}): Promise<number> {
   const stdout: Writer = io.stdout ?? process.stdout;
   const stderr: Writer = io.stderr ?? process.stderr;
+  const usageError = (message: string) => {
+    stderr.write(`sasl-gate load: ${message}\n(sasl-gate load --help shows every option)\n`);
+    return 2;
+  };
   let settings: Settings;
   try {
     settings = parse(argv);
   } catch (err) {
     if (err instanceof HelpRequested) {
-      stdout.write(LOAD_HELP);
+      stdout.write(loadHelp(io.tokenSource !== undefined));
       return 0;
     }
-    if (err instanceof UsageError) {
-      stderr.write(`sasl-gate load: ${err.message}\n(sasl-gate load --help shows every option)\n`);
-      return 2;
-    }
+    if (err instanceof UsageError) return usageError(err.message);
     throw err;
   }
 
@@ -341,9 +350,9 @@ export async function runLoad(argv: string[], io: LoadIo = {}): Promise<number> 
       stderr.write(`sasl-gate load: ${(err as Error).message}\n`);
       return 2;
     }
-  } else {
+  } else if (io.tokenSource) {
     try {
-      provider = await startOwnProvider({
+      provider = await io.tokenSource.start({
         users: settings.idpUsers,
         host: settings.issuerHost,
         port: settings.issuerPort,
@@ -359,6 +368,11 @@ export async function runLoad(argv: string[], io: LoadIo = {}): Promise<number> 
       `sasl-gate load: access tokens for ${settings.idpUsers.join(', ')} from a development OpenID provider at ${provider.issuer}\n` +
         `  the target must trust it: oauth.issuer: ${provider.issuer}, oauth.audience: [${provider.audience}]` +
         `${settings.issuerPort === 0 ? ' (use --issuer-port for an issuer URL that stays the same)' : ''}\n`,
+    );
+  } else {
+    return usageError(
+      '--users FILE is required: one "user<TAB>password-or-token" line per user, tokens from your provider ' +
+        '(a development provider that mints them runs from a source checkout: npm run load -- SCENARIO ...)',
     );
   }
 

@@ -1,7 +1,7 @@
 /**
  * Who the harness logs in as: the `--users` file (`user<TAB>secret` lines, a password or an
- * access token each), or, without one, users of a development OpenID provider the harness starts
- * itself and mints access tokens from.
+ * access token each), or, without one and only where a token source is injected (the source
+ * checkout's `npm run load`), users of a development OpenID provider that mints access tokens.
  */
 import { readFileSync } from 'node:fs';
 import type { Credential } from './sasl.js';
@@ -38,10 +38,19 @@ export function parseUsers(text: string, name: string): Credential[] {
   return users;
 }
 
-/** Default users of the harness's own OpenID provider: those of `sasl-gate demo`. */
+/** Default users of a token source's OpenID provider: those of the demo. */
 export const DEFAULT_IDP_USERS = ['alice@example.test', 'bob@example.test'];
 
-/** A development OpenID provider started for the run, and a token for each of its users. */
+/** What a token source is asked for: its provider's users, where it listens, and token lifetime. */
+export interface TokenSourceOptions {
+  users: string[];
+  host: string;
+  port: number;
+  audience: string;
+  ttlSeconds: number;
+}
+
+/** An OpenID provider started for the run, and an access token for each of its users. */
 export interface OwnProvider {
   issuer: string;
   audience: string;
@@ -49,44 +58,11 @@ export interface OwnProvider {
   close(): Promise<void>;
 }
 
-/** Longest token lifetime the development provider hands out. */
-const MAX_TTL_SECONDS = 7 * 24 * 3600;
-
 /**
- * Starts the development OpenID provider on `host:port` (0: any free port) with `users` and
- * mints one access token per user, valid for `ttlSeconds`.
+ * Where the harness takes access tokens when no `--users` file is given. The product has none
+ * (`--users` is required); the source checkout injects its development OpenID provider.
  */
-export async function startOwnProvider(opts: {
-  users: string[];
-  host: string;
-  port: number;
-  audience: string;
-  ttlSeconds: number;
-}): Promise<OwnProvider> {
-  // Loaded only here: the provider library is not needed unless the harness mints tokens.
-  // TEMPORARY until the load harness takes its provider as a seam.
-  const { startDevIdp } = (await import(/* @vite-ignore */ new URL('../../tools/idp.js', import.meta.url).href)) as {
-    startDevIdp(o: object): Promise<{ issuer: string; audience: string; mintAccessToken(o: { user: string }): Promise<string>; close(): Promise<void> }>;
-  };
-  const locals = opts.users.map((u) => u.split('@')[0] ?? u);
-  const unique = new Set(locals).size === locals.length;
-  const idp = await startDevIdp({
-    users: opts.users.map((user, i) => ({
-      id: unique ? locals[i]! : user,
-      email: user.includes('@') ? user : `${user}@localhost`,
-      preferredUsername: user,
-    })),
-    host: opts.host,
-    port: opts.port,
-    audience: opts.audience,
-    accessTokenTtlSeconds: Math.min(MAX_TTL_SECONDS, Math.max(60, Math.ceil(opts.ttlSeconds))),
-  });
-  try {
-    const credentials: Credential[] = [];
-    for (const user of opts.users) credentials.push({ user, secret: await idp.mintAccessToken({ user: user.includes('@') ? user : `${user}@localhost` }) });
-    return { issuer: idp.issuer, audience: idp.audience, credentials, close: () => idp.close() };
-  } catch (err) {
-    await idp.close();
-    throw err;
-  }
+export interface TokenSource {
+  /** Starts a provider on `host:port` (0: any free port) and mints one token per user. */
+  start(opts: TokenSourceOptions): Promise<OwnProvider>;
 }

@@ -22,7 +22,7 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
   });
 }
 
-const COMMANDS = ['serve', 'check-config', 'check-token', 'doctor', 'demo'];
+const COMMANDS = ['serve', 'check-config', 'check-token', 'doctor'];
 
 describe('help', () => {
   it('every command has its own, with what it does, options, exit status and an example', async () => {
@@ -93,6 +93,23 @@ describe('usage errors', () => {
     const badUser = await cli(['doctor', '--config', 'x.yaml', '--user', 'alice\r\nA1 LOGOUT']);
     expect(badUser.code).toBe(2);
     expect(badUser.stderr).toMatch(/--user "alice\?\?A1 LOGOUT" is not a user name/);
+  });
+
+  it('demo is not in the installed command: it points at the source checkout', async () => {
+    const top = await cli(['--help']);
+    expect(top.stdout).not.toMatch(/sasl-gate demo/);
+    for (const args of [['demo'], ['demo', '--help'], ['help', 'demo']]) {
+      const r = await cli(args);
+      expect({ args, code: r.code, stdout: r.stdout }).toEqual({ args, code: 2, stdout: '' });
+      expect(r.stderr).toMatch(/not part of the installed package; it runs from a source checkout\n.*npm ci && npm run demo\n$/);
+    }
+  });
+
+  it('load without --users is a usage error that names --users', async () => {
+    const r = await cli(['load', 'imap-login', '--target', 'imaps://127.0.0.1:1']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^sasl-gate load: --users FILE is required/);
+    expect((await cli(['load', '--help'])).stdout).toMatch(/--target URL --users FILE /);
   });
 
   it('--version is the package version', async () => {

@@ -1,5 +1,5 @@
 /**
- * `sasl-gate demo` as a newcomer runs it: the token is printed once, as `export TOKEN=...`, the
+ * The demo (`npm run demo`: tools/demo.ts run from source) as a newcomer runs it: the token is printed once, as `export TOKEN=...`, the
  * printed commands work as pasted, and Ctrl+C leaves nothing running that the demo started.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -12,7 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secret } from '../support/evidence.js';
 
 const run = promisify(execFile);
-const BIN = join(process.cwd(), 'bin', 'sasl-gate.js');
+const ROOT = join(import.meta.dirname, '..', '..');
+// What `npm run demo` runs after building, started from a scratch directory so that the demo's
+// .demo/ and certs/ land there rather than in the checkout.
+const VITE_NODE = join(ROOT, 'node_modules', 'vite-node', 'vite-node.mjs');
+const DEMO = join(ROOT, 'tools', 'demo.ts');
 
 let dir: string;
 let demo: ChildProcess;
@@ -66,7 +70,7 @@ function refused(port: number): Promise<boolean> {
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'sasl-gate-demo-test-'));
-  demo = spawn(process.execPath, [BIN, 'demo'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  demo = spawn(process.execPath, [VITE_NODE, '--root', ROOT, DEMO], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   exited = new Promise((resolve) => demo.once('exit', (code) => resolve(code)));
   demo.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
   demo.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
@@ -77,7 +81,7 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe('sasl-gate demo', () => {
+describe('the demo', () => {
   it('prints the token once and commands that use "$TOKEN", which work as pasted; Ctrl+C stops everything', async () => {
     await waitFor(/Press Ctrl\+C to stop\./, 90_000);
     const exportLine = /^ {2}(export TOKEN='([A-Za-z0-9_.-]+)')$/m.exec(output);

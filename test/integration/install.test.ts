@@ -1,18 +1,22 @@
 /**
  * Installing without containers, as an admin would: the packed package installed globally with
  * production dependencies only gives a working `sasl-gate`, and the systemd unit it ships is
- * hardened and passes `systemd-analyze verify`.
+ * hardened and passes `systemd-analyze verify`. The package is the product alone: no file of the
+ * dev stack (tools/), bench/ or test/, no development-only dependency (the OpenID provider
+ * library, the Reflect polyfill), and a development certificate is still made without them.
  *
  * The package is packed from the dist/ that `npm test` builds (no second compile), and installed
  * into a temporary prefix. systemd-analyze checks that ExecStart names an executable, so the
  * unit is verified as a copy whose ExecStart points at the binary that was just installed.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
+import { freePort } from '../../tools/ports.js';
 import { secret } from '../support/evidence.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -57,14 +61,16 @@ function unitSettings(text: string): Map<string, Map<string, string[]>> {
 let dir: string;
 let prefix: string;
 let installed: string;
+let packedFiles: string[];
 
 beforeAll(async () => {
   expect(existsSync(join(ROOT, 'dist', 'cli.js')), 'dist/ is built by `npm test` (or `npm run build`)').toBe(true);
   dir = mkdtempSync(join(tmpdir(), 'sasl-gate-install-'));
   prefix = join(dir, 'prefix');
   const npm = 'npm';
-  const packed = await run(npm, ['pack', '--ignore-scripts', '--pack-destination', dir, '--silent'], { cwd: ROOT });
+  const packed = await run(npm, ['pack', '--ignore-scripts', '--pack-destination', dir, '--json'], { cwd: ROOT });
   expect(packed.code, packed.stderr).toBe(0);
+  packedFiles = (JSON.parse(packed.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path);
   const tarball = join(dir, `${pkg.name}-${pkg.version}.tgz`);
   expect(existsSync(tarball)).toBe(true);
   const install = await run(npm, ['install', '-g', '--prefix', prefix, '--omit=dev', '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: dir });
@@ -83,11 +89,83 @@ describe('npm install -g of the packed package', () => {
     const version = await run(installed, ['--version']);
     expect(version).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
     const modules = join(prefix, 'lib', 'node_modules', pkg.name);
-    const dependencies = readdirSync(join(modules, 'node_modules'));
-    for (const dev of Object.keys(pkg.devDependencies)) expect(dependencies).not.toContain(dev.split('/')[0]);
-    expect(dependencies).toEqual(expect.arrayContaining(['yaml', 'zod', 'pino', 'jose']));
+    // Every installed package by its full name (@scope/name for scoped ones).
+    const dependencies = readdirSync(join(modules, 'node_modules')).flatMap((name) =>
+      name.startsWith('@') ? readdirSync(join(modules, 'node_modules', name)).map((inner) => `${name}/${inner}`) : [name],
+    );
+    for (const dev of Object.keys(pkg.devDependencies)) expect(dependencies).not.toContain(dev);
+    expect(dependencies).toEqual(expect.arrayContaining(['yaml', 'zod', 'pino', 'jose', 'pkijs']));
     // The unit comes with the package.
     expect(readFileSync(join(modules, 'examples', 'systemd', 'sasl-gate.service'), 'utf8')).toBe(readFileSync(UNIT, 'utf8'));
+  });
+
+  it('ships the product only: bin, dist and the systemd example, no dev stack, bench or test file', () => {
+    expect(packedFiles).toEqual(expect.arrayContaining(['bin/sasl-gate.js', 'dist/cli.js', 'dist/tls/devcert.js', 'dist/load/cli.js', 'examples/systemd/sasl-gate.service', 'package.json']));
+    const outside = packedFiles.filter((f) => !/^(bin|dist|examples\/systemd)\//.test(f) && !['package.json', 'README.md', 'LICENSE'].includes(f));
+    expect(outside).toEqual([]);
+    expect(packedFiles.filter((f) => /(^|\/)(tools|bench|test|devstack)\//.test(f) || /\.ts$/.test(f))).toEqual([]);
+  });
+
+  it('has no development-only library in its production dependency tree', async () => {
+    const modules = join(prefix, 'lib', 'node_modules', pkg.name);
+    const ls = await run('npm', ['ls', '--omit=dev', '--all', '--json'], { cwd: modules });
+    expect(ls.code, ls.stderr).toBe(0);
+    const names = new Set<string>();
+    const walk = (deps: Record<string, { dependencies?: Record<string, unknown> }> | undefined) => {
+      for (const [name, dep] of Object.entries(deps ?? {})) {
+        names.add(name);
+        walk(dep.dependencies as Record<string, { dependencies?: Record<string, unknown> }> | undefined);
+      }
+    };
+    walk((JSON.parse(ls.stdout) as { dependencies?: Record<string, { dependencies?: Record<string, unknown> }> }).dependencies);
+    expect(names.has('pkijs')).toBe(true);
+    for (const dev of ['oidc-provider', 'reflect-metadata', 'tsyringe', '@peculiar/x509']) expect({ dev, listed: names.has(dev) }).toEqual({ dev, listed: false });
+  });
+
+  it('serves with tls.development: true: the installed command makes a development certificate clients can verify', async () => {
+    const certDir = join(dir, 'dev-certs');
+    const port = await freePort();
+    const config = join(dir, 'dev.yaml');
+    writeFileSync(
+      config,
+      [
+        'listeners:',
+        `  - { protocol: imap, bind: "127.0.0.1:${port}", tls: implicit }`,
+        `tls: { development: true, devCertDir: ${certDir} }`,
+        'backends:',
+        '  imap: { host: 127.0.0.1, port: 1 }',
+        `master: { user: sasl-gate, password: "${secret('installed-dev-master-secret', 'master password')}" }`,
+        'oauth: { issuer: "http://127.0.0.1:1", clientId: mail }',
+        '',
+      ].join('\n'),
+    );
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SASL_GATE_')));
+    const gate = spawn(installed, ['serve', '--config', config], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    gate.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+    gate.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    const exited = new Promise<number | null>((resolve) => gate.once('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!output.includes('"msg":"sasl-gate started"') && gate.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(output).toContain('"msg":"sasl-gate started"');
+      const ca = readFileSync(join(certDir, 'ca.crt'), 'utf8');
+      const greeting = await new Promise<{ authorized: boolean; issuer: string; line: string }>((resolve, reject) => {
+        const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost' }, () => {
+          const issuer = socket.getPeerCertificate().issuer.CN;
+          socket.once('data', (chunk: Buffer) => {
+            resolve({ authorized: socket.authorized, issuer: String(issuer), line: chunk.toString('latin1') });
+            socket.destroy();
+          });
+        });
+        socket.once('error', reject);
+      });
+      expect(greeting).toMatchObject({ authorized: true, issuer: 'sasl-gate development CA' });
+      expect(greeting.line).toMatch(/^\* OK /);
+    } finally {
+      gate.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
   });
 
   it('checks a configuration with the installed command, the secret read from a file as the unit passes it', async () => {

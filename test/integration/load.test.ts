@@ -9,8 +9,9 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { devTokenSource } from '../../tools/load-tokens.js';
 import { freePort } from '../../tools/ports.js';
-import { parseMix, runLoad } from '../../src/load/cli.js';
+import { parseMix, runLoad, type LoadIo } from '../../src/load/cli.js';
 import { Pacer } from '../../src/load/engine.js';
 import type { LoadReport } from '../../src/load/report.js';
 import { sessionPlan } from '../../src/load/scenarios/imap-session.js';
@@ -47,10 +48,10 @@ interface Run {
   stderr: string;
 }
 
-/** Runs the harness with `--json` and parses its one line of output. */
-async function load(args: string[], stderr = new Collector()): Promise<Run> {
+/** Runs the harness with `--json` (and `io`, e.g. a token source) and parses its one line of output. */
+async function load(args: string[], stderr = new Collector(), io: LoadIo = {}): Promise<Run> {
   const stdout = new Collector();
-  const code = await runLoad([...args, '--json'], { stdout, stderr });
+  const code = await runLoad([...args, '--json'], { ...io, stdout, stderr });
   const lines = stdout.text.split('\n').filter(Boolean);
   expect(lines, stderr.text).toHaveLength(1);
   return { code, report: JSON.parse(lines[0]!) as LoadReport, stdout: stdout.text, stderr: stderr.text };
@@ -383,7 +384,8 @@ describe('against a server unlike Dovecot', () => {
   });
 });
 
-describe('without --users: tokens from the harness\'s own OpenID provider', () => {
+describe('without --users, from the source checkout: tokens from the development OpenID provider', () => {
+  const withProvider: LoadIo = { tokenSource: devTokenSource };
   let own: Stack;
   let issuerPort: number;
 
@@ -411,7 +413,11 @@ describe('without --users: tokens from the harness\'s own OpenID provider', () =
 
   it('mints tokens for the default users and says which issuer the target must trust', async () => {
     const before = own.logs.filter((l) => l['msg'] === 'authenticated').length;
-    const run = await load(['imap-login', '--target', `imaps://127.0.0.1:${own.imapPort}`, '--issuer-port', String(issuerPort), '--count', '8', '--concurrency', '2', '--insecure']);
+    const run = await load(
+      ['imap-login', '--target', `imaps://127.0.0.1:${own.imapPort}`, '--issuer-port', String(issuerPort), '--count', '8', '--concurrency', '2', '--insecure'],
+      undefined,
+      withProvider,
+    );
     expect(run.stderr).toContain(`development OpenID provider at http://127.0.0.1:${issuerPort}`);
     expect(run.stderr).toContain(`oauth.issuer: http://127.0.0.1:${issuerPort}`);
     expect(run.report).toMatchObject({ ok: 8, failed: 0, issuer: `http://127.0.0.1:${issuerPort}` });
@@ -429,13 +435,13 @@ describe('without --users: tokens from the harness\'s own OpenID provider', () =
     const run = await load([
       'imap-session', '--target', `imap://127.0.0.1:${starttls.port}`, '--starttls', '--mech', 'oauthbearer',
       '--issuer-port', String(issuerPort), '--idp-user', BOB.name, '--count', '3', '--concurrency', '1', '--insecure',
-    ]);
+    ], undefined, withProvider);
     expect(run.report).toMatchObject({ ok: 3, failed: 0 });
     expect(run.report.steps['starttls']!.count).toBe(3);
   });
 
   it('a target that trusts another provider rejects them, and the summary says why', async () => {
-    const run = await load(['imap-login', '--target', imaps, '--count', '2', '--concurrency', '1', '--insecure']);
+    const run = await load(['imap-login', '--target', imaps, '--count', '2', '--concurrency', '1', '--insecure'], undefined, withProvider);
     expect(run.report).toMatchObject({ ok: 0, failed: 2 });
     expect(run.report.errors.auth_rejected).toBe(2);
     expect(run.stderr).toMatch(/the target must trust it/);
@@ -469,6 +475,9 @@ describe('the command line', () => {
       [['imap-login', '--target', 'imaps://h:1', '--starttls'], /--starttls is for imap:\/\/ and smtp:\/\//],
       [['imap-login', '--target', 'imaps://h:1', '--frobnicate'], /Unknown option '--frobnicate'/],
       [['imap-login', '--target', 'imaps://h:1', '--users', join(tmpdir(), 'no-such-users-file')], /--users .*no-such-users-file/],
+      // The product has no provider of its own: it needs the tokens (or passwords) in a file.
+      [['imap-login', '--target', 'imaps://h:1'], /--users FILE is required: .*npm run load -- SCENARIO/],
+      [['imap-login', '--target', 'imaps://h:1', '--issuer-port', '9000'], /--users FILE is required/],
     ];
     for (const [args, message] of cases) {
       const r = await usage(args);
@@ -487,10 +496,16 @@ describe('the command line', () => {
     expect(r.stderr).not.toContain('secret');
   });
 
-  it('--help lists every scenario', async () => {
+  it('--help lists every scenario; the provider options only where there is a token source', async () => {
     const r = await usage(['--help']);
     expect(r.code).toBe(0);
     for (const s of ['imap-login', 'imap-session', 'imap-idle', 'smtp-send', '--target', '--rate', '--html']) expect(r.stdout).toContain(s);
+    expect(r.stdout).toMatch(/--target URL --users FILE /);
+    expect(r.stdout).not.toContain('--issuer-port');
+    const stdout = new Collector();
+    expect(await runLoad(['--help'], { stdout, stderr: new Collector(), tokenSource: devTokenSource })).toBe(0);
+    expect(stdout.text).toMatch(/--target URL \[--users FILE\] /);
+    for (const s of ['--issuer-port', '--issuer-host', '--idp-user', '--audience']) expect(stdout.text).toContain(s);
   });
 });
 

@@ -81,6 +81,42 @@ describe('generateDevCertificate', () => {
     }
   });
 
+  it('writes IPv6 addresses of every form as 16-byte SAN entries', async () => {
+    const out = await generateDevCertificate(dir, { hostnames: ['fe80::1', '[2001:db8::a:b]', '::ffff:10.0.0.1', '192.0.2.7'] });
+    const cert = new X509Certificate(read(out.certPath));
+    expect(cert.subjectAltName).toBe(
+      'DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, IP Address:FE80:0:0:0:0:0:0:1, ' +
+        'IP Address:2001:DB8:0:0:0:0:A:B, IP Address:0:0:0:0:0:FFFF:A00:1, IP Address:192.0.2.7',
+    );
+    expect(cert.checkIP('2001:db8::a:b')).toBe('2001:db8::a:b');
+    expect(cert.checkIP('192.0.2.8')).toBeUndefined();
+  });
+
+  it.skipIf(!hasOpenssl)('carries the extensions a strict verifier expects: constraints, key usages, key identifiers', async () => {
+    const out = await generateDevCertificate(dir);
+    const extensions = (file: string) =>
+      execFileSync('openssl', [
+        'x509', '-in', file, '-noout', '-subject', '-issuer',
+        '-ext', 'basicConstraints,keyUsage,extendedKeyUsage,subjectKeyIdentifier,authorityKeyIdentifier',
+      ], { encoding: 'utf8' });
+    const ca = extensions(out.caPath);
+    const server = extensions(out.certPath);
+    expect(ca).toMatch(/subject=CN\s?=\s?sasl-gate development CA, O\s?=\s?sasl-gate development/);
+    expect(ca).toMatch(/Basic Constraints: critical\n\s+CA:TRUE, pathlen:0/);
+    expect(ca).toMatch(/Key Usage: critical\n\s+Certificate Sign, CRL Sign/);
+    expect(server).toMatch(/subject=CN\s?=\s?localhost, O\s?=\s?sasl-gate development/);
+    expect(server).toMatch(/Basic Constraints: critical\n\s+CA:FALSE/);
+    expect(server).toMatch(/Key Usage: critical\n\s+Digital Signature\n/);
+    expect(server).toMatch(/Extended Key Usage: \n\s+TLS Web Server Authentication\n/);
+    // The server certificate names the CA's key as its authority key.
+    const caKeyId = /Subject Key Identifier: \n\s+([0-9A-F:]+)/.exec(ca)?.[1];
+    expect(caKeyId).toMatch(/^([0-9A-F]{2}:){19}[0-9A-F]{2}$/);
+    expect(/Authority Key Identifier: \n\s+(?:keyid:)?([0-9A-F:]+)/.exec(server)?.[1]).toBe(caKeyId);
+    expect(/Subject Key Identifier: \n\s+([0-9A-F:]+)/.exec(server)?.[1]).not.toBe(caKeyId);
+    const verify = execFileSync('openssl', ['verify', '-x509_strict', '-purpose', 'sslserver', '-CAfile', out.caPath, out.certPath], { encoding: 'utf8' });
+    expect(verify).toContain(': OK');
+  });
+
   it('keeps a usable CA when issuing a new server certificate, unless told otherwise', async () => {
     const first = await generateDevCertificate(dir);
     const ca1 = read(first.caPath);
