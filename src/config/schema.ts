@@ -360,7 +360,7 @@ const masterSchema = z
     passwordFile: text()
       .optional()
       .describe(
-        "A file holding the master user's password (one trailing newline is ignored), read once at start; keeps the secret out of the configuration file.",
+        "A file holding the master user's password (one line end at its end is dropped, nothing else is trimmed), read once at start; keeps the secret out of the configuration file.",
       ),
     separator: z
       .string()
@@ -442,7 +442,7 @@ const directorySchema = z
       .strictObject({
         url: httpsUrl().describe("Authentik's base URL, e.g. `https://auth.example.com`."),
         token: z.string().min(1).optional().describe('An API token of an account that may view users; better set from the environment.'),
-        tokenFile: text().optional().describe('A file holding that token, read once at start.'),
+        tokenFile: text().optional().describe('A file holding that token (one line end at its end is dropped, nothing else is trimmed), read once at start.'),
       })
       .optional()
       .describe("The Authentik source: its users API."),
@@ -452,7 +452,7 @@ const directorySchema = z
         realm: text().describe('The realm of the mail users.'),
         clientId: text().describe("A confidential client with a service account holding realm-management's `view-users` role."),
         clientSecret: z.string().min(1).optional().describe("That client's secret; better set from the environment."),
-        clientSecretFile: text().optional().describe('A file holding that secret, read once at start.'),
+        clientSecretFile: text().optional().describe('A file holding that secret (one line end at its end is dropped, nothing else is trimmed), read once at start.'),
         clientAuthMethod: z
           .enum(['client_secret_basic', 'client_secret_post'])
           .default('client_secret_basic')
@@ -485,7 +485,7 @@ const directorySchema = z
         bind: hostPort().describe('Where the SCIM 2.0 endpoint listens (HTTPS with the `tls` certificate); an address other than loopback needs `allowFrom`.'),
         allowFrom: list(text()).optional().describe('Addresses or CIDR blocks allowed to connect (the provider that pushes users); required unless `bind` is a loopback address.'),
         token: z.string().min(32).optional().describe('The bearer token the provider sends (at least 32 characters); better set from the environment.'),
-        tokenFile: text().optional().describe('A file holding that token, read once at start.'),
+        tokenFile: text().optional().describe('A file holding that token (one line end at its end is dropped, nothing else is trimmed), read once at start.'),
         basePath: z.string().regex(/^\/[\w/.-]*$/).default('/scim/v2').describe('The path the endpoint lives under.'),
         maxBodyBytes: integer(1024, 64 * 1024 * 1024).default(1_048_576).describe('The largest request body accepted.'),
       })
@@ -601,7 +601,7 @@ export const configSchema = z
           ),
         metricsTokenFile: text()
           .optional()
-          .describe('A file holding `admin.metricsToken` (one trailing newline is ignored), read once at start.'),
+          .describe('A file holding `admin.metricsToken` (one line end at its end is dropped, nothing else is trimmed), read once at start.'),
         readinessProbeSeconds: integer(1, 3600)
           .default(10)
           .describe(
