@@ -1,9 +1,9 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
-import { envNameToPath, formatKey } from './env.js';
+import { envNameToPath, formatKey, pathToEnvName } from './env.js';
 import { containerPathHint, InvalidConfigError, readFailure, schemaProblems, type ConfigProblem } from './problems.js';
-import { configSchema, openSettingsWarnings, type Config } from './schema.js';
+import { configSchema, DEPRECATED_MS_KEYS, openSettingsWarnings, type Config } from './schema.js';
 import { readSecret, readSecretFile, type SecretOptions } from './secrets.js';
 
 export { ENV_PREFIX, envNameToPath, formatKey, pathToEnvName } from './env.js';
@@ -91,6 +91,28 @@ function fileProblems(raw: unknown, configFile: string | undefined, reported: Re
   return problems;
 }
 
+/** A warning for each deprecated key in use, naming its replacement and the value to write there. */
+function deprecationWarnings(raw: unknown, fromEnv: ReadonlyMap<string, string>): string[] {
+  const warnings: string[] = [];
+  for (const [seconds, ms] of DEPRECATED_MS_KEYS) {
+    const value = stringOrNumberAt(raw, ['limits', ms]);
+    if (value === undefined) continue;
+    const variable = fromEnv.get(`limits.${ms}`);
+    const where = variable ? ` (from ${variable}, now ${pathToEnvName(['limits', seconds])})` : '';
+    warnings.push(`limits.${ms} is deprecated: write limits.${seconds}: ${Number(value) / 1000} instead${where}`);
+  }
+  return warnings;
+}
+
+function stringOrNumberAt(root: unknown, path: ReadonlyArray<string>): string | number | undefined {
+  let node = root;
+  for (const part of path) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return typeof node === 'string' || typeof node === 'number' ? node : undefined;
+}
+
 /**
  * Reads the YAML file (if any), applies `SASL_GATE_*` environment overrides, validates the
  * result once and returns it frozen. Throws an InvalidConfigError listing every problem found:
@@ -154,7 +176,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
       warnings.push(`directory.static.file: cannot read ${staticFile} now: ${readFailure(err)}`);
     }
   }
-  warnings.push(...openSettingsWarnings(config));
+  warnings.push(...deprecationWarnings(raw, fromEnv), ...openSettingsWarnings(config));
 
   return { config: deepFreeze({ ...config, master: { ...config.master, password } }), warnings, fromEnv };
 }

@@ -188,7 +188,8 @@ function requirement(own: Unwrapped, optionalAncestor: string | undefined, listA
     if (typeof own.meta['defaultText'] === 'string') return own.meta['defaultText'];
     return yamlValue(own.defaultValue);
   }
-  if (own.optional) return 'unset';
+  // An optional key whose value, when unset, comes from elsewhere (a deprecated key) or is fixed later.
+  if (own.optional) return typeof own.meta['defaultText'] === 'string' ? own.meta['defaultText'] : 'unset';
   if (optionalAncestor) return `required when \`${optionalAncestor}\` is set`;
   if (listAncestor) return `required in each entry of \`${listAncestor}\``;
   return 'required';
@@ -284,8 +285,10 @@ admin: { bind: "127.0.0.1:9090" }
 
 Keys are written below as paths: \`oauth.cache.maxTtlSeconds\` is \`maxTtlSeconds\` inside
 \`cache\` inside \`oauth\`, and \`listeners[].bind\` is \`bind\` in each entry of the
-\`listeners\` list. Durations are whole numbers in the unit their name ends with (\`Seconds\`,
-\`Ms\` for milliseconds).
+\`listeners\` list. Durations are in seconds, as their names say (\`...Seconds\`): whole numbers,
+except where a key allows fractions. The two keys in milliseconds of older versions,
+\`limits.authFailureDelayMs\` and \`limits.authFailureMaxDelayMs\`, are still accepted with a
+warning; write \`limits.authFailureDelaySeconds\` and \`limits.authFailureMaxDelaySeconds\` instead.
 
 ## From the environment
 

@@ -137,6 +137,13 @@ const listenerSchema = z
     }
   });
 
+/** A duration in seconds, fractions allowed, from YAML or an environment string. */
+const seconds = (max: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^\s*\d*\.?\d+\s*$/.test(v) ? Number(v) : v),
+    z.number().min(0).max(max),
+  );
+
 const limitsSchema = z
   .strictObject({
     maxLineLength: integer(1024, 1 << 24).default(65536).describe(
@@ -163,16 +170,43 @@ const limitsSchema = z
     maxAuthFailures: integer(1, 1000).default(5).describe(
       'Failed logins on one connection before it is closed with `* BYE` or `421`.',
     ),
-    authFailureDelayMs: integer(0, 60_000).default(500).describe(
-      'Milliseconds sasl-gate waits before answering a failed login; the delay doubles with each recent failure from the same address (IPv6 by /64) or for the same user name.',
+    authFailureDelaySeconds: seconds(60)
+      .optional()
+      .meta({ defaultText: '`0.5`' })
+      .describe(
+        'Seconds sasl-gate waits before answering a failed login (fractions allowed: `0.5`); the delay doubles with each recent failure from the same address (IPv6 by /64) or for the same user name.',
+      ),
+    authFailureMaxDelaySeconds: seconds(300)
+      .optional()
+      .meta({ defaultText: '`15`' })
+      .describe('The longest that growing failure delay may become, in seconds (fractions allowed).'),
+    authFailureDelayMs: integer(0, 60_000).optional().describe(
+      'Deprecated: the same as `limits.authFailureDelaySeconds`, in milliseconds; still accepted (check-config warns), but not together with it.',
     ),
-    authFailureMaxDelayMs: integer(0, 300_000).default(15_000).describe(
-      'The longest that growing failure delay may become, in milliseconds.',
+    authFailureMaxDelayMs: integer(0, 300_000).optional().describe(
+      'Deprecated: the same as `limits.authFailureMaxDelaySeconds`, in milliseconds; still accepted (check-config warns), but not together with it.',
     ),
     shutdownGraceSeconds: integer(0, 3600).default(8).describe(
       'Seconds open sessions may go on after SIGTERM before the remaining connections are closed (with `* BYE` or `421` where the client has not logged in).',
     ),
   })
+  .superRefine((l, ctx) => {
+    for (const [seconds, ms] of DEPRECATED_MS_KEYS) {
+      if (l[seconds] !== undefined && l[ms] !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [ms],
+          message: `limits.${ms} is deprecated and limits.${seconds} is set too: the delay must be given once, in seconds`,
+        });
+      }
+    }
+  })
+  .transform(({ authFailureDelayMs, authFailureMaxDelayMs, authFailureDelaySeconds, authFailureMaxDelaySeconds, ...rest }) => ({
+    ...rest,
+    // One unit for the rest of the program: the deprecated milliseconds are converted here.
+    authFailureDelaySeconds: authFailureDelaySeconds ?? (authFailureDelayMs === undefined ? 0.5 : authFailureDelayMs / 1000),
+    authFailureMaxDelaySeconds: authFailureMaxDelaySeconds ?? (authFailureMaxDelayMs === undefined ? 15 : authFailureMaxDelayMs / 1000),
+  }))
   .default({
     maxLineLength: 65536,
     maxLiteralSize: 65536,
@@ -182,10 +216,16 @@ const limitsSchema = z
     maxConnectionsPerAddress: 100,
     idleTimeoutSeconds: 1860,
     maxAuthFailures: 5,
-    authFailureDelayMs: 500,
-    authFailureMaxDelayMs: 15_000,
+    authFailureDelaySeconds: 0.5,
+    authFailureMaxDelaySeconds: 15,
     shutdownGraceSeconds: 8,
   });
+
+/** Keys in milliseconds kept for old configurations, each beside its replacement in seconds. */
+export const DEPRECATED_MS_KEYS = [
+  ['authFailureDelaySeconds', 'authFailureDelayMs'],
+  ['authFailureMaxDelaySeconds', 'authFailureMaxDelayMs'],
+] as const;
 
 const imapBackendSchema = z.strictObject({
   host: text().describe(
