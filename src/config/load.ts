@@ -55,6 +55,7 @@ const FILES_READ_AT_START: ReadonlyArray<{ path: ReadonlyArray<string>; secret?:
   { path: ['directory', 'keycloak', 'clientSecretFile'], secret: {} },
   { path: ['directory', 'scim', 'tokenFile'], secret: {} },
   { path: ['admin', 'metricsTokenFile'], secret: { minLength: 16, what: 'token' } },
+  { path: ['oauth', 'clientSecretFile'], secret: {} },
 ];
 
 function stringAt(root: unknown, path: ReadonlyArray<string>): string | undefined {
@@ -178,5 +179,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   }
   warnings.push(...deprecationWarnings(raw, fromEnv), ...openSettingsWarnings(config));
 
-  return { config: deepFreeze({ ...config, master: { ...config.master, password } }), warnings, fromEnv };
+  const clientSecret = readSecret(config.oauth.clientSecret, config.oauth.clientSecretFile, 'oauth.clientSecret');
+  const oauth = clientSecret === undefined ? config.oauth : { ...config.oauth, clientSecret };
+  return { config: deepFreeze({ ...config, master: { ...config.master, password }, oauth }), warnings, fromEnv };
 }

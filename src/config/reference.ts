@@ -363,9 +363,10 @@ in UPPER_SNAKE, list positions as numbers from \`0\`.
   the second listener.
 - Secrets (\`master.password\`, \`oauth.clientSecret\`) are best set this way, or for the master
   password with \`master.passwordFile\`, so that the file holds none.
-- A secret read from a file (\`master.passwordFile\`, \`admin.metricsTokenFile\`, the directory's
-  \`tokenFile\` and \`clientSecretFile\`) is the file's text with one line end at its very end
-  (\`\\n\` or \`\\r\\n\`) dropped; nothing else is trimmed, and an empty file is an error.
+- A secret read from a file (\`master.passwordFile\`, \`oauth.clientSecretFile\`,
+  \`admin.metricsTokenFile\`, the directory's \`tokenFile\` and \`clientSecretFile\`) is the file's
+  text with one line end at its very end (\`\\n\` or \`\\r\\n\`) dropped; nothing else is trimmed,
+  and an empty file is an error.
 `;
 
 /** GitHub's heading anchor: lower case, without punctuation, spaces as hyphens. */

@@ -287,7 +287,10 @@ const oauthSchema = z
       "The client ID of the mail clients' registration at the provider; the accepted audience when `oauth.audience` is empty, and the client that calls introspection.",
     ),
     clientSecret: text().optional().describe(
-      'The secret of `oauth.clientId`, used to authenticate introspection calls and, when HS256/384/512 are allowed, to verify such tokens; better set from the environment.',
+      'The secret of `oauth.clientId`, used to authenticate introspection calls and, when HS256/384/512 are allowed, to verify such tokens; better set from the environment or `oauth.clientSecretFile`.',
+    ),
+    clientSecretFile: text().optional().describe(
+      'A file holding `oauth.clientSecret` (one line end at its end is dropped, nothing else is trimmed), read once at start.',
     ),
     usernameClaims: list(text(), 1).default(['email']).describe(
       'Token claims that name the mail user, in order of preference: the first one present is the user, and it must match the user name the client sends. A claim other than `email` is used only when listed here; whichever claim it comes from, the user must be a mail address of an accepted domain (`oauth.allowedEmailDomains`, else `directory.domains`), and a token with `email_verified: false` is refused.',
@@ -371,14 +374,18 @@ const oauthSchema = z
         message: 'set oauth.audience (or oauth.clientId): tokens issued for other clients must not be accepted',
       });
     }
-    if (o.validation.includes('introspection') && (!o.clientId || !o.clientSecret)) {
+    const hasSecret = o.clientSecret !== undefined || o.clientSecretFile !== undefined;
+    if (o.clientSecret !== undefined && o.clientSecretFile !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'set one of oauth.clientSecret and oauth.clientSecretFile' });
+    }
+    if (o.validation.includes('introspection') && (!o.clientId || !hasSecret)) {
       ctx.addIssue({
         code: 'custom',
         path: ['validation'],
         message: 'introspection authenticates with oauth.clientId and oauth.clientSecret; set both',
       });
     }
-    if (o.algorithms.some((a) => a.startsWith('HS')) && !o.clientSecret) {
+    if (o.algorithms.some((a) => a.startsWith('HS')) && !hasSecret) {
       ctx.addIssue({
         code: 'custom',
         path: ['algorithms'],

@@ -6,6 +6,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { effectiveYaml } from '../../../src/config/effective.js';
 import { loadConfig } from '../../../src/config/load.js';
 import { InvalidConfigError } from '../../../src/config/problems.js';
 import { readSecret, readSecretFile, secretFromFileText } from '../../../src/config/secrets.js';
@@ -71,6 +72,24 @@ master: { user: sasl-gate, passwordFile: ${file(text)} }
 oauth: { issuer: https://idp.example.com, audience: [mail] }
 `;
     expect(loadConfig({ file: file(config), env: {} }).config.master.password).toBe(secret);
+  });
+
+  it('oauth.clientSecretFile, which counts as the client secret introspection needs, and check-config names', () => {
+    const secretFile = file(text);
+    const config = `
+listeners: [{ protocol: imap, bind: "127.0.0.1:993" }]
+tls: { development: true }
+backends: { imap: { host: 127.0.0.1 } }
+master: { user: sasl-gate, password: pw }
+oauth: { issuer: https://idp.example.com, audience: [mail], clientId: mail, clientSecretFile: ${secretFile}, validation: [introspection] }
+`;
+    const loaded = loadConfig({ file: file(config), env: {} });
+    expect(loaded.config.oauth.clientSecret).toBe(secret);
+    const printed = effectiveYaml(loaded.config, loaded.fromEnv);
+    expect(printed).not.toContain(secret.trim());
+    expect(printed).toContain(`clientSecret: "********" # read from ${secretFile} (oauth.clientSecretFile)`);
+    const both = config.replace('clientSecretFile:', 'clientSecret: inline, clientSecretFile:');
+    expect(() => loadConfig({ file: file(both), env: {} })).toThrow(/oauth\.clientSecret: set one of oauth\.clientSecret and oauth\.clientSecretFile/);
   });
 
   it('admin.metricsTokenFile', () => {
