@@ -11,9 +11,11 @@ import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { ChainValidator, type StrategyReport } from './auth/chain.js';
 import { openidConfigurationUrl, ProviderClient, type ProviderEndpoints } from './auth/provider.js';
+import { ValidationError } from './auth/validation-error.js';
 import type { TokenIdentity } from './auth/validator.js';
 import type { GateConfig } from './config/load.js';
 import { acceptedDomains, type ImapBackendConfig, type SmtpBackendConfig } from './config/schema.js';
+import { GateError } from './errors.js';
 import { loginToBackend, type ClientOrigin } from './imap/backend-login.js';
 import { probeImapCapabilities } from './imap/capabilities.js';
 import { tcpConnector, type BackendConnector } from './net/connector.js';
@@ -173,11 +175,20 @@ function providerHint(c: Cause, timeoutSeconds: number): string {
   if (has('ERR_TLS_CERT_ALTNAME_INVALID')) return "the provider's certificate does not name this host: is oauth.issuer spelled the way the provider is reached?";
   if (has('ECONNREFUSED')) return 'nothing listens there: is the provider running, and is the host and port in oauth.issuer right from this machine?';
   if (has('ENOTFOUND', 'EAI_AGAIN')) return 'the host name does not resolve here: DNS, /etc/hosts, the container network?';
-  if (has('TimeoutError', 'AbortError', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT')) {
+  if (has('TimeoutError', 'AbortError', 'ETIMEDOUT', 'probe_timeout', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT')) {
     return `no answer within oauth.requestTimeoutSeconds (${timeoutSeconds} s): a firewall, or a proxy this host must use?`;
   }
   if (has('ECONNRESET', 'UND_ERR_SOCKET')) return 'the connection was dropped: a proxy or load balancer in the way? https:// against an http:// port?';
   return 'is the provider reachable from here? proxies? NODE_EXTRA_CA_CERTS for a private CA?';
+}
+
+/** A check that got no usable answer: none in time, an HTTP error status, or a body that is not JSON. */
+class ProbeError extends GateError {
+  declare readonly code: 'probe_timeout' | 'http_status' | 'not_json';
+  constructor(code: ProbeError['code'], message: string) {
+    super(code, message, { temporary: code === 'probe_timeout' });
+    this.name = 'ProbeError';
+  }
 }
 
 /** Resolves with `work`, or rejects when it takes longer than `ms` (a safety net over the steps' own deadlines). */
@@ -185,7 +196,7 @@ function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(Object.assign(new Error(`${what}: no answer within ${Math.round(ms / 1000)} s`), { code: 'ETIMEDOUT' })),
+      () => reject(new ProbeError('probe_timeout', `${what}: no answer within ${Math.round(ms / 1000)} s`)),
       ms,
     );
     timer.unref();
@@ -290,18 +301,18 @@ async function checkJwks(config: GateConfig, endpoints: ProviderEndpoints | unde
       const response = await fetch(uri, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } });
       if (!response.ok) {
         await response.body?.cancel();
-        throw Object.assign(new Error(`HTTP ${response.status} ${response.statusText}`.trim()), { code: `HTTP_${response.status}` });
+        throw new ProbeError('http_status', `HTTP ${response.status} ${response.statusText}`.trim());
       }
       const text = await response.text();
       try {
         return JSON.parse(text) as unknown;
       } catch {
-        throw Object.assign(new Error('the answer is not JSON'), { code: 'NOT_JSON' });
+        throw new ProbeError('not_json', 'the answer is not JSON');
       }
     })());
   } catch (err) {
     const c = cause(err);
-    const http = [...c.codes].some((code) => code.startsWith('HTTP_') || code === 'NOT_JSON');
+    const http = c.codes.has('http_status') || c.codes.has('not_json');
     return {
       status: 'FAIL',
       name: 'jwks',
@@ -467,7 +478,7 @@ function relative(date: Date, now: Date): string {
   return seconds >= 0 ? `in ${span}` : `${span} ago`;
 }
 
-function describeReports(reports: StrategyReport[] | undefined, last: boolean): string {
+function describeReports(reports: readonly StrategyReport[] | undefined, last: boolean): string {
   const shown = (reports ?? []).slice(0, last ? undefined : -1);
   return shown.map((r) => `${r.strategy} ${r.verdict}${r.reason ? ` (${r.reason})` : ''}`).join('; ');
 }
@@ -499,11 +510,12 @@ async function checkToken(
       },
     };
   } catch (err) {
-    const e = err as { code?: string; message?: string; temporary?: boolean; reports?: StrategyReport[] };
+    const e = err as { code?: string; message?: string; temporary?: boolean };
+    const reports = err instanceof ValidationError ? err.reports : undefined;
     const code = e.code ?? 'error';
-    const decisive = e.reports?.at(-1);
+    const decisive = reports?.at(-1);
     const by = decisive && (decisive.verdict === 'rejected' || decisive.verdict === 'unavailable') ? ` by ${decisive.strategy}` : '';
-    const earlier = describeReports(e.reports, false);
+    const earlier = describeReports(reports, false);
     const finding = `${e.temporary ? 'could not be checked' : 'rejected'}${by} (${code}): ${e.message ?? String(err)}${earlier ? ` [${earlier}]` : ''}`;
     const hint = e.temporary
       ? isInvalidClient(err)

@@ -51,7 +51,11 @@ export class GateError extends Error {
   }
 }
 
-/** A failed authentication: a rejected credential, or a temporary failure of a dependency. */
+/**
+ * A failed authentication: a rejected credential, or a temporary failure of the provider.
+ * Transport failures of a backend are BackendError (`backend_unavailable` stays in the code list
+ * because outcomes and metrics name it as a reason).
+ */
 export class AuthError extends GateError {
   declare readonly code: AuthFailureCode;
   constructor(code: AuthFailureCode, message: string, options: { cause?: unknown } = {}) {
@@ -60,6 +64,19 @@ export class AuthError extends GateError {
       cause: options.cause,
     });
     this.name = 'AuthError';
+  }
+}
+
+/**
+ * A backend (Dovecot, Postfix) that could not be reached or did not hold up its side of the
+ * conversation: refused or timed-out connection, a connection closed midway, a reply that cannot
+ * be parsed. Always temporary: it says nothing about the client's credentials.
+ */
+export class BackendError extends GateError {
+  declare readonly code: 'backend_unavailable';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('backend_unavailable', message, { temporary: true, cause: options.cause });
+    this.name = 'BackendError';
   }
 }
 

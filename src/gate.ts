@@ -144,7 +144,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const connections = new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
   /** Connections being refused (handshake, then the refusal): bounded like the admitted ones. */
   const refusing = new ConnectionLimiter(MAX_REFUSALS_IN_PROGRESS, config.limits.maxConnectionsPerAddress);
-  const failures = new FailureTracker({ baseDelayMs: config.limits.authFailureDelayMs, maxDelayMs: config.limits.authFailureMaxDelayMs });
+  const failures = new FailureTracker({ baseDelayMs: Math.round(config.limits.authFailureDelaySeconds * 1000), maxDelayMs: Math.round(config.limits.authFailureMaxDelaySeconds * 1000) });
 
   /** One session factory per protocol, sharing a capability cache across that protocol's listeners. */
   const factories = new Map<'imap' | 'smtp', SessionFactory>();

@@ -8,6 +8,7 @@ import { JwtStrategy } from './jwt.js';
 import { ProviderClient } from './provider.js';
 import { IntrospectionStrategy, UserinfoStrategy } from './remote.js';
 import type { Strategy } from './strategy.js';
+import { ValidationError } from './validation-error.js';
 import type { TokenIdentity, TokenValidator } from './validator.js';
 
 /** One strategy's verdict, for `check-token` and for logs. */
@@ -90,10 +91,10 @@ export class ChainValidator implements TokenValidator {
           // Not passed on: a later strategy may check less (userinfo cannot check the audience),
           // and an outage must not make a token that one strategy could not judge acceptable.
           reports.push({ strategy: strategy.name, verdict: 'unavailable', reason: error.message, code: error.code });
-          throw Object.assign(error, { reports });
+          throw new ValidationError(error, reports);
         }
         reports.push({ strategy: strategy.name, verdict: 'rejected', reason: error.message, code: error.code });
-        throw Object.assign(error, { reports });
+        throw new ValidationError(error, reports);
       }
       timed('skip' in outcome ? 'skipped' : 'accepted');
       if ('skip' in outcome) {
@@ -112,15 +113,16 @@ export class ChainValidator implements TokenValidator {
         }
         if (err instanceof AuthError) {
           reports.push({ strategy: strategy.name, verdict: 'rejected', reason: err.message, code: err.code });
-          throw Object.assign(err, { reports });
+          throw new ValidationError(err, reports);
         }
         throw err;
       }
       try {
         checkRequirements(verified, this.oauth);
       } catch (err) {
-        reports.push({ strategy: strategy.name, verdict: 'rejected', reason: (err as Error).message, code: (err as AuthError).code });
-        throw Object.assign(err as AuthError, { reports });
+        if (!(err instanceof AuthError)) throw err;
+        reports.push({ strategy: strategy.name, verdict: 'rejected', reason: err.message, code: err.code });
+        throw new ValidationError(err, reports);
       }
       reports.push({ strategy: strategy.name, verdict: 'accepted' });
       return {
@@ -131,6 +133,6 @@ export class ChainValidator implements TokenValidator {
     const error =
       noIdentity ??
       new AuthError('bad_token', `no strategy could judge the token (${reports.map((r) => `${r.strategy}: ${r.reason}`).join('; ')})`);
-    throw Object.assign(error, { reports });
+    throw new ValidationError(error, reports);
   }
 }

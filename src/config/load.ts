@@ -1,9 +1,10 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
-import { envNameToPath, formatKey } from './env.js';
+import { envNameToPath, formatKey, pathToEnvName } from './env.js';
 import { containerPathHint, InvalidConfigError, readFailure, schemaProblems, type ConfigProblem } from './problems.js';
-import { configSchema, openSettingsWarnings, type Config } from './schema.js';
+import { configSchema, DEPRECATED_MS_KEYS, openSettingsWarnings, type Config } from './schema.js';
+import { readSecret, readSecretFile, type SecretOptions } from './secrets.js';
 
 export { ENV_PREFIX, envNameToPath, formatKey, pathToEnvName } from './env.js';
 
@@ -41,15 +42,20 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-/** Files read once at start: each must be readable, or start-up fails naming its key. */
-const FILES_READ_AT_START: ReadonlyArray<ReadonlyArray<string>> = [
-  ['master', 'passwordFile'],
-  ['tls', 'cert'],
-  ['tls', 'key'],
-  ['directory', 'authentik', 'tokenFile'],
-  ['directory', 'keycloak', 'clientSecretFile'],
-  ['directory', 'scim', 'tokenFile'],
-  ['admin', 'metricsTokenFile'],
+/**
+ * Files read once at start: each must be readable, or start-up fails naming its key. Secret files
+ * are read by the one rule of readSecretFile (with the least length their key asks for), so
+ * check-config finds an empty or short secret too.
+ */
+const FILES_READ_AT_START: ReadonlyArray<{ path: ReadonlyArray<string>; secret?: SecretOptions }> = [
+  { path: ['master', 'passwordFile'], secret: {} },
+  { path: ['tls', 'cert'] },
+  { path: ['tls', 'key'] },
+  { path: ['directory', 'authentik', 'tokenFile'], secret: {} },
+  { path: ['directory', 'keycloak', 'clientSecretFile'], secret: {} },
+  { path: ['directory', 'scim', 'tokenFile'], secret: {} },
+  { path: ['admin', 'metricsTokenFile'], secret: { minLength: 16, what: 'token' } },
+  { path: ['oauth', 'clientSecretFile'], secret: {} },
 ];
 
 function stringAt(root: unknown, path: ReadonlyArray<string>): string | undefined {
@@ -64,21 +70,48 @@ function stringAt(root: unknown, path: ReadonlyArray<string>): string | undefine
 /** A problem for each file of FILES_READ_AT_START that is set but cannot be read. */
 function fileProblems(raw: unknown, configFile: string | undefined, reported: ReadonlySet<string>): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
-  for (const path of FILES_READ_AT_START) {
+  for (const { path, secret } of FILES_READ_AT_START) {
     const key = formatKey(path);
     const file = stringAt(raw, path);
     if (file === undefined || reported.has(key)) continue;
     try {
       accessSync(file, constants.R_OK);
-      if (key === 'master.passwordFile' && readFileSync(file, 'utf8').replace(/\r?\n$/, '') === '') {
-        problems.push({ key, message: `${file} is empty` });
-      }
     } catch (err) {
       const hint = containerPathHint(file, path, configFile);
       problems.push({ key, message: `cannot read ${file}: ${readFailure(err)}`, ...(hint ? { hint } : {}) });
+      continue;
+    }
+    if (secret === undefined) continue;
+    try {
+      readSecretFile(file, key, secret);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push({ key, message: err.message.slice(`${key}: `.length) });
     }
   }
   return problems;
+}
+
+/** A warning for each deprecated key in use, naming its replacement and the value to write there. */
+function deprecationWarnings(raw: unknown, fromEnv: ReadonlyMap<string, string>): string[] {
+  const warnings: string[] = [];
+  for (const [seconds, ms] of DEPRECATED_MS_KEYS) {
+    const value = stringOrNumberAt(raw, ['limits', ms]);
+    if (value === undefined) continue;
+    const variable = fromEnv.get(`limits.${ms}`);
+    const where = variable ? ` (from ${variable}, now ${pathToEnvName(['limits', seconds])})` : '';
+    warnings.push(`limits.${ms} is deprecated: write limits.${seconds}: ${Number(value) / 1000} instead${where}`);
+  }
+  return warnings;
+}
+
+function stringOrNumberAt(root: unknown, path: ReadonlyArray<string>): string | number | undefined {
+  let node = root;
+  for (const part of path) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return typeof node === 'string' || typeof node === 'number' ? node : undefined;
 }
 
 /**
@@ -123,7 +156,8 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   if (!result.success || problems.length > 0) throw new InvalidConfigError(problems);
 
   const config = result.data;
-  const password = config.master.password ?? readFileSync(config.master.passwordFile!, 'utf8').replace(/\r?\n$/, '');
+  const password = readSecret(config.master.password, config.master.passwordFile, 'master.password');
+  if (password === undefined) throw new ConfigError('master.password', 'set master.password or master.passwordFile');
 
   const warnings: string[] = [];
   if (config.oauth.algorithms.some((a) => a.startsWith('HS'))) {
@@ -143,7 +177,9 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
       warnings.push(`directory.static.file: cannot read ${staticFile} now: ${readFailure(err)}`);
     }
   }
-  warnings.push(...openSettingsWarnings(config));
+  warnings.push(...deprecationWarnings(raw, fromEnv), ...openSettingsWarnings(config));
 
-  return { config: deepFreeze({ ...config, master: { ...config.master, password } }), warnings, fromEnv };
+  const clientSecret = readSecret(config.oauth.clientSecret, config.oauth.clientSecretFile, 'oauth.clientSecret');
+  const oauth = clientSecret === undefined ? config.oauth : { ...config.oauth, clientSecret };
+  return { config: deepFreeze({ ...config, master: { ...config.master, password }, oauth }), warnings, fromEnv };
 }

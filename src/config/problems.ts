@@ -190,10 +190,18 @@ export function schemaProblems(
   return problems;
 }
 
+/** A value that is not one of `options`, with the nearest as a hint. */
+function choiceProblem(options: string[], value: unknown, path: ReadonlyArray<PropertyKey>): Omit<ConfigProblem, 'key'> {
+  const near = typeof value === 'string' ? closest(value, options) : undefined;
+  return { message: `expected one of ${options.join(', ')}, got ${shown(value, path)}`, ...(near ? { hint: `did you mean ${near}?` } : {}) };
+}
+
 function describeIssue(issue: z.core.$ZodIssue, doc: ConfigKeyDoc | undefined, value: unknown): Omit<ConfigProblem, 'key'> {
   switch (issue.code) {
     case 'invalid_type': {
       const form = expectedForm(doc, issue.expected);
+      // A key the schema asks for in its own words (`directory.source is static: set directory.static`).
+      if (value === undefined && !issue.message.startsWith('Invalid input')) return { message: issue.message };
       if (value === undefined) {
         return { message: doc?.isSection ? `required, but missing (${form})` : `required, but not set; expected ${form}` };
       }
@@ -203,14 +211,16 @@ function describeIssue(issue: z.core.$ZodIssue, doc: ConfigKeyDoc | undefined, v
           : {};
       return { message: `expected ${form}, got ${shown(value, issue.path)}`, ...bindHint };
     }
-    case 'invalid_value': {
-      const options = issue.values.map(String);
-      const near = typeof value === 'string' ? closest(value, options) : undefined;
-      return {
-        message: `expected one of ${options.join(', ')}, got ${shown(value, issue.path)}`,
-        ...(near ? { hint: `did you mean ${near}?` } : {}),
-      };
-    }
+    case 'invalid_union':
+      // A discriminated union (`directory.source`) said which values it knows: as for an enum.
+      if ('discriminator' in issue && Array.isArray((issue as { options?: unknown }).options)) {
+        const options = (issue as unknown as { options: unknown[] }).options.map(String);
+        if (value === undefined) return { message: `required, but not set; expected one of ${options.join(', ')}` };
+        return choiceProblem(options, value, issue.path);
+      }
+      return { message: issue.message };
+    case 'invalid_value':
+      return choiceProblem(issue.values.map(String), value, issue.path);
     case 'too_small':
     case 'too_big': {
       if (Array.isArray(value)) return { message: issue.message.replace(/^Too (small|big): /, '') };

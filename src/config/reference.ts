@@ -7,7 +7,7 @@
  * what a transform accepts (`host:port`), and evaluates computed defaults such as `hostname`,
  * which would make the output depend on the machine it was rendered on.
  */
-import { globalRegistry, type z } from 'zod';
+import { globalRegistry, z } from 'zod';
 import { ENV_PREFIX, pathToEnvName } from './env.js';
 import { configSchema } from './schema.js';
 
@@ -188,7 +188,8 @@ function requirement(own: Unwrapped, optionalAncestor: string | undefined, listA
     if (typeof own.meta['defaultText'] === 'string') return own.meta['defaultText'];
     return yamlValue(own.defaultValue);
   }
-  if (own.optional) return 'unset';
+  // An optional key whose value, when unset, comes from elsewhere (a deprecated key) or is fixed later.
+  if (own.optional) return typeof own.meta['defaultText'] === 'string' ? own.meta['defaultText'] : 'unset';
   if (optionalAncestor) return `required when \`${optionalAncestor}\` is set`;
   if (listAncestor) return `required in each entry of \`${listAncestor}\``;
   return 'required';
@@ -204,11 +205,57 @@ interface WalkContext {
   listAncestor: string | undefined;
 }
 
+/** Whether a schema is a union of mappings told apart by one key (`directory.source`). */
+function isDiscriminated(def: Record<string, unknown>): boolean {
+  return def['type'] === 'union' && typeof def['discriminator'] === 'string';
+}
+
+/**
+ * The keys of a discriminated union of mappings, as one mapping: each key where it first appears,
+ * the discriminator as the list of its values, and, for a key only some variants require, in
+ * words when it is required.
+ */
+function walkVariants(def: Record<string, unknown>, path: Array<string | number>, context: WalkContext, out: ConfigKeyDoc[]): void {
+  const discriminator = def['discriminator'] as string;
+  const variants = (def['options'] as AnySchema[]).map((option) => defOf(option)['shape'] as Record<string, AnySchema>);
+  const valueOf = (shape: Record<string, AnySchema>) => String((defOf(shape[discriminator]!)['values'] as unknown[])[0]);
+  const values = variants.map(valueOf);
+  const description = variants.map((shape) => metaOf(shape[discriminator]!)['description']).find((d) => typeof d === 'string');
+  const names: string[] = [];
+  for (const shape of variants) for (const name of Object.keys(shape)) if (!names.includes(name)) names.push(name);
+  const discriminatorKey = `\`${displayKey([...path, discriminator])}\``;
+  for (const name of names) {
+    if (name === discriminator) {
+      const choice = z.enum(values as [string, ...string[]]);
+      walk(typeof description === 'string' ? choice.describe(description) : choice, [...path, name], context, out);
+      continue;
+    }
+    const present = variants.filter((shape) => shape[name] !== undefined);
+    const required = present.filter((shape) => {
+      const own = unwrap(shape[name]!);
+      return !own.optional && !own.hasDefault;
+    });
+    // Walked in a variant where it is optional, so that its own keys are "required when it is set".
+    const optional = present.find((shape) => !required.includes(shape)) ?? present[0]!;
+    const before = out.length;
+    walk(optional[name]!, [...path, name], context, out);
+    if (required.length > 0 && required.length < variants.length) {
+      const when = required.map(valueOf);
+      const others = values.filter((v) => !when.includes(v));
+      out[before]!.default =
+        when.length <= others.length
+          ? `required when ${discriminatorKey} is ${when.map((v) => `\`${v}\``).join(' or ')}`
+          : `required unless ${discriminatorKey} is ${others.map((v) => `\`${v}\``).join(' or ')}`;
+    }
+  }
+}
+
 function walk(schema: AnySchema, path: Array<string | number>, context: WalkContext, out: ConfigKeyDoc[]): void {
   const own = unwrap(schema);
   const key = displayKey(path);
   const coreDef = defOf(own.core);
-  const isMapping = coreDef.type === 'object';
+  const isVariants = isDiscriminated(coreDef);
+  const isMapping = coreDef.type === 'object' || isVariants;
   const isListOfMappings =
     coreDef.type === 'array' && defOf(unwrap(coreDef['element'] as AnySchema).core).type === 'object';
   const value = isMapping ? { type: 'mapping', accepts: undefined } : describeValue(own.core, own.meta);
@@ -236,6 +283,10 @@ function walk(schema: AnySchema, path: Array<string | number>, context: WalkCont
   if (isMapping) {
     // An optional mapping without a default makes its required keys conditional on it.
     const next = { ...context, optionalAncestor: own.optional && !own.hasDefault ? key : context.optionalAncestor };
+    if (isVariants) {
+      walkVariants(coreDef, path, next, out);
+      return;
+    }
     const shape = coreDef['shape'] as Record<string, AnySchema>;
     for (const [name, child] of Object.entries(shape)) walk(child, [...path, name], next, out);
   } else if (isListOfMappings) {
@@ -284,8 +335,10 @@ admin: { bind: "127.0.0.1:9090" }
 
 Keys are written below as paths: \`oauth.cache.maxTtlSeconds\` is \`maxTtlSeconds\` inside
 \`cache\` inside \`oauth\`, and \`listeners[].bind\` is \`bind\` in each entry of the
-\`listeners\` list. Durations are whole numbers in the unit their name ends with (\`Seconds\`,
-\`Ms\` for milliseconds).
+\`listeners\` list. Durations are in seconds, as their names say (\`...Seconds\`): whole numbers,
+except where a key allows fractions. The two keys in milliseconds of older versions,
+\`limits.authFailureDelayMs\` and \`limits.authFailureMaxDelayMs\`, are still accepted with a
+warning; write \`limits.authFailureDelaySeconds\` and \`limits.authFailureMaxDelaySeconds\` instead.
 
 ## From the environment
 
@@ -310,6 +363,10 @@ in UPPER_SNAKE, list positions as numbers from \`0\`.
   the second listener.
 - Secrets (\`master.password\`, \`oauth.clientSecret\`) are best set this way, or for the master
   password with \`master.passwordFile\`, so that the file holds none.
+- A secret read from a file (\`master.passwordFile\`, \`oauth.clientSecretFile\`,
+  \`admin.metricsTokenFile\`, the directory's \`tokenFile\` and \`clientSecretFile\`) is the file's
+  text with one line end at its very end (\`\\n\` or \`\\r\\n\`) dropped; nothing else is trimmed,
+  and an empty file is an error.
 `;
 
 /** GitHub's heading anchor: lower case, without punctuation, spaces as hyphens. */

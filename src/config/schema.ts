@@ -137,6 +137,13 @@ const listenerSchema = z
     }
   });
 
+/** A duration in seconds, fractions allowed, from YAML or an environment string. */
+const seconds = (max: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^\s*\d*\.?\d+\s*$/.test(v) ? Number(v) : v),
+    z.number().min(0).max(max),
+  );
+
 const limitsSchema = z
   .strictObject({
     maxLineLength: integer(1024, 1 << 24).default(65536).describe(
@@ -163,16 +170,43 @@ const limitsSchema = z
     maxAuthFailures: integer(1, 1000).default(5).describe(
       'Failed logins on one connection before it is closed with `* BYE` or `421`.',
     ),
-    authFailureDelayMs: integer(0, 60_000).default(500).describe(
-      'Milliseconds sasl-gate waits before answering a failed login; the delay doubles with each recent failure from the same address (IPv6 by /64) or for the same user name.',
+    authFailureDelaySeconds: seconds(60)
+      .optional()
+      .meta({ defaultText: '`0.5`' })
+      .describe(
+        'Seconds sasl-gate waits before answering a failed login (fractions allowed: `0.5`); the delay doubles with each recent failure from the same address (IPv6 by /64) or for the same user name.',
+      ),
+    authFailureMaxDelaySeconds: seconds(300)
+      .optional()
+      .meta({ defaultText: '`15`' })
+      .describe('The longest that growing failure delay may become, in seconds (fractions allowed).'),
+    authFailureDelayMs: integer(0, 60_000).optional().describe(
+      'Deprecated: the same as `limits.authFailureDelaySeconds`, in milliseconds; still accepted (check-config warns), but not together with it.',
     ),
-    authFailureMaxDelayMs: integer(0, 300_000).default(15_000).describe(
-      'The longest that growing failure delay may become, in milliseconds.',
+    authFailureMaxDelayMs: integer(0, 300_000).optional().describe(
+      'Deprecated: the same as `limits.authFailureMaxDelaySeconds`, in milliseconds; still accepted (check-config warns), but not together with it.',
     ),
     shutdownGraceSeconds: integer(0, 3600).default(8).describe(
       'Seconds open sessions may go on after SIGTERM before the remaining connections are closed (with `* BYE` or `421` where the client has not logged in).',
     ),
   })
+  .superRefine((l, ctx) => {
+    for (const [seconds, ms] of DEPRECATED_MS_KEYS) {
+      if (l[seconds] !== undefined && l[ms] !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [ms],
+          message: `limits.${ms} is deprecated and limits.${seconds} is set too: the delay must be given once, in seconds`,
+        });
+      }
+    }
+  })
+  .transform(({ authFailureDelayMs, authFailureMaxDelayMs, authFailureDelaySeconds, authFailureMaxDelaySeconds, ...rest }) => ({
+    ...rest,
+    // One unit for the rest of the program: the deprecated milliseconds are converted here.
+    authFailureDelaySeconds: authFailureDelaySeconds ?? (authFailureDelayMs === undefined ? 0.5 : authFailureDelayMs / 1000),
+    authFailureMaxDelaySeconds: authFailureMaxDelaySeconds ?? (authFailureMaxDelayMs === undefined ? 15 : authFailureMaxDelayMs / 1000),
+  }))
   .default({
     maxLineLength: 65536,
     maxLiteralSize: 65536,
@@ -182,10 +216,16 @@ const limitsSchema = z
     maxConnectionsPerAddress: 100,
     idleTimeoutSeconds: 1860,
     maxAuthFailures: 5,
-    authFailureDelayMs: 500,
-    authFailureMaxDelayMs: 15_000,
+    authFailureDelaySeconds: 0.5,
+    authFailureMaxDelaySeconds: 15,
     shutdownGraceSeconds: 8,
   });
+
+/** Keys in milliseconds kept for old configurations, each beside its replacement in seconds. */
+export const DEPRECATED_MS_KEYS = [
+  ['authFailureDelaySeconds', 'authFailureDelayMs'],
+  ['authFailureMaxDelaySeconds', 'authFailureMaxDelayMs'],
+] as const;
 
 const imapBackendSchema = z.strictObject({
   host: text().describe(
@@ -247,7 +287,10 @@ const oauthSchema = z
       "The client ID of the mail clients' registration at the provider; the accepted audience when `oauth.audience` is empty, and the client that calls introspection.",
     ),
     clientSecret: text().optional().describe(
-      'The secret of `oauth.clientId`, used to authenticate introspection calls and, when HS256/384/512 are allowed, to verify such tokens; better set from the environment.',
+      'The secret of `oauth.clientId`, used to authenticate introspection calls and, when HS256/384/512 are allowed, to verify such tokens; better set from the environment or `oauth.clientSecretFile`.',
+    ),
+    clientSecretFile: text().optional().describe(
+      'A file holding `oauth.clientSecret` (one line end at its end is dropped, nothing else is trimmed), read once at start.',
     ),
     usernameClaims: list(text(), 1).default(['email']).describe(
       'Token claims that name the mail user, in order of preference: the first one present is the user, and it must match the user name the client sends. A claim other than `email` is used only when listed here; whichever claim it comes from, the user must be a mail address of an accepted domain (`oauth.allowedEmailDomains`, else `directory.domains`), and a token with `email_verified: false` is refused.',
@@ -331,14 +374,18 @@ const oauthSchema = z
         message: 'set oauth.audience (or oauth.clientId): tokens issued for other clients must not be accepted',
       });
     }
-    if (o.validation.includes('introspection') && (!o.clientId || !o.clientSecret)) {
+    const hasSecret = o.clientSecret !== undefined || o.clientSecretFile !== undefined;
+    if (o.clientSecret !== undefined && o.clientSecretFile !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'set one of oauth.clientSecret and oauth.clientSecretFile' });
+    }
+    if (o.validation.includes('introspection') && (!o.clientId || !hasSecret)) {
       ctx.addIssue({
         code: 'custom',
         path: ['validation'],
         message: 'introspection authenticates with oauth.clientId and oauth.clientSecret; set both',
       });
     }
-    if (o.algorithms.some((a) => a.startsWith('HS')) && !o.clientSecret) {
+    if (o.algorithms.some((a) => a.startsWith('HS')) && !hasSecret) {
       ctx.addIssue({
         code: 'custom',
         path: ['algorithms'],
@@ -360,7 +407,7 @@ const masterSchema = z
     passwordFile: text()
       .optional()
       .describe(
-        "A file holding the master user's password (one trailing newline is ignored), read once at start; keeps the secret out of the configuration file.",
+        "A file holding the master user's password (one line end at its end is dropped, nothing else is trimmed), read once at start; keeps the secret out of the configuration file.",
       ),
     separator: z
       .string()
@@ -383,125 +430,152 @@ const masterSchema = z
 const share = (max = 1) =>
   z.preprocess((v) => (typeof v === 'string' && /^\s*\d*\.?\d+\s*$/.test(v) ? Number(v) : v), z.number().min(0).max(max));
 
+/** A schema whose absence is reported with `message` (a required key of one directory source). */
+const requiredAs = (message: string) => ({ error: (issue: { input?: unknown }) => (issue.input === undefined ? message : undefined) });
+
+const STATE_FILE_DESCRIPTION =
+  'The file the last good directory is saved to (mode 0600) and loaded from at start, so a restart while the provider is down still knows every user; required unless `source` is `static`.';
+
+/** The state file, required by every source but `static`. */
+const requiredStateFile = z
+  .string(requiredAs('set directory.stateFile, so a restart while the provider is down still serves the users'))
+  .trim()
+  .min(1, 'must not be empty')
+  .describe(STATE_FILE_DESCRIPTION);
+
+const staticSection = z
+  .strictObject(
+    { file: text().describe('The YAML or JSON user file, read again on every sync.') },
+    requiredAs('directory.source is static: set directory.static'),
+  )
+  .describe('The static source.');
+
+const authentikSection = z
+  .strictObject(
+    {
+      url: httpsUrl().describe("Authentik's base URL, e.g. `https://auth.example.com`."),
+      token: z.string().min(1).optional().describe('An API token of an account that may view users; better set from the environment.'),
+      tokenFile: text().optional().describe('A file holding that token (one line end at its end is dropped, nothing else is trimmed), read once at start.'),
+    },
+    requiredAs('directory.source is authentik: set directory.authentik'),
+  )
+  .describe('The Authentik source: its users API.');
+
+const keycloakSection = z
+  .strictObject(
+    {
+      url: httpsUrl().describe("Keycloak's base URL, e.g. `https://sso.example.com`."),
+      realm: text().describe('The realm of the mail users.'),
+      clientId: text().describe("A confidential client with a service account holding realm-management's `view-users` role."),
+      clientSecret: z.string().min(1).optional().describe("That client's secret; better set from the environment."),
+      clientSecretFile: text().optional().describe('A file holding that secret (one line end at its end is dropped, nothing else is trimmed), read once at start.'),
+      clientAuthMethod: z
+        .enum(['client_secret_basic', 'client_secret_post'])
+        .default('client_secret_basic')
+        .describe('How the client authenticates at the token endpoint.'),
+    },
+    requiredAs('directory.source is keycloak: set directory.keycloak'),
+  )
+  .describe('The Keycloak source: its admin API.');
+
+const scimSection = z
+  .strictObject(
+    {
+      bind: hostPort().describe('Where the SCIM 2.0 endpoint listens (HTTPS with the `tls` certificate); an address other than loopback needs `allowFrom`.'),
+      allowFrom: list(text()).optional().describe('Addresses or CIDR blocks allowed to connect (the provider that pushes users); required unless `bind` is a loopback address.'),
+      token: z.string().min(32).optional().describe('The bearer token the provider sends (at least 32 characters); better set from the environment.'),
+      tokenFile: text().optional().describe('A file holding that token (one line end at its end is dropped, nothing else is trimmed), read once at start.'),
+      basePath: z.string().regex(/^\/[\w/.-]*$/).default('/scim/v2').describe('The path the endpoint lives under.'),
+      maxBodyBytes: integer(1024, 64 * 1024 * 1024).default(1_048_576).describe('The largest request body accepted.'),
+    },
+    requiredAs('directory.source is scim: set directory.scim'),
+  )
+  .describe("The SCIM 2.0 endpoint providers push users to (Authentik's SCIM provider).");
+
+/** The keys every source shares; each source's own section is optional here and required in its variant. */
+const directoryShape = {
+  stateFile: text().optional().describe(STATE_FILE_DESCRIPTION),
+  graceSeconds: integer(0, 31_536_000)
+    .default(86_400)
+    .describe('Seconds mail to a user disabled or removed in the provider is still accepted; their token logins are refused at once.'),
+  maxRemovalShare: share()
+    .default(0.2)
+    .describe('A full sync that would remove or disable more than this share of the active users is held back and logged; 1 turns the guard off.'),
+  maxRemovalsAlwaysAllowed: integer(0, 1_000_000)
+    .default(2)
+    .describe('A full sync removing or disabling at most this many users is never held back, so a small directory can lose one person.'),
+  syncIntervalSeconds: integer(30, 86_400).default(300).describe('Seconds between full syncs from `authentik`, `keycloak` or `static`.'),
+  syncJitter: share(0.5)
+    .default(0.1)
+    .describe('Each wait between syncs varies by up to this share either way, so several instances do not ask the provider in step.'),
+  retrySeconds: integer(1, 86_400)
+    .default(30)
+    .describe('Seconds before the first retry after a failed sync; doubles with each failure, up to `syncIntervalSeconds`.'),
+  requestTimeoutSeconds: integer(1, 300).default(15).describe('Seconds each call to the provider (token, each page of users) may take.'),
+  pageSize: integer(1, 1000).default(100).describe('Users asked for per page (Authentik `page_size`, Keycloak `max`).'),
+  mailboxFrom: z
+    .enum(['email', 'username'])
+    .default('email')
+    .describe("Which field of the provider's user is the mailbox: the email address or the user name."),
+  usernameDomain: text().optional().describe('With `mailboxFrom: username`, the domain appended to user names without `@`.'),
+  aliasAttribute: text()
+    .optional()
+    .describe('The user attribute holding alias addresses (a string or a list), e.g. `mail_aliases`; unset, no aliases.'),
+  select: z
+    .strictObject({
+      group: text().optional().describe('Only (direct) members of this group are mail users.'),
+      attribute: z
+        .strictObject({
+          name: text().describe('The user attribute to look at.'),
+          value: text().optional().describe('The value it must hold; unset, any value but empty, `false` or `0`.'),
+        })
+        .optional()
+        .describe('Only users with this attribute are mail users.'),
+    })
+    .default({})
+    .describe('Who is a mail user; both set, both must hold; neither, every user with a mailbox.'),
+  static: staticSection.optional(),
+  authentik: authentikSection.optional(),
+  keycloak: keycloakSection.optional(),
+  domains: list(text()).default([]).describe('Mail domains: addresses elsewhere are ignored; empty, every domain.'),
+  socketmap: z
+    .strictObject({
+      bind: hostPort().describe('Where Postfix reaches the socketmap server (no authentication: keep it on a private network); an address other than loopback needs `allowFrom`.'),
+      allowFrom: list(text()).optional().describe('Addresses or CIDR blocks allowed to query it (Postfix); required unless `bind` is a loopback address.'),
+      recipientDelimiter: z.string().max(4).optional().describe("Postfix's recipient_delimiter, e.g. `+`, stripped before lookups."),
+      maxConnections: integer(1, 100_000).default(256).describe('Open socketmap connections at most.'),
+    })
+    .optional()
+    .describe('A Postfix socketmap server for `virtual_mailbox_maps`, `virtual_alias_maps` and `smtpd_sender_login_maps`.'),
+  dovecot: z
+    .strictObject({
+      passwdFile: text().describe("The passwd-file userdb sasl-gate rewrites atomically whenever the directory changes."),
+      uid: integer(1, 4294967294).optional().describe('The uid written for every user.'),
+      gid: integer(1, 4294967294).optional().describe('The gid written for every user.'),
+      home: text().optional().describe('The home written for every user, e.g. `/var/mail/{domain}/{local}/home`.'),
+      refreshIntervalSeconds: integer(1, 3600).default(30).describe('Seconds between checks that rewrite the file when grace periods end.'),
+    })
+    .optional()
+    .describe("A passwd-file userdb for Dovecot."),
+  scim: scimSection.optional(),
+};
+
+const SOURCE_DESCRIPTION =
+  'Where mail users come from: `authentik` (its API), `keycloak` (its admin API), `static` (a YAML or JSON file), or `scim` (the provider pushes users to the SCIM endpoint); the section of that name is then required.';
+
+/**
+ * The directory: one variant per source, told apart by `source`. A variant requires its own
+ * section (and, but for `static`, the state file); the other sources' sections are accepted and
+ * ignored.
+ */
 const directorySchema = z
-  .strictObject({
-    source: z
-      .enum(['static', 'authentik', 'keycloak', 'scim'])
-      .describe(
-        'Where mail users come from: `authentik` (its API), `keycloak` (its admin API), `static` (a YAML or JSON file), or `scim` (the provider pushes users to the SCIM endpoint).',
-      ),
-    stateFile: text()
-      .optional()
-      .describe(
-        'The file the last good directory is saved to (mode 0600) and loaded from at start, so a restart while the provider is down still knows every user; required unless `source` is `static`.',
-      ),
-    graceSeconds: integer(0, 31_536_000)
-      .default(86_400)
-      .describe('Seconds mail to a user disabled or removed in the provider is still accepted; their token logins are refused at once.'),
-    maxRemovalShare: share()
-      .default(0.2)
-      .describe('A full sync that would remove or disable more than this share of the active users is held back and logged; 1 turns the guard off.'),
-    maxRemovalsAlwaysAllowed: integer(0, 1_000_000)
-      .default(2)
-      .describe('A full sync removing or disabling at most this many users is never held back, so a small directory can lose one person.'),
-    syncIntervalSeconds: integer(30, 86_400).default(300).describe('Seconds between full syncs from `authentik`, `keycloak` or `static`.'),
-    syncJitter: share(0.5)
-      .default(0.1)
-      .describe('Each wait between syncs varies by up to this share either way, so several instances do not ask the provider in step.'),
-    retrySeconds: integer(1, 86_400)
-      .default(30)
-      .describe('Seconds before the first retry after a failed sync; doubles with each failure, up to `syncIntervalSeconds`.'),
-    requestTimeoutSeconds: integer(1, 300).default(15).describe('Seconds each call to the provider (token, each page of users) may take.'),
-    pageSize: integer(1, 1000).default(100).describe('Users asked for per page (Authentik `page_size`, Keycloak `max`).'),
-    mailboxFrom: z
-      .enum(['email', 'username'])
-      .default('email')
-      .describe("Which field of the provider's user is the mailbox: the email address or the user name."),
-    usernameDomain: text().optional().describe('With `mailboxFrom: username`, the domain appended to user names without `@`.'),
-    aliasAttribute: text()
-      .optional()
-      .describe('The user attribute holding alias addresses (a string or a list), e.g. `mail_aliases`; unset, no aliases.'),
-    select: z
-      .strictObject({
-        group: text().optional().describe('Only (direct) members of this group are mail users.'),
-        attribute: z
-          .strictObject({
-            name: text().describe('The user attribute to look at.'),
-            value: text().optional().describe('The value it must hold; unset, any value but empty, `false` or `0`.'),
-          })
-          .optional()
-          .describe('Only users with this attribute are mail users.'),
-      })
-      .default({})
-      .describe('Who is a mail user; both set, both must hold; neither, every user with a mailbox.'),
-    static: z
-      .strictObject({ file: text().describe('The YAML or JSON user file, read again on every sync.') })
-      .optional()
-      .describe('The static source.'),
-    authentik: z
-      .strictObject({
-        url: httpsUrl().describe("Authentik's base URL, e.g. `https://auth.example.com`."),
-        token: z.string().min(1).optional().describe('An API token of an account that may view users; better set from the environment.'),
-        tokenFile: text().optional().describe('A file holding that token, read once at start.'),
-      })
-      .optional()
-      .describe("The Authentik source: its users API."),
-    keycloak: z
-      .strictObject({
-        url: httpsUrl().describe("Keycloak's base URL, e.g. `https://sso.example.com`."),
-        realm: text().describe('The realm of the mail users.'),
-        clientId: text().describe("A confidential client with a service account holding realm-management's `view-users` role."),
-        clientSecret: z.string().min(1).optional().describe("That client's secret; better set from the environment."),
-        clientSecretFile: text().optional().describe('A file holding that secret, read once at start.'),
-        clientAuthMethod: z
-          .enum(['client_secret_basic', 'client_secret_post'])
-          .default('client_secret_basic')
-          .describe('How the client authenticates at the token endpoint.'),
-      })
-      .optional()
-      .describe("The Keycloak source: its admin API."),
-    domains: list(text()).default([]).describe('Mail domains: addresses elsewhere are ignored; empty, every domain.'),
-    socketmap: z
-      .strictObject({
-        bind: hostPort().describe('Where Postfix reaches the socketmap server (no authentication: keep it on a private network); an address other than loopback needs `allowFrom`.'),
-        allowFrom: list(text()).optional().describe('Addresses or CIDR blocks allowed to query it (Postfix); required unless `bind` is a loopback address.'),
-        recipientDelimiter: z.string().max(4).optional().describe("Postfix's recipient_delimiter, e.g. `+`, stripped before lookups."),
-        maxConnections: integer(1, 100_000).default(256).describe('Open socketmap connections at most.'),
-      })
-      .optional()
-      .describe('A Postfix socketmap server for `virtual_mailbox_maps`, `virtual_alias_maps` and `smtpd_sender_login_maps`.'),
-    dovecot: z
-      .strictObject({
-        passwdFile: text().describe("The passwd-file userdb sasl-gate rewrites atomically whenever the directory changes."),
-        uid: integer(1, 4294967294).optional().describe('The uid written for every user.'),
-        gid: integer(1, 4294967294).optional().describe('The gid written for every user.'),
-        home: text().optional().describe('The home written for every user, e.g. `/var/mail/{domain}/{local}/home`.'),
-        refreshIntervalSeconds: integer(1, 3600).default(30).describe('Seconds between checks that rewrite the file when grace periods end.'),
-      })
-      .optional()
-      .describe("A passwd-file userdb for Dovecot."),
-    scim: z
-      .strictObject({
-        bind: hostPort().describe('Where the SCIM 2.0 endpoint listens (HTTPS with the `tls` certificate); an address other than loopback needs `allowFrom`.'),
-        allowFrom: list(text()).optional().describe('Addresses or CIDR blocks allowed to connect (the provider that pushes users); required unless `bind` is a loopback address.'),
-        token: z.string().min(32).optional().describe('The bearer token the provider sends (at least 32 characters); better set from the environment.'),
-        tokenFile: text().optional().describe('A file holding that token, read once at start.'),
-        basePath: z.string().regex(/^\/[\w/.-]*$/).default('/scim/v2').describe('The path the endpoint lives under.'),
-        maxBodyBytes: integer(1024, 64 * 1024 * 1024).default(1_048_576).describe('The largest request body accepted.'),
-      })
-      .optional()
-      .describe('The SCIM 2.0 endpoint providers push users to (Authentik\'s SCIM provider).'),
-  })
+  .discriminatedUnion('source', [
+    z.strictObject({ source: z.literal('static').describe(SOURCE_DESCRIPTION), ...directoryShape, static: staticSection }),
+    z.strictObject({ source: z.literal('authentik'), ...directoryShape, stateFile: requiredStateFile, authentik: authentikSection }),
+    z.strictObject({ source: z.literal('keycloak'), ...directoryShape, stateFile: requiredStateFile, keycloak: keycloakSection }),
+    z.strictObject({ source: z.literal('scim'), ...directoryShape, stateFile: requiredStateFile, scim: scimSection }),
+  ])
   .superRefine((d, ctx) => {
-    if (d.source !== 'scim' && d[d.source] === undefined) {
-      ctx.addIssue({ code: 'custom', path: [d.source], message: `directory.source is ${d.source}: set directory.${d.source}` });
-    }
-    if (d.source === 'scim' && d.scim === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['scim'], message: 'directory.source is scim: set directory.scim' });
-    }
-    if (d.source !== 'static' && d.stateFile === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['stateFile'], message: 'set directory.stateFile, so a restart while the provider is down still serves the users' });
-    }
     if (d.authentik && (d.authentik.token === undefined) === (d.authentik.tokenFile === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['authentik', 'token'], message: 'set one of directory.authentik.token and tokenFile' });
     }
@@ -601,7 +675,7 @@ export const configSchema = z
           ),
         metricsTokenFile: text()
           .optional()
-          .describe('A file holding `admin.metricsToken` (one trailing newline is ignored), read once at start.'),
+          .describe('A file holding `admin.metricsToken` (one line end at its end is dropped, nothing else is trimmed), read once at start.'),
         readinessProbeSeconds: integer(1, 3600)
           .default(10)
           .describe(

@@ -24,6 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { chown, open, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
+import { GateError } from '../errors.js';
 import type { AddressVerdict, DirectoryUser } from './model.js';
 
 /** What the writer needs from the directory (the `Directory` class offers it). */
@@ -95,21 +96,29 @@ function expand(template: string, mailbox: string, parts: { local: string; domai
   );
 }
 
+/** A passwd-file option (uid, gid, home, extra fields) Dovecot would refuse or misread. */
+export class PasswdFileOptionError extends GateError {
+  constructor(message: string) {
+    super('passwd_file_option_invalid', message);
+    this.name = 'PasswdFileOptionError';
+  }
+}
+
 /** Checks the options once, so a bad template fails at start rather than on the first write. */
 function checkOptions(o: PasswdFileOptions): void {
   for (const [name, id] of [['uid', o.uid], ['gid', o.gid]] as const) {
     // Dovecot refuses uid/gid 0 in a userdb.
     if (id !== undefined && (!Number.isInteger(id) || id <= 0 || id > 0xfffffffe)) {
-      throw new Error(`passwd-file ${name} must be a positive integer, got ${String(id)}`);
+      throw new PasswdFileOptionError(`passwd-file ${name} must be a positive integer, got ${String(id)}`);
     }
   }
   const sample = { local: 'user', domain: 'example.com' };
   if (o.home !== undefined && !HOME_RE.test(expand(o.home, 'user@example.com', sample))) {
-    throw new Error(`passwd-file home ${JSON.stringify(o.home)} must be an absolute path without spaces or ':'`);
+    throw new PasswdFileOptionError(`passwd-file home ${JSON.stringify(o.home)} must be an absolute path without spaces or ':'`);
   }
   for (const [name, value] of Object.entries(o.fields ?? {})) {
-    if (!FIELD_NAME_RE.test(name)) throw new Error(`passwd-file field name ${JSON.stringify(name)} is not a Dovecot setting name`);
-    if (!FIELD_VALUE_RE.test(value)) throw new Error(`passwd-file field ${name} must not contain whitespace`);
+    if (!FIELD_NAME_RE.test(name)) throw new PasswdFileOptionError(`passwd-file field name ${JSON.stringify(name)} is not a Dovecot setting name`);
+    if (!FIELD_VALUE_RE.test(value)) throw new PasswdFileOptionError(`passwd-file field ${name} must not contain whitespace`);
   }
 }
 

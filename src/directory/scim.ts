@@ -21,7 +21,7 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { GateError } from '../errors.js';
+import { ConfigError, GateError } from '../errors.js';
 import { parseNetworks } from '../net/networks.js';
 import { safeAddress } from './dovecot.js';
 import type { AddressVerdict, DirectoryUser } from './model.js';
@@ -94,13 +94,26 @@ export type ScimErrorType =
   | 'invalidVers'
   | 'sensitive';
 
-export class ScimError extends Error {
+/** Stable codes of SCIM refusals, by HTTP status. */
+const SCIM_CODES: Record<number, string> = {
+  400: 'scim_bad_request',
+  401: 'scim_unauthorized',
+  403: 'scim_forbidden',
+  404: 'scim_not_found',
+  405: 'scim_method_not_allowed',
+  409: 'scim_conflict',
+  413: 'scim_too_large',
+  501: 'scim_not_implemented',
+};
+
+/** A SCIM request refused with a status and a SCIM error body (RFC 7644 3.12); the detail is shown to the client. */
+export class ScimError extends GateError {
   constructor(
     readonly status: number,
     readonly detail: string,
     readonly scimType?: ScimErrorType,
   ) {
-    super(detail);
+    super(SCIM_CODES[status] ?? 'scim_internal', detail, { clientMessage: detail });
     this.name = 'ScimError';
   }
 
@@ -636,7 +649,7 @@ function tokenMatches(header: string | undefined, expected: Buffer): boolean {
  * SCIM 404, so mount it on its own listener or route `basePath` to it.
  */
 export function createScimHandler(directory: DirectoryView, options: ScimOptions): ScimHandler {
-  if (options.token.length === 0) throw new Error('the SCIM token must not be empty');
+  if (options.token.length === 0) throw new ConfigError('directory.scim.token', 'the SCIM token must not be empty');
   const expected = createHash('sha256').update(options.token, 'utf8').digest();
   const basePath = (options.basePath ?? '/scim/v2').replace(/\/+$/, '');
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;

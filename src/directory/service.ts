@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { DirectoryConfig } from '../config/schema.js';
+import { readSecret } from '../config/secrets.js';
 import { ConfigError } from '../errors.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { Directory, type DirectoryEvent } from './directory.js';
@@ -27,13 +27,12 @@ export interface RunningDirectory {
   close(): Promise<void>;
 }
 
-function secretFrom(value: string | undefined, file: string | undefined, key: string): string {
-  if (value !== undefined) return value;
-  try {
-    return readFileSync(file!, 'utf8').trim();
-  } catch (err) {
-    throw new ConfigError(key, `cannot read ${file}: ${(err as Error).message}`);
-  }
+
+/** The bearer token SCIM clients must send, from `directory.scim.token` or its file. */
+function scimToken(scim: { token?: string | undefined; tokenFile?: string | undefined }): string {
+  const token = readSecret(scim.token, scim.tokenFile, 'directory.scim.token');
+  if (token === undefined) throw new ConfigError('directory.scim.token', 'set directory.scim.token or directory.scim.tokenFile');
+  return token;
 }
 
 function describe(event: DirectoryEvent): Record<string, unknown> {
@@ -118,7 +117,7 @@ export async function startDirectory(
   let scimAddress: RunningDirectory['scim'];
   if (config.scim) {
     const handler = createScimHandler(directory, {
-      token: secretFrom(config.scim.token, config.scim.tokenFile, 'directory.scim.tokenFile'),
+      token: scimToken(config.scim),
       basePath: config.scim.basePath,
       domains: config.domains,
       ...(config.scim.allowFrom ? { allowFrom: config.scim.allowFrom } : {}),

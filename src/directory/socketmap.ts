@@ -17,6 +17,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { GateError } from '../errors.js';
 import { parseNetworks, type NetworkList } from '../net/networks.js';
 import type { AddressVerdict, DirectoryUser } from './model.js';
 
@@ -25,17 +26,15 @@ import type { AddressVerdict, DirectoryUser } from './model.js';
 // ---------------------------------------------------------------------------------------------
 
 /** Why a byte stream is not a sequence of netstrings. */
-export type NetstringErrorCode = 'syntax' | 'too-long';
+export type NetstringErrorCode = 'netstring_syntax' | 'netstring_too_long';
 
-export class NetstringError extends Error {
+export class NetstringError extends GateError {
+  declare readonly code: NetstringErrorCode;
   /** Netstrings completed in the same `push()` before the bad byte (they are valid requests). */
   decoded: Buffer[] = [];
 
-  constructor(
-    readonly code: NetstringErrorCode,
-    message: string,
-  ) {
-    super(message);
+  constructor(code: NetstringErrorCode, message: string) {
+    super(code, message);
     this.name = 'NetstringError';
   }
 }
@@ -76,7 +75,7 @@ export class NetstringDecoder {
   }
 
   push(data: Uint8Array): Buffer[] {
-    if (this.state === 'failed') throw new NetstringError('syntax', 'the stream already failed');
+    if (this.state === 'failed') throw new NetstringError('netstring_syntax', 'the stream already failed');
     const out: Buffer[] = [];
     const bytes = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     let i = 0;
@@ -89,16 +88,16 @@ export class NetstringDecoder {
             this.digits += String.fromCharCode(byte);
             // More digits than the limit has can only announce a longer payload (leading zeros aside).
             if (this.digits.replace(/^0+(?=\d)/, '').length > this.maxDigits) {
-              throw new NetstringError('too-long', `netstring longer than ${this.maxPayload} bytes`);
+              throw new NetstringError('netstring_too_long', `netstring longer than ${this.maxPayload} bytes`);
             }
             continue;
           }
           if (byte !== COLON || this.digits === '') {
-            throw new NetstringError('syntax', `expected a digit or ':' but got byte 0x${byte.toString(16).padStart(2, '0')}`);
+            throw new NetstringError('netstring_syntax', `expected a digit or ':' but got byte 0x${byte.toString(16).padStart(2, '0')}`);
           }
           const length = Number(this.digits);
           if (length > this.maxPayload) {
-            throw new NetstringError('too-long', `netstring of ${length} bytes exceeds the limit of ${this.maxPayload}`);
+            throw new NetstringError('netstring_too_long', `netstring of ${length} bytes exceeds the limit of ${this.maxPayload}`);
           }
           this.expected = length;
           this.digits = '';
@@ -117,7 +116,7 @@ export class NetstringDecoder {
         const byte = bytes[i]!;
         i += 1;
         if (byte !== COMMA) {
-          throw new NetstringError('syntax', `expected ',' after ${this.expected} bytes but got byte 0x${byte.toString(16).padStart(2, '0')}`);
+          throw new NetstringError('netstring_syntax', `expected ',' after ${this.expected} bytes but got byte 0x${byte.toString(16).padStart(2, '0')}`);
         }
         out.push(this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks));
         this.chunks = [];
@@ -368,7 +367,7 @@ export async function startSocketmapServer(
       try {
         requests = decoder.push(chunk);
       } catch (err) {
-        failure = err instanceof NetstringError ? err : new NetstringError('syntax', String(err));
+        failure = err instanceof NetstringError ? err : new NetstringError('netstring_syntax', String(err));
         requests = failure.decoded;
       }
       for (const request of requests) {
@@ -384,7 +383,7 @@ export async function startSocketmapServer(
       }
       if (failure !== undefined) {
         log?.warn({ event: 'socketmap_bad_request', client: peer, reason: failure.code }, 'socketmap request refused');
-        fail(reply.perm(failure.code === 'too-long' ? 'request too long' : 'malformed netstring'));
+        fail(reply.perm(failure.code === 'netstring_too_long' ? 'request too long' : 'malformed netstring'));
       }
     });
   };

@@ -6,6 +6,7 @@
  */
 import type { Directory, ReplaceResult } from './directory.js';
 import type { DirectorySource } from './model.js';
+import { DirectorySourceError } from './sources/common.js';
 import type { DirectoryStore } from './store.js';
 
 /** The part of a pino logger the sync uses. */
@@ -163,7 +164,7 @@ export class DirectorySync {
     let outcome: SyncOutcome;
     try {
       const users = await source.fetchAll();
-      if (!Array.isArray(users)) throw new Error(`source ${source.name} answered no user list`);
+      if (!Array.isArray(users)) throw new DirectorySourceError(`source ${source.name} answered no user list`);
       const result = directory.replace({ source: source.name, fetchedAt: new Date().toISOString(), users }, { force });
       outcome = { ok: true, result, durationMs: Date.now() - started };
     } catch (err) {

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { AuthError } from '../errors.js';
+import { BackendError } from '../errors.js';
 import { encodePlain } from '../sasl/plain.js';
 import type { BackendConnector } from '../net/connector.js';
 import { ImapBackendConversation, parseCapabilities } from './backend.js';
@@ -153,7 +153,7 @@ export async function loginToBackend(options: BackendLoginOptions): Promise<Back
     return { ok: true, socket, rest, text: okText };
   } catch (err) {
     conversation.close();
-    if (err instanceof AuthError) throw err;
-    throw new AuthError('backend_unavailable', `backend login failed: ${(err as Error).message}`, { cause: err });
+    if (err instanceof BackendError) throw err;
+    throw new BackendError(`backend login failed: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -1,4 +1,4 @@
-import { AuthError } from '../errors.js';
+import { BackendError } from '../errors.js';
 import { BackendConversation } from '../net/backend-conversation.js';
 import { encodeAstring } from './parser.js';
 
@@ -26,7 +26,7 @@ export class ImapBackendConversation extends BackendConversation {
   async greeting(): Promise<void> {
     const line = await this.readLine();
     if (!/^\* OK\b/i.test(line)) {
-      throw new AuthError('backend_unavailable', `unexpected backend greeting: ${line.slice(0, 200)}`);
+      throw new BackendError(`unexpected backend greeting: ${line.slice(0, 200)}`);
     }
     this.greetingCapabilities = parseCapabilities(line);
   }
@@ -44,7 +44,7 @@ export class ImapBackendConversation extends BackendConversation {
       const line = await this.readLine();
       if (line.startsWith(`${tag} `)) return { line, untagged };
       if (/^\* BYE\b/i.test(line)) {
-        throw new AuthError('backend_unavailable', `backend said: ${line.slice(0, 200)}`);
+        throw new BackendError(`backend said: ${line.slice(0, 200)}`);
       }
       untagged.push(line);
     }
@@ -57,7 +57,7 @@ export class ImapBackendConversation extends BackendConversation {
       if (line.startsWith('+')) return { continuation: true, line };
       if (line.startsWith(`${tag} `)) return { continuation: false, line };
       if (/^\* BYE\b/i.test(line)) {
-        throw new AuthError('backend_unavailable', `backend said: ${line.slice(0, 200)}`);
+        throw new BackendError(`backend said: ${line.slice(0, 200)}`);
       }
     }
   }

@@ -1,3 +1,4 @@
+import { BackendError } from '../errors.js';
 import type { BackendConnector } from '../net/connector.js';
 import { ImapBackendConversation, parseCapabilities } from './backend.js';
 
@@ -36,7 +37,7 @@ export async function probeImapCapabilities(connect: BackendConnector, timeoutMs
     conversation.write(`${tag} CAPABILITY\r\n`);
     const { untagged } = await conversation.readTagged(tag);
     const found = untagged.map(parseCapabilities).find((c) => c !== undefined);
-    if (!found) throw new Error('backend sent no CAPABILITY');
+    if (!found) throw new BackendError('backend sent no CAPABILITY');
     return found;
   } finally {
     conversation.close();

@@ -1,3 +1,4 @@
+import { GateError } from '../errors.js';
 import type { CommandSegment } from './framer.js';
 import { tagOf } from './framer.js';
 
@@ -16,13 +17,13 @@ export interface ImapCommand {
 }
 
 /** A syntax error in a client command; `tag` is known when the line began with one. */
-export class ImapSyntaxError extends Error {
-  readonly code = 'imap_syntax';
+export class ImapSyntaxError extends GateError {
+  declare readonly code: 'imap_syntax';
   constructor(
     message: string,
     readonly tag: string | undefined,
   ) {
-    super(message);
+    super('imap_syntax', message, { clientMessage: message });
     this.name = 'ImapSyntaxError';
   }
 }

@@ -1,11 +1,11 @@
 import type { Socket } from 'node:net';
-import { AuthError } from '../errors.js';
+import { BackendError } from '../errors.js';
 
 /**
  * The line-reading half of a conversation with a backend before the relay, common to IMAP and
  * SMTP: lines with a deadline per reply and a bound on their length, failures of the socket
- * turned into temporary `backend_unavailable` errors, and a clean hand-over of the socket (with
- * whatever was read past the last line) to the relay.
+ * turned into BackendError (temporary, `backend_unavailable`), and a clean hand-over of the
+ * socket (with whatever was read past the last line) to the relay.
  */
 export abstract class BackendConversation {
   private buffer: Buffer = Buffer.alloc(0);
@@ -14,13 +14,13 @@ export abstract class BackendConversation {
   private readonly onData = (chunk: Buffer) => {
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
     if (this.buffer.length > this.maxLine && this.buffer.indexOf(0x0a) < 0) {
-      this.fail(new AuthError('backend_unavailable', 'backend sent an over-long line'));
+      this.fail(new BackendError('backend sent an over-long line'));
     }
     this.wake();
   };
-  private readonly onEnd = () => this.fail(new AuthError('backend_unavailable', 'backend closed the connection'));
+  private readonly onEnd = () => this.fail(new BackendError('backend closed the connection'));
   private readonly onError = (err: Error) =>
-    this.fail(new AuthError('backend_unavailable', `backend connection failed: ${err.message}`, { cause: err }));
+    this.fail(new BackendError(`backend connection failed: ${err.message}`, { cause: err }));
 
   constructor(
     readonly socket: Socket,
@@ -72,7 +72,7 @@ export abstract class BackendConversation {
       }
       if (this.failure) throw this.failure;
       const remaining = deadline - Date.now();
-      if (remaining <= 0) throw new AuthError('backend_unavailable', 'backend did not answer in time');
+      if (remaining <= 0) throw new BackendError('backend did not answer in time');
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, remaining);
         this.waiters.push(() => {

@@ -1,5 +1,5 @@
 import { connect as netConnect, type Socket } from 'node:net';
-import { AuthError } from '../errors.js';
+import { BackendError } from '../errors.js';
 import { encodeProxyV2, encodeProxyV2Local } from './proxy-protocol.js';
 
 /** The two ends of the client's connection, for a PROXY protocol header to the backend. */
@@ -23,7 +23,7 @@ export function tcpConnector(host: string, port: number, timeoutMs: number, prox
       const socket = netConnect({ host, port });
       const timer = setTimeout(() => {
         socket.destroy();
-        reject(new AuthError('backend_unavailable', `connect to ${host}:${port} timed out`));
+        reject(new BackendError(`connect to ${host}:${port} timed out`));
       }, timeoutMs);
       socket.once('connect', () => {
         clearTimeout(timer);
@@ -35,7 +35,7 @@ export function tcpConnector(host: string, port: number, timeoutMs: number, prox
       });
       socket.once('error', (err) => {
         clearTimeout(timer);
-        reject(new AuthError('backend_unavailable', `connect to ${host}:${port} failed: ${err.message}`, { cause: err }));
+        reject(new BackendError(`connect to ${host}:${port} failed: ${err.message}`, { cause: err }));
       });
     });
 }

@@ -3,9 +3,8 @@
  * comparison takes the same time whatever the guess, so the token cannot be found byte by byte.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
-import { ConfigError } from '../errors.js';
+import { readSecret } from '../config/secrets.js';
 
 const MIN_TOKEN_LENGTH = 16;
 
@@ -19,17 +18,7 @@ function digest(value: string): Buffer {
  * ConfigError naming the key when it cannot.
  */
 export function metricsAuthorizer(admin: Pick<Config['admin'], 'metricsToken' | 'metricsTokenFile'>): (authorization: string | undefined) => boolean {
-  let token = admin.metricsToken;
-  if (token === undefined && admin.metricsTokenFile !== undefined) {
-    try {
-      token = readFileSync(admin.metricsTokenFile, 'utf8').replace(/\r?\n$/, '');
-    } catch (err) {
-      throw new ConfigError('admin.metricsTokenFile', `cannot read ${admin.metricsTokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
-    if (token.length < MIN_TOKEN_LENGTH) {
-      throw new ConfigError('admin.metricsTokenFile', `the token must be at least ${MIN_TOKEN_LENGTH} characters`);
-    }
-  }
+  const token = readSecret(admin.metricsToken, admin.metricsTokenFile, 'admin.metricsToken', { minLength: MIN_TOKEN_LENGTH, what: 'token' });
   if (token === undefined) return () => true;
   // Hashes of equal length, so timingSafeEqual never throws and the length leaks nothing.
   const expected = digest(token);

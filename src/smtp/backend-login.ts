@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { AuthError } from '../errors.js';
+import { BackendError } from '../errors.js';
 import type { BackendConnector } from '../net/connector.js';
 import { encodePlain } from '../sasl/plain.js';
 import { ehloExtensions, SmtpBackendConversation, xtext, type SmtpReply } from './backend.js';
@@ -75,7 +75,7 @@ export async function loginToSmtpBackend(options: {
     tls: origin.tls,
   });
   const unavailable = (what: string, reply: SmtpReply) =>
-    new AuthError('backend_unavailable', `backend refused ${what}: ${reply.code} ${reply.lines.join(' ').slice(0, 200)}`);
+    new BackendError(`backend refused ${what}: ${reply.code} ${reply.lines.join(' ').slice(0, 200)}`);
   try {
     let ehlo = await conversation.command(`EHLO ${options.localName}`);
     if (ehlo.code !== 250) throw unavailable('EHLO', ehlo);
@@ -83,7 +83,7 @@ export async function loginToSmtpBackend(options: {
     const login = credentials.kind === 'xclient' ? credentials.user : undefined;
     const xclient = xclientCommand(origin, extensions, login);
     if (xclient === undefined && credentials.kind === 'xclient') {
-      throw new AuthError('backend_unavailable', 'backend does not offer XCLIENT LOGIN to sasl-gate: add its address to smtpd_authorized_xclient_hosts');
+      throw new BackendError('backend does not offer XCLIENT LOGIN to sasl-gate: add its address to smtpd_authorized_xclient_hosts');
     }
     if (xclient !== undefined) {
       const reply = await conversation.command(xclient);
@@ -124,7 +124,7 @@ export async function loginToSmtpBackend(options: {
     return { ok: true, socket: conversation.socket, rest, extensions: ehloExtensions(ehlo) };
   } catch (err) {
     conversation.close();
-    if (err instanceof AuthError) throw err;
-    throw new AuthError('backend_unavailable', `backend login failed: ${(err as Error).message}`, { cause: err });
+    if (err instanceof BackendError) throw err;
+    throw new BackendError(`backend login failed: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -1,4 +1,4 @@
-import { AuthError } from '../errors.js';
+import { BackendError } from '../errors.js';
 import { BackendConversation } from '../net/backend-conversation.js';
 import type { BackendConnector, ConnectionEnds } from '../net/connector.js';
 
@@ -37,7 +37,7 @@ export class SmtpBackendConversation extends BackendConversation {
     try {
       const greeting = await conversation.reply();
       if (greeting.code !== 220) {
-        throw new AuthError('backend_unavailable', `backend greeting: ${greeting.code} ${greeting.lines.join(' ').slice(0, 200)}`);
+        throw new BackendError(`backend greeting: ${greeting.code} ${greeting.lines.join(' ').slice(0, 200)}`);
       }
     } catch (err) {
       conversation.close();
@@ -63,7 +63,7 @@ export class SmtpBackendConversation extends BackendConversation {
     for (;;) {
       const line = await this.readLine();
       const match = /^(\d{3})([ -]?)(.*)$/.exec(line);
-      if (!match) throw new AuthError('backend_unavailable', `malformed backend reply: ${line.slice(0, 200)}`);
+      if (!match) throw new BackendError(`malformed backend reply: ${line.slice(0, 200)}`);
       lines.push(match[3] ?? '');
       if (match[2] !== '-') return { code: Number(match[1]), lines };
     }

@@ -1,3 +1,4 @@
+import { BackendError } from '../errors.js';
 import type { BackendConnector } from '../net/connector.js';
 import { ehloExtensions, SmtpBackendConversation } from './backend.js';
 
@@ -25,7 +26,7 @@ export async function probeSmtpExtensions(connect: BackendConnector, timeoutMs: 
   const conversation = await SmtpBackendConversation.open(connect, timeoutMs);
   try {
     const reply = await conversation.command(`EHLO ${localName}`);
-    if (reply.code !== 250) throw new Error(`backend answered EHLO with ${reply.code}`);
+    if (reply.code !== 250) throw new BackendError(`backend answered EHLO with ${reply.code}`);
     return ehloExtensions(reply);
   } finally {
     conversation.close();

@@ -3,8 +3,11 @@ import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { GateConfig } from '../config/load.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, GateError } from '../errors.js';
 import { ensureDevCertificate } from './devcert.js';
+
+/** Asked for a certificate before load() read one: a wiring mistake, not a configuration problem. */
+const notLoaded = (): GateError => new GateError('certificates_not_loaded', 'certificates not loaded');
 
 /** How often the certificate files are checked for a renewal. */
 const WATCH_INTERVAL_MS = 5000;
@@ -48,7 +51,7 @@ export class CertificateStore {
 
   /** The context for a new connection. */
   current(): SecureContext {
-    if (!this.context) throw new Error('certificates not loaded');
+    if (!this.context) throw notLoaded();
     return this.context;
   }
 
@@ -89,7 +92,7 @@ export class CertificateStore {
 
   /** The PEM files' contents in use, for servers that take them rather than a context. */
   pem(): { cert: Buffer; key: Buffer } {
-    if (!this.material) throw new Error('certificates not loaded');
+    if (!this.material) throw notLoaded();
     return this.material;
   }
 

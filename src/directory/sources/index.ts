@@ -2,7 +2,7 @@
  * The source named by the `directory` configuration section. The shape below mirrors that
  * section after validation, so the caller passes `config.directory` as it is.
  */
-import { readFileSync } from 'node:fs';
+import { readSecret } from '../../config/secrets.js';
 import { ConfigError } from '../../errors.js';
 import type { DirectorySource } from '../model.js';
 import { AuthentikSource } from './authentik.js';
@@ -39,16 +39,9 @@ export interface DirectorySourceConfig {
 }
 
 function secret(value: string | undefined, file: string | undefined, key: string): string {
-  if (value !== undefined && value !== '') return value;
-  if (file === undefined) throw new ConfigError(key, `set ${key} or ${key}File`);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
-  } catch (err) {
-    throw new ConfigError(`${key}File`, `cannot read ${file}: ${(err as Error).message}`);
-  }
-  if (text === '') throw new ConfigError(`${key}File`, 'the file is empty');
-  return text;
+  const found = readSecret(value, file, key);
+  if (found === undefined) throw new ConfigError(key, `set ${key} or ${key}File`);
+  return found;
 }
 
 /**

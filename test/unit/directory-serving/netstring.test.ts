@@ -51,7 +51,7 @@ describe('netstring encoding', () => {
 describe('netstring decoding', () => {
   it('hands over the netstrings completed before a bad byte with the error', () => {
     const err = errorOf(() => new NetstringDecoder(100).push(Buffer.from('3:abc,2:de,x')));
-    expect(err.code).toBe('syntax');
+    expect(err.code).toBe('netstring_syntax');
     expect(err.decoded.map(String)).toEqual(['abc', 'de']);
   });
 
@@ -94,15 +94,15 @@ describe('netstring decoding', () => {
     ['a line instead of a netstring', 'mailbox alice@example.test\n'],
   ])('refuses %s', (_, wire) => {
     const err = errorOf(() => new NetstringDecoder(100).push(Buffer.from(wire)));
-    expect(err.code).toBe('syntax');
+    expect(err.code).toBe('netstring_syntax');
   });
 
   it('refuses an announced length over the limit before any payload arrives', () => {
     const d = new NetstringDecoder(16);
-    expect(errorOf(() => d.push(Buffer.from('17:'))).code).toBe('too-long');
+    expect(errorOf(() => d.push(Buffer.from('17:'))).code).toBe('netstring_too_long');
     // Too many digits fail as soon as they show it, without waiting for the colon.
-    expect(errorOf(() => new NetstringDecoder(16).push(Buffer.from('100'))).code).toBe('too-long');
-    expect(errorOf(() => new NetstringDecoder(4096).push(Buffer.from('9'.repeat(10_000)))).code).toBe('too-long');
+    expect(errorOf(() => new NetstringDecoder(16).push(Buffer.from('100'))).code).toBe('netstring_too_long');
+    expect(errorOf(() => new NetstringDecoder(4096).push(Buffer.from('9'.repeat(10_000)))).code).toBe('netstring_too_long');
   });
 
   it('accepts exactly the limit, and leading zeros that do not exceed it', () => {
