@@ -188,7 +188,7 @@ describe('the real client address reaches the backend', () => {
         clientSecret: idp.clientSecret,
         usernameClaims: ['email', 'preferred_username'],
       },
-      limits: { authFailureDelayMs: 0 },
+      limits: { authFailureDelaySeconds: 0 },
     };
     const configPath = join(dir, `${name}.yaml`);
     writeFileSync(configPath, stringify(yaml));

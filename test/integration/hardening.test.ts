@@ -198,6 +198,7 @@ describe('limits', () => {
   beforeAll(async () => {
     stack = await startStack({
       config: {
+        // The deprecated millisecond keys on purpose: an old configuration keeps its delays.
         limits: { maxConnectionsPerAddress: 5, maxAuthFailures: 3, authFailureDelayMs: 200, authFailureMaxDelayMs: 800 },
       },
     });
@@ -255,7 +256,7 @@ describe('PROXY protocol', () => {
           { protocol: 'imap', bind: '127.0.0.1:0', tls: 'implicit' },
           { protocol: 'imap', bind: '127.0.0.1:0', tls: 'implicit', proxyProtocol: true, trustedProxies: ['127.0.0.5/32'] },
         ],
-        limits: { authFailureDelayMs: 0, maxConnectionsPerAddress: 3 },
+        limits: { authFailureDelaySeconds: 0, maxConnectionsPerAddress: 3 },
       },
     });
     proxied = stack.gate.listeners[1]!.port;
@@ -344,7 +345,7 @@ describe('operations', () => {
   });
 
   it('on shutdown, lets a session finish within the grace time, then says goodbye', async () => {
-    const stack = await startStack({ config: { limits: { shutdownGraceSeconds: 1, authFailureDelayMs: 0 } } });
+    const stack = await startStack({ config: { limits: { shutdownGraceSeconds: 1, authFailureDelaySeconds: 0 } } });
     const idle = await TlsImap.connect(stack);
     const token = await stack.idp.mintAccessToken({ user: ALICE.name });
     const relayed = await tokenLogin(stack, ALICE.name, token);
@@ -360,7 +361,7 @@ describe('operations', () => {
   });
 
   it('on shutdown, lets a relayed session run within the grace time, then cuts it', async () => {
-    const stack = await startStack({ config: { limits: { shutdownGraceSeconds: 1, authFailureDelayMs: 0 } } });
+    const stack = await startStack({ config: { limits: { shutdownGraceSeconds: 1, authFailureDelaySeconds: 0 } } });
     const c = await TlsImap.connect(stack);
     const token = await stack.idp.mintAccessToken({ user: ALICE.name });
     c.write(`a1 AUTHENTICATE XOAUTH2 ${xoauth2(ALICE.name, token)}\r\n`);

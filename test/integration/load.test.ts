@@ -400,7 +400,7 @@ describe('without --users, from the source checkout: tokens from the development
           { protocol: 'imap', bind: '127.0.0.1:0', tls: 'implicit' },
           { protocol: 'imap', bind: '127.0.0.1:0', tls: 'starttls' },
         ],
-        limits: { authFailureDelayMs: 0 },
+        limits: { authFailureDelaySeconds: 0 },
       },
     });
     // Its discovery failed at start (nobody listened yet); it tries again after 2 s.

@@ -50,7 +50,7 @@ const b64 = (text: string) => Buffer.from(text, 'latin1').toString('base64');
  * Every test connection comes from 127.0.0.1: without this, sasl-gate's growing delay after
  * failed logins from one address would make the refusal cases below take minutes.
  */
-const LIMITS = { limits: { authFailureDelayMs: 0 } };
+const LIMITS = { limits: { authFailureDelaySeconds: 0 } };
 
 beforeAll(async () => {
   const closed = await freePort();

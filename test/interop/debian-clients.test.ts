@@ -53,7 +53,7 @@ beforeAll(async () => {
   stack = await startStack({
     smtp: { login: 'xclient' },
     oauth: { validation: ['jwt', 'introspection'] },
-    config: { limits: { authFailureDelayMs: 0, preAuthTimeoutSeconds: PRE_AUTH_TIMEOUT } },
+    config: { limits: { authFailureDelaySeconds: 0, preAuthTimeoutSeconds: PRE_AUTH_TIMEOUT } },
   });
   ({ dir, caPath } = workDir(stack, 'debian'));
   tokens.alice = await stack.idp.mintAccessToken({ user: ALICE.name });
