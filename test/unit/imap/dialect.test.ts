@@ -1,4 +1,6 @@
 import type { SecureContext } from 'node:tls';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ImapSession, type ImapSessionContext } from '../../../src/imap/session.js';
 import { instantClock, MASTER, scriptedBackend, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
@@ -138,6 +140,43 @@ describe('IMAP dialect: logins and their replies', () => {
     expect(await client.line()).toBe('a OK [CAPABILITY IMAP4rev1 IDLE] Logged in');
     const login = backend.received.find((l) => l.includes('AUTHENTICATE'))!;
     expect(Buffer.from(login.split(' ')[3]!, 'base64').toString()).toBe(`alice@example.test\0${MASTER.user}\0${MASTER.password}`);
+    client.send('b NOOP\r\n');
+    expect(await client.line()).toBe('b OK NOOP answered by the backend.');
+  });
+
+  it('once the relay runs, the pre-login session can be collected: only the sockets and the relay stay', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const backend = dovecot();
+    const { server, client: socket } = await socketPair();
+    cleanups.push(() => {
+      socket.destroy();
+      backend.close();
+    });
+    // Made in a scope of its own, so the test keeps nothing of the session but a weak reference.
+    const open = () => {
+      const session = new ImapSession(server, {
+        ...sessionOptions(),
+        capabilities: { current: () => CAPABILITIES },
+        connectBackend: backend.connect,
+        backendResponseTimeoutMs: 2000,
+        clock: instantClock,
+      });
+      void session.run();
+      // The connection too (a private part): it holds the framer, the logger and the timers.
+      return [new WeakRef(session), new WeakRef((session as unknown as { connection: object }).connection)];
+    };
+    const refs = open();
+    const client = new TestClient(socket);
+    await client.line();
+    client.send(`a AUTHENTICATE XOAUTH2 ${xoauth2('alice@example.test', 'alice-token')}\r\n`);
+    expect(await client.line()).toBe('a OK [CAPABILITY IMAP4rev1 IDLE] Logged in');
+    const alive = () => refs.filter((ref) => ref.deref() !== undefined).length;
+    for (let i = 0; i < 5 && alive() > 0; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+    }
+    expect(alive()).toBe(0);
     client.send('b NOOP\r\n');
     expect(await client.line()).toBe('b OK NOOP answered by the backend.');
   });

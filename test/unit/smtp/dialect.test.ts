@@ -1,4 +1,6 @@
 import type { SecureContext } from 'node:tls';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SmtpSession, type SmtpSessionContext } from '../../../src/smtp/session.js';
 import { instantClock, MASTER, scriptedBackend, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
@@ -139,6 +141,44 @@ describe('SMTP dialect: AUTH and its replies', () => {
     expect(await client.line()).toBe('235 2.7.0 Authentication successful');
     const auth = backend.received.find((l) => l.startsWith('AUTH PLAIN'))!;
     expect(Buffer.from(auth.split(' ')[2]!, 'base64').toString()).toBe(`alice@example.test\0${MASTER.user}\0${MASTER.password}`);
+    client.send('NOOP\r\n');
+    expect(await client.line()).toBe('250 2.0.0 Ok from the backend');
+  });
+
+  it('once the command relay runs, the pre-login session can be collected', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const backend = postfix();
+    const { server, client: socket } = await socketPair();
+    cleanups.push(() => {
+      socket.destroy();
+      backend.close();
+    });
+    // Made in a scope of its own, so the test keeps nothing of the session but weak references.
+    const open = () => {
+      const session = new SmtpSession(server, {
+        ...sessionOptions(),
+        hostname: HOST,
+        login: 'master',
+        extensions: { current: () => EXTENSIONS },
+        connectBackend: backend.connect,
+        backendResponseTimeoutMs: 2000,
+        clock: instantClock,
+      });
+      void session.run();
+      return [new WeakRef(session), new WeakRef((session as unknown as { connection: object }).connection)];
+    };
+    const refs = open();
+    const client = new TestClient(socket);
+    await client.line();
+    client.send(`EHLO c\r\nAUTH XOAUTH2 ${xoauth2('alice@example.test', 'alice-token')}\r\n`);
+    expect((await client.lines(6)).at(-1)).toBe('235 2.7.0 Authentication successful');
+    const alive = () => refs.filter((ref) => ref.deref() !== undefined).length;
+    for (let i = 0; i < 5 && alive() > 0; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+    }
+    expect(alive()).toBe(0);
     client.send('NOOP\r\n');
     expect(await client.line()).toBe('250 2.0.0 Ok from the backend');
   });
