@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { ClientConnection } from '../login/connection.js';
-import { LoginFlow, type BackendAnswer, type BackendCredentials, type FlowClock } from '../login/flow.js';
+import { connectionLoginFlow } from '../login/connection-flow.js';
+import type { BackendAnswer, BackendCredentials, FlowClock, LoginFlow } from '../login/flow.js';
 import type { SessionOptions } from '../login/options.js';
 import type { BackendConnector } from '../net/connector.js';
 import { loginToBackend, type BackendCredentials as ImapCredentials } from './backend-login.js';
@@ -36,26 +37,11 @@ export class ImapSession {
   ) {
     const connection = new ClientConnection(socket, new ImapFramer(ctx.limits), ctx, FAREWELLS);
     this.connection = connection;
-    this.flow = new LoginFlow(
-      {
-        ...pickFlowOptions(ctx),
-        protocol: 'imap',
-        log: connection.log,
-        client: connection.client,
-        record: connection.record,
-        clock: ctx.clock,
-      },
-      {
-        challenge: (text) => connection.send(continuation(text)),
-        response: () => connection.nextFrame((framer) => framer.readLine()),
-        abandonResponse: () => {
-          connection.abandonWait();
-          return connection.framer.takeLoneByte(0x01);
-        },
-        isClosed: () => connection.isClosed,
-        backendLogin: (credentials) => this.backendLogin(credentials),
-      },
-    );
+    this.flow = connectionLoginFlow<string, ImapBackendRefusal>(connection, ctx, {
+      protocol: 'imap',
+      challenge: continuation,
+      backendLogin: (credentials) => this.backendLogin(credentials),
+    });
   }
 
   /** The session id, also the backend's `x-session-id`. */
@@ -171,16 +157,3 @@ export class ImapSession {
   }
 }
 
-/** The shared options the login flow reads. */
-function pickFlowOptions(ctx: SessionOptions) {
-  return {
-    listener: ctx.listener,
-    maxAuthFailures: ctx.limits.maxAuthFailures,
-    failures: ctx.failures,
-    metrics: ctx.metrics,
-    validator: ctx.validator,
-    oauth: ctx.oauth,
-    master: ctx.master,
-    directoryVerdict: ctx.directoryVerdict,
-  };
-}

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { ClientConnection } from '../login/connection.js';
-import { LoginFlow, type BackendAnswer, type BackendCredentials, type FlowClock } from '../login/flow.js';
+import { connectionLoginFlow } from '../login/connection-flow.js';
+import type { BackendAnswer, BackendCredentials, FlowClock, LoginFlow } from '../login/flow.js';
 import type { SessionOptions } from '../login/options.js';
 import { LineFramer } from '../net/line-framer.js';
 import type { BackendConnector } from '../net/connector.js';
@@ -39,33 +40,11 @@ export class SmtpSession {
   ) {
     const connection = new ClientConnection(socket, new LineFramer(ctx.limits.maxLineLength), ctx, FAREWELLS);
     this.connection = connection;
-    this.flow = new LoginFlow(
-      {
-        listener: ctx.listener,
-        maxAuthFailures: ctx.limits.maxAuthFailures,
-        failures: ctx.failures,
-        metrics: ctx.metrics,
-        validator: ctx.validator,
-        oauth: ctx.oauth,
-        master: ctx.master,
-        directoryVerdict: ctx.directoryVerdict,
-        protocol: 'smtp',
-        log: connection.log,
-        client: connection.client,
-        record: connection.record,
-        clock: ctx.clock,
-      },
-      {
-        challenge: (text) => connection.send(challenge(text)),
-        response: () => connection.nextFrame((framer) => framer.readLine()),
-        abandonResponse: () => {
-          connection.abandonWait();
-          return connection.framer.takeLoneByte(0x01);
-        },
-        isClosed: () => connection.isClosed,
-        backendLogin: (credentials) => this.backendLogin(credentials),
-      },
-    );
+    this.flow = connectionLoginFlow<string[], SmtpReply>(connection, ctx, {
+      protocol: 'smtp',
+      challenge: challenge,
+      backendLogin: (credentials) => this.backendLogin(credentials),
+    });
   }
 
   /** Serves the connection until the relay ends, the client leaves, or a limit is reached. */
