@@ -92,7 +92,6 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const certificates = new CertificateStore(config, log);
   await certificates.load();
   certificates.watch();
-  let metrics: Metrics | undefined;
   /** The provider's recent record, from readiness probes and from the validations of logins. */
   const providerHealth = new DependencyHealth();
   const validator =
@@ -102,7 +101,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       domains: acceptedDomains(config),
       log,
       onStrategy: (strategy, seconds, verdict) => {
-        metrics?.validationSeconds.observe({ strategy, verdict }, seconds);
+        metrics.validationSeconds.observe({ strategy, verdict }, seconds);
         if (verdict === 'unavailable') providerHealth.failed(`${strategy} validation could not reach the provider`, 'login');
         else if (verdict === 'accepted' || verdict === 'rejected') providerHealth.succeeded();
       },
@@ -111,7 +110,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const backendHealth: Array<{ name: string; health: DependencyHealth; cache: CapabilityCache }> = [];
   /** The OpenID provider behind the validator, when it has one (a test's validator may not). */
   const provider = validator.providerStatus?.();
-  metrics = new Metrics({
+  const metrics = new Metrics({
     ...(provider ? { tokenCache: () => provider.cacheStats(), breakerState: () => provider.breakerState() } : {}),
     certificateExpiry: () => certificates.expiresAt(),
     dependencies: () => [
@@ -141,7 +140,6 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const connections = new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
   /** Connections being refused (handshake, then the refusal): bounded like the admitted ones. */
   const refusing = new ConnectionLimiter(MAX_REFUSALS_IN_PROGRESS, config.limits.maxConnectionsPerAddress);
-  const sessionMetrics: Metrics = metrics;
   const failures = new FailureTracker({ baseDelayMs: config.limits.authFailureDelayMs, maxDelayMs: config.limits.authFailureMaxDelayMs });
 
   /** One session factory per protocol, sharing a capability cache across that protocol's listeners. */
@@ -159,7 +157,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       validator,
       log,
       failures,
-      metrics: sessionMetrics,
+      metrics,
       directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
     };
     if (resolved.protocol === 'imap') {
