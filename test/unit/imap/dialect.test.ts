@@ -3,7 +3,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ImapSession, type ImapSessionContext } from '../../../src/imap/session.js';
-import { instantClock, MASTER, scriptedBackend, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
+import { ManualClock, MASTER, scriptedBackend, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
 
 const CAPABILITIES = ['IMAP4rev1', 'ID', 'SASL-IR', 'AUTH=XOAUTH2', 'AUTH=OAUTHBEARER', 'AUTH=PLAIN', 'AUTH=LOGIN'];
 const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64');
@@ -41,6 +41,7 @@ afterEach(() => {
 });
 
 async function start(options: { starttls?: boolean; limits?: Partial<ImapSessionContext['limits']> } = {}) {
+  const clock = new ManualClock();
   const backend = dovecot();
   const { server, client } = await socketPair();
   const ctx = {
@@ -48,7 +49,7 @@ async function start(options: { starttls?: boolean; limits?: Partial<ImapSession
     capabilities: { current: () => CAPABILITIES },
     connectBackend: backend.connect,
     backendResponseTimeoutMs: 2000,
-    clock: instantClock,
+    clock,
   };
   const session = new ImapSession(server, ctx);
   const running = session.run();
@@ -57,7 +58,7 @@ async function start(options: { starttls?: boolean; limits?: Partial<ImapSession
     test.socket.destroy();
     backend.close();
   });
-  return { session, running, client: test, backend, ctx };
+  return { session, running, client: test, backend, ctx, clock };
 }
 
 describe('IMAP dialect: pre-login commands on an implicit-TLS listener', () => {
@@ -160,7 +161,7 @@ describe('IMAP dialect: logins and their replies', () => {
         capabilities: { current: () => CAPABILITIES },
         connectBackend: backend.connect,
         backendResponseTimeoutMs: 2000,
-        clock: instantClock,
+        clock: new ManualClock(),
       });
       void session.run();
       // The connection too (a private part): it holds the framer, the logger and the timers.
@@ -187,9 +188,21 @@ describe('IMAP dialect: logins and their replies', () => {
     client.send(`a AUTHENTICATE XOAUTH2 ${xoauth2('alice@example.test', 'stale')}\r\n`);
     const challenge = await client.line();
     expect(JSON.parse(Buffer.from(challenge.slice(2), 'base64').toString())).toMatchObject({ status: '401' });
-    client.send('\r\n');
-    expect(await client.line()).toBe('a NO [AUTHENTICATIONFAILED] Authentication failed.');
+    client.send('\r\nb NOOP\r\n');
+    expect(await client.lines(2)).toEqual(['a NO [AUTHENTICATIONFAILED] Authentication failed.', 'b OK NOOP completed.']);
     expect(backend.received).toEqual([]);
+  });
+
+  it('a client that never answers the error challenge gets the NO once the wait has run out', async () => {
+    const { client, clock } = await start();
+    await client.line();
+    client.send(`a AUTHENTICATE OAUTHBEARER ${b64('n,,\x01auth=Bearer stale\x01\x01')}\r\n`);
+    expect(await client.line()).toMatch(/^\+ [A-Za-z0-9+/]+=*$/);
+    expect(clock.waiting).toBe(1);
+    clock.elapse();
+    expect(await client.line()).toBe('a NO [AUTHENTICATIONFAILED] Authentication failed.');
+    client.send('b NOOP\r\n');
+    expect(await client.line()).toBe('b OK NOOP completed.');
   });
 
   it('a provider outage: NO [UNAVAILABLE], the connection stays usable', async () => {

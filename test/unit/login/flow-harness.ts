@@ -90,11 +90,36 @@ export const fakeValidator: TokenValidator = {
   },
 };
 
-/** A clock whose waits end at once. */
-export const instantClock: FlowClock = {
-  now: () => 0,
-  after: () => ({ elapsed: Promise.resolve(), cancel: () => undefined }),
-};
+/** A clock whose waits end only when the test says so. */
+export class ManualClock implements FlowClock {
+  private readonly pending = new Set<() => void>();
+
+  now(): number {
+    return 0;
+  }
+
+  after(_ms: number): { elapsed: Promise<void>; cancel(): void } {
+    let fire = () => undefined as void;
+    const elapsed = new Promise<void>((resolve) => {
+      fire = () => {
+        this.pending.delete(fire);
+        resolve();
+      };
+    });
+    this.pending.add(fire);
+    return { elapsed, cancel: () => void this.pending.delete(fire) };
+  }
+
+  /** How many waits are running. */
+  get waiting(): number {
+    return this.pending.size;
+  }
+
+  /** Ends every running wait. */
+  elapse(): void {
+    for (const fire of [...this.pending]) fire();
+  }
+}
 
 /** The shared session options for a test, with overrides. */
 export function sessionOptions(
@@ -108,7 +133,8 @@ export function sessionOptions(
     log,
     clientAddress: undefined,
     starttls: undefined,
-    failures: new FailureTracker(),
+    // No failure delays here: the login flow's own tests cover them on their clock.
+    failures: new FailureTracker({ baseDelayMs: 0 }),
     metrics: new Metrics(),
     validator: fakeValidator,
     oauth: { issuer: 'https://id.example.test', scope: 'openid email' },

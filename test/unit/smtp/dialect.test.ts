@@ -3,7 +3,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SmtpSession, type SmtpSessionContext } from '../../../src/smtp/session.js';
-import { instantClock, MASTER, scriptedBackend, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
+import { ManualClock, MASTER, scriptedBackend, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
 
 const EXTENSIONS = ['PIPELINING', 'ENHANCEDSTATUSCODES', '8BITMIME', 'AUTH XOAUTH2 OAUTHBEARER PLAIN LOGIN'];
 const HOST = 'gate.example.test';
@@ -17,7 +17,10 @@ function postfix() {
     if (verb === 'EHLO') {
       reply('250-postfix.example.test');
       reply('250-PIPELINING');
+      reply('250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN');
       reply('250 AUTH PLAIN LOGIN');
+    } else if (verb === 'XCLIENT') {
+      reply('220 postfix.example.test ESMTP');
     } else if (verb === 'AUTH') {
       const [authzid, authcid, password] = Buffer.from(args[1] ?? '', 'base64').toString().split('\0');
       const master = authcid === MASTER.user && password === MASTER.password && authzid !== '';
@@ -40,17 +43,18 @@ afterEach(() => {
   for (const cleanup of cleanups.splice(0)) cleanup();
 });
 
-async function start(options: { starttls?: boolean; limits?: Partial<SmtpSessionContext['limits']> } = {}) {
+async function start(options: { starttls?: boolean; login?: 'xclient' | 'master'; limits?: Partial<SmtpSessionContext['limits']> } = {}) {
+  const clock = new ManualClock();
   const backend = postfix();
   const { server, client } = await socketPair();
   const ctx: SmtpSessionContext = {
     ...sessionOptions({ ...(options.limits ? { limits: options.limits } : {}), starttls: options.starttls ? () => certificate.context : undefined }),
     hostname: HOST,
-    login: 'master',
+    login: options.login ?? 'master',
     extensions: { current: () => EXTENSIONS },
     connectBackend: backend.connect,
     backendResponseTimeoutMs: 2000,
-    clock: instantClock,
+    clock,
   };
   const running = new SmtpSession(server, ctx).run();
   const test = new TestClient(client);
@@ -58,7 +62,7 @@ async function start(options: { starttls?: boolean; limits?: Partial<SmtpSession
     test.socket.destroy();
     backend.close();
   });
-  return { running, client: test, backend };
+  return { running, client: test, backend, clock };
 }
 
 const EHLO_REPLY = [`250-${HOST}`, '250-PIPELINING', '250-ENHANCEDSTATUSCODES', '250-8BITMIME', '250 AUTH XOAUTH2 OAUTHBEARER PLAIN LOGIN'];
@@ -163,7 +167,7 @@ describe('SMTP dialect: AUTH and its replies', () => {
         extensions: { current: () => EXTENSIONS },
         connectBackend: backend.connect,
         backendResponseTimeoutMs: 2000,
-        clock: instantClock,
+        clock: new ManualClock(),
       });
       void session.run();
       return [new WeakRef(session), new WeakRef((session as unknown as { connection: object }).connection)];
@@ -181,6 +185,25 @@ describe('SMTP dialect: AUTH and its replies', () => {
     expect(alive()).toBe(0);
     client.send('NOOP\r\n');
     expect(await client.line()).toBe('250 2.0.0 Ok from the backend');
+  });
+
+  it('login: xclient hands Postfix the token’s identity as XCLIENT LOGIN, and nothing the client named otherwise', async () => {
+    const { client, backend } = await start({ login: 'xclient' });
+    await client.line();
+    client.send(`EHLO c\r\nAUTH XOAUTH2 ${xoauth2('mallory@example.test', 'alice-token')}\r\n`);
+    await client.lines(5);
+    expect(JSON.parse(Buffer.from((await client.line()).slice(4), 'base64').toString())).toMatchObject({ status: '401' });
+    client.send('\r\n');
+    expect(await client.line()).toBe('535 5.7.8 Authentication credentials invalid');
+    expect(backend.received).toEqual([]);
+    // The client's spelling of the right name: the token's own spelling is what Postfix gets.
+    client.send(`AUTH XOAUTH2 ${xoauth2('ALICE@Example.test', 'alice-token')}\r\n`);
+    expect(await client.line()).toBe('235 2.7.0 Authentication successful');
+    const xclient = backend.received.find((l) => l.startsWith('XCLIENT'))!;
+    expect(xclient).toContain(' LOGIN=alice@example.test');
+    expect(xclient).not.toMatch(/ALICE@Example|mallory/);
+    expect(xclient).toContain('HELO=c');
+    expect(backend.received.some((l) => l.startsWith('AUTH'))).toBe(false);
   });
 
   it('a rejected token: the 334 error challenge, then 535 after the dummy reply', async () => {
