@@ -6,11 +6,14 @@ import { ChainValidator } from './auth/chain.js';
 import type { TokenValidator } from './auth/validator.js';
 import type { GateConfig } from './config/load.js';
 import { acceptedDomains, type ListenerConfig } from './config/schema.js';
+import { resolveListeners, type ResolvedListener } from './config/listeners.js';
 import { tcpConnector, type BackendConnector } from './net/connector.js';
 import { advertisedCapabilities, IMAP_FALLBACK, probeImapCapabilities } from './imap/capabilities.js';
 import { ImapSession } from './imap/session.js';
 import { advertisedSmtpExtensions, probeSmtpExtensions } from './smtp/capabilities.js';
 import { SmtpSession } from './smtp/session.js';
+import { CONNECTION_REFUSED as IMAP_CONNECTION_REFUSED } from './imap/replies.js';
+import { CONNECTION_REFUSED as SMTP_CONNECTION_REFUSED } from './smtp/replies.js';
 import { CapabilityCache } from './login/capability-cache.js';
 import { CertificateStore } from './tls/certificates.js';
 import { FailureTracker } from './login/failures.js';
@@ -21,7 +24,7 @@ import { DependencyHealth, Readiness, tracked } from './observe/health.js';
 import { Metrics } from './observe/metrics.js';
 import { canonicalAddress, parseNetworks, type NetworkList } from './net/networks.js';
 import { readProxyHeader } from './net/proxy-reader.js';
-import type { SessionOptions } from './login/session.js';
+import type { ConnectionParameters, SessionOptions } from './login/options.js';
 
 /** Seams a caller (tests, the demo) may replace. */
 export interface GateDependencies {
@@ -56,7 +59,7 @@ interface Session extends Closable {
   run(onRelay?: (relay: Closable) => void): Promise<void>;
 }
 
-type SessionFactory = (socket: Socket, name: string, options: Pick<SessionOptions, 'clientAddress' | 'starttls'>) => Session;
+type SessionFactory = (socket: Socket, connection: ConnectionParameters) => Session;
 
 function listen(server: NetServer | HttpServer, host: string, port: number): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
@@ -74,10 +77,7 @@ const REFUSAL_HANDSHAKE_MS = 10_000;
 const MAX_REFUSALS_IN_PROGRESS = 1000;
 
 /** Words that refuse a connection at the limit, in each protocol's terms. */
-const REFUSALS = {
-  imap: '* BYE [UNAVAILABLE] Too many connections from your address, try again later.',
-  smtp: '421 4.7.0 Too many connections from your address, try again later',
-};
+const REFUSALS = { imap: IMAP_CONNECTION_REFUSED, smtp: SMTP_CONNECTION_REFUSED };
 
 /** A connector that records each connection attempt's outcome in `health`. */
 function trackedConnector(connect: BackendConnector, health: DependencyHealth): BackendConnector {
@@ -92,7 +92,6 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const certificates = new CertificateStore(config, log);
   await certificates.load();
   certificates.watch();
-  let metrics: Metrics | undefined;
   /** The provider's recent record, from readiness probes and from the validations of logins. */
   const providerHealth = new DependencyHealth();
   const validator =
@@ -102,28 +101,25 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       domains: acceptedDomains(config),
       log,
       onStrategy: (strategy, seconds, verdict) => {
-        metrics?.validationSeconds.observe({ strategy, verdict }, seconds);
+        metrics.validationSeconds.observe({ strategy, verdict }, seconds);
         if (verdict === 'unavailable') providerHealth.failed(`${strategy} validation could not reach the provider`, 'login');
         else if (verdict === 'accepted' || verdict === 'rejected') providerHealth.succeeded();
       },
     });
   /** Each backend's recent record (probes and client connections), for /readyz and the metrics. */
   const backendHealth: Array<{ name: string; health: DependencyHealth; cache: CapabilityCache }> = [];
-  metrics = new Metrics({
-    ...(validator instanceof ChainValidator
-      ? {
-          tokenCache: () => ({ ...validator.cache.stats, size: validator.cache.size }),
-          breakerState: () => validator.provider.breaker.state,
-        }
-      : {}),
+  /** The OpenID provider behind the validator, when it has one (a test's validator may not). */
+  const provider = validator.providerStatus?.();
+  const metrics = new Metrics({
+    ...(provider ? { tokenCache: () => provider.cacheStats(), breakerState: () => provider.breakerState() } : {}),
     certificateExpiry: () => certificates.expiresAt(),
     dependencies: () => [
       ...backendHealth.map(({ cache, health }) => ({ dependency: cache.name, up: health.check().ok })),
-      ...(validator instanceof ChainValidator ? [{ dependency: 'provider', up: providerHealth.check().ok }] : []),
+      ...(provider ? [{ dependency: 'provider', up: providerHealth.check().ok }] : []),
     ],
   });
-  if (validator instanceof ChainValidator) {
-    tracked(providerHealth, 'probe', () => validator.provider.warmUp()).then(
+  if (provider) {
+    tracked(providerHealth, 'probe', () => provider.warmUp()).then(
       (meta) =>
         log.info(
           { issuer: meta.issuer, jwks: meta.jwksUri, introspection: meta.introspectionEndpoint, userinfo: meta.userinfoEndpoint },
@@ -148,11 +144,13 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
 
   /** One session factory per protocol, sharing a capability cache across that protocol's listeners. */
   const factories = new Map<'imap' | 'smtp', SessionFactory>();
-  const factoryFor = async (protocol: 'imap' | 'smtp'): Promise<SessionFactory> => {
+  const factoryFor = async (resolved: ResolvedListener): Promise<SessionFactory> => {
+    const { protocol } = resolved;
     const existing = factories.get(protocol);
     if (existing) return existing;
     let factory: SessionFactory;
-    const common = {
+    /** The options every session shares; typed, so a renamed or forgotten field does not compile. */
+    const shared: Omit<SessionOptions, keyof ConnectionParameters> = {
       limits: config.limits,
       master: config.master,
       oauth: { issuer: config.oauth.issuer, scope: config.oauth.scope },
@@ -162,8 +160,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       metrics,
       directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
     };
-    if (protocol === 'imap') {
-      const backend = config.backends.imap!;
+    if (resolved.protocol === 'imap') {
+      const { backend } = resolved;
       const health = new DependencyHealth();
       const connect = trackedConnector(
         deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
@@ -180,17 +178,18 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       await capabilities.start();
       caches.push(capabilities);
       backendHealth.push({ name: 'imap backend', health, cache: capabilities });
-      factory = (socket, name, options) =>
+      factory = (socket, connection) =>
         new ImapSession(socket, {
-          ...common,
-          ...options,
-          listener: name,
+          ...shared,
+          listener: connection.listener,
+          clientAddress: connection.clientAddress,
+          starttls: connection.starttls,
           capabilities,
           connectBackend: connect,
           backendResponseTimeoutMs: backend.responseTimeoutSeconds * 1000,
         });
     } else {
-      const backend = config.backends.smtp!;
+      const { backend } = resolved;
       const health = new DependencyHealth();
       const connect = trackedConnector(
         deps.smtpConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
@@ -209,11 +208,12 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       await extensions.start();
       caches.push(extensions);
       backendHealth.push({ name: 'smtp backend', health, cache: extensions });
-      factory = (socket, name, options) =>
+      factory = (socket, connection) =>
         new SmtpSession(socket, {
-          ...common,
-          ...options,
-          listener: name,
+          ...shared,
+          listener: connection.listener,
+          clientAddress: connection.clientAddress,
+          starttls: connection.starttls,
           hostname: config.hostname,
           login: backend.login,
           extensions,
@@ -324,7 +324,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       connections.release(address);
       metrics.connectionsOpen.dec({ listener: name });
     });
-    const session = createSession(socket, name, {
+    const session = createSession(socket, {
+      listener: name,
       clientAddress,
       starttls: listener.tls === 'starttls' ? () => certificates.current() : undefined,
     });
@@ -339,9 +340,9 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     void session.run(handOver).finally(() => sessions.delete(open));
   };
 
-  for (const [index, listener] of config.listeners.entries()) {
-    const createSession = await factoryFor(listener.protocol);
-    const name = listener.name ?? `${listener.protocol}-${listener.bind.port || index}`;
+  for (const resolved of resolveListeners(config)) {
+    const { listener, name } = resolved;
+    const createSession = await factoryFor(resolved);
     const trusted = listener.proxyProtocol ? parseNetworks(listener.trustedProxies) : undefined;
     const server = createNetServer({ allowHalfOpen: true }, (raw) => void accept(raw, listener, name, createSession, trusted));
     const address = await listen(server, listener.bind.host, listener.bind.port);
@@ -356,13 +357,13 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   if (config.admin.bind) {
     const readiness = new Readiness();
     for (const { name, health } of backendHealth) readiness.add(name, () => health.check());
-    if (validator instanceof ChainValidator) {
+    if (provider) {
       // With introspection or userinfo every new token needs the provider; with jwt alone only
       // fetching keys does, so a failed probe is shown but counts only once logins fail too.
       const perLogin = config.oauth.validation.some((strategy) => strategy !== 'jwt');
       readiness.add('openid provider', () => {
         const result = providerHealth.check();
-        if (result.ok || perLogin || providerHealth.failing === 'login' || !validator.provider.isReady()) return result;
+        if (result.ok || perLogin || providerHealth.failing === 'login' || !provider.isReady()) return result;
         return { ok: true, text: `${result.text} (not needed per login while the signing keys are cached)` };
       });
     } else {
@@ -383,7 +384,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     };
     probeTimer = setInterval(() => {
       for (const { health, cache } of backendHealth) probe(health, () => cache.refresh());
-      if (validator instanceof ChainValidator) probe(providerHealth, () => tracked(providerHealth, 'probe', () => validator.provider.probe()));
+      if (provider) probe(providerHealth, () => tracked(providerHealth, 'probe', () => provider.probe()));
     }, probeMs);
     probeTimer.unref();
 

@@ -9,7 +9,7 @@ import { ProviderClient } from './provider.js';
 import { IntrospectionStrategy, UserinfoStrategy } from './remote.js';
 import type { Strategy } from './strategy.js';
 import { ValidationError } from './validation-error.js';
-import type { TokenIdentity, TokenValidator } from './validator.js';
+import type { TokenIdentity, TokenValidator, ValidatorProvider } from './validator.js';
 
 /** One strategy's verdict, for `check-token` and for logs. */
 export interface StrategyReport {
@@ -67,6 +67,17 @@ export class ChainValidator implements TokenValidator {
 
   isReady(): boolean {
     return this.provider.isReady();
+  }
+
+  /** The provider and the token cache, for readiness and the metrics. */
+  providerStatus(): ValidatorProvider {
+    return {
+      warmUp: () => this.provider.warmUp(),
+      probe: () => this.provider.probe(),
+      isReady: () => this.provider.isReady(),
+      breakerState: () => this.provider.breaker.state,
+      cacheStats: () => ({ ...this.cache.stats, size: this.cache.size }),
+    };
   }
 
   validate(token: string): Promise<TokenIdentity> {
