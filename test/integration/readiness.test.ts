@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, tokenLogin, USERS, type Stack } from '../support/stack.js';
+import { waitFor } from '../support/wait.js';
 
 const ALICE = USERS[0]!;
 let stack: Stack;
@@ -26,12 +27,10 @@ async function get(path: string): Promise<{ status: number; body: string }> {
 
 /** Polls /readyz until it answers `status`, for at most `timeoutMs`. */
 async function readyzUntil(status: number, timeoutMs = 10_000): Promise<{ status: number; body: string }> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const answer = await get('/readyz');
-    if (answer.status === status || Date.now() > deadline) return answer;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  let answer = await get('/readyz');
+  // The last answer is returned either way: the caller's assertion shows what it was.
+  await waitFor(async () => (answer = await get('/readyz')).status === status, { timeoutMs, intervalMs: 100 }).catch(() => undefined);
+  return answer;
 }
 
 describe('readiness follows the backend', () => {
