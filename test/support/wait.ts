@@ -2,11 +2,9 @@
  * Waiting in integration tests and benchmarks, which talk to real servers on the wall clock.
  * Unit tests do not use these: they drive time with fake timers or an injected clock.
  */
-import { setTimeout as delay } from 'node:timers/promises';
-
 /** Resolves after `ms` milliseconds of wall-clock time. */
 export function sleep(ms: number): Promise<void> {
-  return delay(ms);
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** How long and how often {@link waitFor} asks. */
@@ -36,7 +34,7 @@ export async function waitFor<T>(probe: () => T | NotYet | Promise<T | NotYet>, 
     const left = deadline - Date.now();
     if (left <= 0) {
       const described = typeof what === 'function' ? what() : what;
-      throw new Error(`waited ${timeoutMs} ms for ${described} in vain`);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${described}`);
     }
     await sleep(Math.min(intervalMs, left));
   }
