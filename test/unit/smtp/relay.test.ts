@@ -2,7 +2,7 @@ import { Duplex, duplexPair } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { RelayStats } from '../../../src/relay/pipe.js';
-import { filterEhloReply, runSmtpCommandRelay, withoutAuthParameter, type SmtpRelayLimits } from '../../../src/smtp/relay.js';
+import { filterEhloReply, runSmtpCommandRelay, withoutAuthParameter, type SmtpRelayLimits, type SmtpRelayOptions } from '../../../src/smtp/relay.js';
 
 /** Lets queued stream events run (no timers involved). */
 async function settle(): Promise<void> {
@@ -10,7 +10,7 @@ async function settle(): Promise<void> {
 }
 
 /** One relay between an in-process client and a scripted backend. */
-function harness(limits: Partial<SmtpRelayLimits> = {}, pending?: { toBackend?: Buffer }, backendClosesOnEof = true, chunking?: boolean) {
+function harness(limits: Partial<SmtpRelayLimits> = {}, pending?: SmtpRelayOptions['pending'], backendClosesOnEof = true, chunking?: boolean) {
   const [clientSide, relayClient] = duplexPair();
   const [relayBackend, backendSide] = duplexPair();
   const logged: Array<Record<string, unknown>> = [];
@@ -336,6 +336,34 @@ describe('SMTP command relay: bounds and time', () => {
     for (let i = 0; i < 50 && h.clientSide.writableLength > 0; i++) await settle();
     await h.client('.\r\n');
     expect(h.takeBackend()).toBe(`${content}.\r\n`);
+  });
+
+  it('what was read before the relay began is handled first: a 421 the backend already sent, a client that already closed', async () => {
+    const [clientSide, relayClient] = duplexPair();
+    const [relayBackend, backendSide] = duplexPair();
+    let toClient = '';
+    clientSide.on('data', (c: Buffer) => (toClient += c.toString('latin1')));
+    clientSide.on('end', () => clientSide.end());
+    backendSide.on('end', () => backendSide.end());
+    backendSide.resume();
+    const stats = await runSmtpCommandRelay({
+      client: relayClient,
+      backend: relayBackend,
+      pending: { toClient: Buffer.from('421 4.3.2 Service shutting down\r\n') },
+      log: pino({ level: 'silent' }),
+    });
+    expect(toClient).toBe('421 4.3.2 Service shutting down\r\n');
+    expect(stats.bytesToClient).toBe(toClient.length);
+
+    const h = harness({}, { toBackend: Buffer.from('NOOP\r\n'), clientEnded: true }, false);
+    await settle();
+    // The pipelined NOOP still reaches the backend, and its reply the client, before the end.
+    expect(h.takeBackend()).toBe('NOOP\r\n');
+    expect(h.ended().backend).toBe(true);
+    await h.backend('250 2.0.0 Ok\r\n');
+    h.backendSide.end();
+    await h.done;
+    expect(h.takeClient()).toBe('250 2.0.0 Ok\r\n');
   });
 
   it('an idle client is cut after idleTimeoutMs, and the backend connection ends with it', async () => {
