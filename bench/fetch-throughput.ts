@@ -21,6 +21,7 @@
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
+import type { ImapClient } from '../src/load/imap.js';
 import {
   JSON_OUTPUT,
   args,
@@ -39,7 +40,7 @@ import {
   treeCpuSeconds,
 } from './lib/common.js';
 import { gateCommandNote, startGateProcess } from './lib/gate.js';
-import { ImapBench, makeMessage } from './lib/imap-client.js';
+import { connectImap, fetchAll, makeMessage, run } from './lib/imap-client.js';
 import { profileText, summarizeProfile } from './lib/profile.js';
 import { USERS, certificate, gateConfig, scratchDir, startBenchDovecot, startBenchIdp, tokensFor } from './lib/stack.js';
 
@@ -87,44 +88,39 @@ runBench('fetch-throughput', 10 * 60_000, async () => {
   progress(`appending ${MESSAGES} messages of ${SIZE} bytes to ${alice.name}'s INBOX ...`);
   const appendStarted = performance.now();
   {
-    const c = await ImapBench.connect({ host: dovecot.host, port: dovecot.imapPort, tls: false, timeoutMs: 300_000 });
-    await c.loginPlain(alice.name, alice.password);
-    const chunk = 200;
+    const c = await connectImap({ host: dovecot.host, port: dovecot.imapPort, tls: false, timeoutMs: 300_000 });
+    await c.authenticate('plain', { user: alice.name, secret: alice.password }, dovecot.host, dovecot.imapPort);
+    const chunk = 50;
     for (let i = 0; i < MESSAGES; i += chunk) {
       const batch = Array.from({ length: Math.min(chunk, MESSAGES - i) }, (_, k) => makeMessage(i + k, SIZE));
       await c.appendAll('INBOX', batch);
     }
-    const status = await c.command('STATUS INBOX (MESSAGES)');
+    const status = await run(c, 'STATUS INBOX (MESSAGES)');
     await c.logout();
     void status;
   }
   const appendSeconds = (performance.now() - appendStarted) / 1000;
 
-  const open = async (side: Side): Promise<ImapBench> => {
+  const open = async (side: Side): Promise<ImapClient> => {
     if (side === 'gate') {
-      const c = await ImapBench.connect({ host: gate.host, port: gate.port, tls: true, ca, timeoutMs: 300_000 });
-      await c.loginXoauth2(alice.name, token);
+      const c = await connectImap({ host: gate.host, port: gate.port, tls: true, ca, timeoutMs: 300_000 });
+      await c.authenticate('xoauth2', { user: alice.name, secret: token }, gate.host, gate.port);
       return c;
     }
-    const c = await ImapBench.connect({
-      host: dovecot.host,
-      port: side === 'dovecotTls' ? dovecot.imapsPort! : dovecot.imapPort,
-      tls: side === 'dovecotTls',
-      ca,
-      timeoutMs: 300_000,
-    });
-    await c.loginPlain(alice.name, alice.password);
+    const port = side === 'dovecotTls' ? dovecot.imapsPort! : dovecot.imapPort;
+    const c = await connectImap({ host: dovecot.host, port, tls: side === 'dovecotTls', ca, timeoutMs: 300_000 });
+    await c.authenticate('plain', { user: alice.name, secret: alice.password }, dovecot.host, port);
     return c;
   };
   const measure = async (side: Side): Promise<Sample> => {
     const c = await open(side);
-    const selected = await c.command('EXAMINE INBOX');
+    const selected = await run(c, 'EXAMINE INBOX');
     void selected;
     const g0 = gate.cpuSeconds();
     const d0 = treeCpuSeconds(dovecot.pid!);
     const h0 = ownCpuSeconds();
     const peak = peakSampler(() => gate.rss(), 20);
-    const r = await c.fetchAll();
+    const r = await fetchAll(c);
     const gatePeak = peak.stop();
     const mb = r.bytes / MB;
     const sample: Sample = {

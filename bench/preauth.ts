@@ -22,6 +22,7 @@ import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { startStack, TlsImap, USERS, xoauth2, type Stack } from '../test/support/stack.js';
+import { sleep } from '../test/support/wait.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -57,7 +58,6 @@ function progress(message: string): void {
   if (!JSON_OUTPUT) process.stderr.write(`${message}\n`);
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 const collectGarbage = (() => {
   setFlagsFromString('--expose-gc');

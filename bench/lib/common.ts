@@ -6,6 +6,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
+import { sleep } from '../../test/support/wait.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -36,7 +37,7 @@ export function progress(message: string): void {
   process.stderr.write(`${message}\n`);
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+export { sleep };
 
 // ---------------------------------------------------------------------------------------------
 // Statistics

@@ -1,17 +1,36 @@
 /**
- * A minimal IMAP4rev1 client for the load harness: greeting, CAPABILITY, STARTTLS, AUTHENTICATE
- * (with or without SASL-IR), SELECT, FETCH, SEARCH, NOOP, IDLE and LOGOUT. It reads responses
- * with their literals (skipping the literal bytes) and keeps nothing it does not need, so a
- * large FETCH costs the harness little memory.
+ * A minimal IMAP4rev1 client: greeting, CAPABILITY, STARTTLS, AUTHENTICATE (with or without
+ * SASL-IR), SELECT, FETCH, SEARCH, NOOP, IDLE, pipelined APPEND and LOGOUT. It reads responses
+ * with their literals (skipping the literal bytes, counting them) and keeps nothing it does not
+ * need, so a large FETCH costs little memory. The load harness, the benchmarks and the tests
+ * that talk to an IMAP server directly share it.
  */
 import { LoadError, quote } from './errors.js';
 import { answerToChallenge, initialResponse, MECH_NAMES, type Credential, type Mech } from './sasl.js';
-import type { TlsSettings, Wire } from './wire.js';
+import { Wire, type TlsSettings } from './wire.js';
 
 /** A tagged completion. */
 export interface Completion {
   status: 'OK' | 'NO' | 'BAD';
   line: string;
+}
+
+/** A tagged completion with the untagged responses before it. */
+export interface Exchange extends Completion {
+  /** The untagged responses, in order (literals replaced by `{}`). */
+  untagged: string[];
+  /** What follows the status in the tagged line: `[CODE ...] human text`. */
+  text: string;
+}
+
+/** Where {@link ImapClient.open} connects. */
+export interface ImapTarget {
+  host: string;
+  port: number;
+  /** Deadline of each read, and of the connect and the handshake. */
+  timeoutMs: number;
+  /** TLS from the start (implicit TLS); plain TCP without it. */
+  tls?: TlsSettings;
 }
 
 /** Untagged responses a single command may produce before the harness calls it a runaway server. */
@@ -30,15 +49,34 @@ function capabilitiesIn(text: string): string[] | undefined {
 export class ImapClient {
   /** Upper-cased capability atoms, as last announced. */
   capabilities = new Set<string>();
+  /** The server's greeting line, once read. */
+  greetingLine = '';
+  /** Literals read (and skipped) so far, and the bytes in them: a FETCH's message data. */
+  readonly literals = { count: 0, bytes: 0 };
   /** The server's `* BYE`, once it sent one. */
   private bye: string | undefined;
   private tagCounter = 0;
 
   constructor(readonly wire: Wire) {}
 
+  /** Connects (with TLS when the target says so) and reads the greeting. */
+  static async open(target: ImapTarget): Promise<ImapClient> {
+    const wire = await Wire.connect(target.host, target.port, target.timeoutMs);
+    try {
+      if (target.tls) await wire.secure(target.tls);
+      const client = new ImapClient(wire);
+      await client.greeting();
+      return client;
+    } catch (err) {
+      wire.close();
+      throw err;
+    }
+  }
+
   /** Reads the greeting: `* OK` goes on, `* BYE` is a refusal. */
   async greeting(): Promise<void> {
     const line = await this.response('the greeting');
+    this.greetingLine = line;
     if (/^\* OK\b/i.test(line)) {
       this.learn(line);
       return;
@@ -177,6 +215,29 @@ export class ImapClient {
     }
   }
 
+  /**
+   * APPENDs `messages` to `mailbox` pipelined in one write with non-synchronizing literals
+   * (LITERAL+, RFC 7888), then reads every completion; rejects on the first that is not OK.
+   */
+  async appendAll(mailbox: string, messages: readonly Buffer[]): Promise<void> {
+    const tags: string[] = [];
+    const parts: Buffer[] = [];
+    for (const message of messages) {
+      const tag = this.nextTag();
+      tags.push(tag);
+      parts.push(Buffer.from(`${tag} APPEND ${quoteMailbox(mailbox)} {${message.length}+}\r\n`, 'latin1'), message, Buffer.from('\r\n'));
+    }
+    this.wire.write(Buffer.concat(parts));
+    for (const tag of tags) this.expectOk(await this.until(tag, 'APPEND'), 'APPEND');
+  }
+
+  /** Sends `tag command` and resolves with its completion and the untagged responses before it. */
+  async exchange(command: string): Promise<Exchange> {
+    const untagged: string[] = [];
+    const done = await this.command(command, command.split(' ')[0]!.toUpperCase(), (line) => untagged.push(line));
+    return { ...done, untagged, text: done.line.replace(/^\S+ \S+ ?/, '') };
+  }
+
   /** Sends `tag command` and reads up to its completion, passing untagged responses to `onUntagged`. */
   async command(command: string, name: string, onUntagged?: (line: string) => void): Promise<Completion> {
     const tag = this.nextTag();
@@ -228,7 +289,10 @@ export class ImapClient {
     for (let count = 0; count < MAX_LITERALS; count += 1) {
       const literal = LITERAL.exec(line);
       if (!literal) return line;
-      await this.wire.skip(Number(literal[1]), what);
+      const size = Number(literal[1]);
+      await this.wire.skip(size, what);
+      this.literals.count += 1;
+      this.literals.bytes += size;
       line = `${line.slice(0, literal.index)}{}${await this.wire.readLine(what)}`;
     }
     throw new LoadError('protocol', `${what}: more than ${MAX_LITERALS} literals in one response`);

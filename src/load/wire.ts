@@ -59,6 +59,7 @@ function describe(err: unknown): string {
 export class Wire {
   private socket: net.Socket;
   private buffer: Buffer = EMPTY;
+  private received = 0;
   private offset = 0;
   private ended = false;
   private failure: Error | undefined;
@@ -141,6 +142,11 @@ export class Wire {
     this.attach(secured);
   }
 
+  /** Bytes received so far (after TLS), for throughput figures. */
+  get bytesRead(): number {
+    return this.received;
+  }
+
   /** Whether the server has closed the connection (or it failed). */
   get isClosed(): boolean {
     return this.ended || this.failure !== undefined;
@@ -206,6 +212,7 @@ export class Wire {
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    this.received += chunk.length;
     if (this.offset >= this.buffer.length) {
       this.buffer = chunk;
     } else {

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import { GateError } from '../errors.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 
@@ -8,7 +8,7 @@ import { parseProxyHeader } from './proxy-protocol.js';
  * Bytes after the header are put back for TLS or the protocol. Rejects on a malformed or
  * missing header, or when none arrives in time.
  */
-export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<{ address: string; port: number } | undefined> {
+export function readProxyHeader(socket: Readable, timeoutMs: number): Promise<{ address: string; port: number } | undefined> {
   return new Promise((resolve, reject) => {
     let buffer: Buffer = Buffer.alloc(0);
     const finish = (error: Error | undefined, value?: { address: string; port: number }) => {

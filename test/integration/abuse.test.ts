@@ -17,6 +17,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, TlsImap, USERS, xoauth2, type Stack } from '../support/stack.js';
+import { sleep } from '../support/wait.js';
 
 const ALICE = USERS[0]!;
 const LEGITIMATE = '127.0.0.9';
@@ -55,7 +56,6 @@ function growth(before: Memory, after: Memory): { rssMB: number; buffersMB: numb
   return { rssMB: (after.rss - before.rss) / MB, buffersMB: (after.buffers - before.buffers) / MB };
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -5,6 +5,7 @@
 import { connect } from 'node:tls';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
+import { waitFor } from '../support/wait.js';
 
 let stack: Stack;
 beforeAll(async () => {
@@ -24,15 +25,12 @@ it.each([
   let seen = '';
   const onData = (d: Buffer) => (seen += d.toString('latin1'));
   socket.on('data', onData);
-  const waitFor = async (re: RegExp) => {
-    for (let i = 0; i < 100 && !re.test(seen); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(seen).toMatch(re);
-  };
-  await waitFor(/^220 /m);
+  const waitForReply = (re: RegExp) => waitFor(() => re.test(seen), { what: () => `${re} in ${JSON.stringify(seen.slice(-500))}` });
+  await waitForReply(/^220 /m);
   socket.write('EHLO client.example\r\n');
-  await waitFor(/^250 /m);
+  await waitForReply(/^250 /m);
   socket.write(`AUTH XOAUTH2 ${xoauth2(USERS[0]!.name, token)}\r\n`);
-  await waitFor(/^235 /m);
+  await waitForReply(/^235 /m);
   // From now on, nothing is read.
   socket.off('data', onData);
   socket.pause();

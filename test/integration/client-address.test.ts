@@ -26,6 +26,7 @@ import { startGate, type RunningGate } from '../../src/gate.js';
 import { encodeProxyV2 } from '../../src/net/proxy-protocol.js';
 import { keepLog, secret } from '../support/evidence.js';
 import { MASTER, plain, USERS, xoauth2 } from '../support/stack.js';
+import { waitForLine } from '../support/wait.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 /** The load balancer in front of sasl-gate, and the client it announces (RFC 5737 documentation range). */
@@ -124,20 +125,8 @@ class ProxiedClient {
 }
 
 /** The first line of a backend's log, written after `offset`, that matches; waits for it a little. */
-async function logLine(
-  backend: Pick<DovecotInstance | PostfixInstance, 'readLog'>,
-  offset: number,
-  pattern: RegExp,
-  timeoutMs = 5_000,
-): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const log = (await backend.readLog()).slice(offset);
-    const line = log.split('\n').find((l) => pattern.test(l));
-    if (line !== undefined) return line;
-    if (Date.now() > deadline) throw new Error(`no log line matching ${pattern} in:\n${log}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+function logLine(backend: Pick<DovecotInstance | PostfixInstance, 'readLog'>, offset: number, pattern: RegExp, timeoutMs = 5_000): Promise<string> {
+  return waitForLine(async () => (await backend.readLog()).slice(offset), pattern, { timeoutMs });
 }
 
 const logLength = async (backend: Pick<DovecotInstance | PostfixInstance, 'readLog'>) => (await backend.readLog()).length;

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeNetstring, NetstringDecoder } from '../../src/directory/socketmap.js';
 import { secret } from '../support/evidence.js';
 import { startStack, TlsImap, tokenLogin, USERS, type Stack } from '../support/stack.js';
+import { waitFor } from '../support/wait.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 const SCIM_TOKEN = secret('scim-token-0123456789abcdef0123456789', 'SCIM token');
@@ -89,7 +90,7 @@ describe('directory', () => {
       },
     });
     // The first sync runs in the background at start.
-    for (let i = 0; i < 50 && !stack.gate.directory?.directory.isLoaded(); i++) await new Promise((r) => setTimeout(r, 100));
+    await waitFor(() => stack.gate.directory?.directory.isLoaded(), { timeoutMs: 5_000, intervalMs: 100, what: 'the directory to load' });
   });
   afterAll(() => stack?.close());
 

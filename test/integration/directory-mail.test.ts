@@ -22,6 +22,7 @@ import { keepLog } from '../support/evidence.js';
 import { RawImap, saslPlain } from '../support/imap-raw.js';
 import { RawSmtp } from '../support/smtp-raw.js';
 import { MASTER, USERS } from '../support/stack.js';
+import { sleep, waitFor } from '../support/wait.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 const DAVE = 'dave@example.test';
@@ -65,9 +66,9 @@ describe('directory served to Postfix and Dovecot', () => {
       },
     });
     const started = await startGate(loadConfig({ file, env: {} }).config, { log: createLogger({ level: 'debug', destination: sink }) });
-    for (let i = 0; i < 50 && !started.directory?.directory.isLoaded(); i++) await new Promise((r) => setTimeout(r, 100));
+    await waitFor(() => started.directory?.directory.isLoaded(), { timeoutMs: 5_000, intervalMs: 100, what: 'the directory to load' });
     // Dovecot re-reads a changed passwd-file at most once a second.
-    await new Promise((r) => setTimeout(r, 1200));
+    await sleep(1200);
     return started;
   }
 

@@ -22,6 +22,7 @@ import { startPostfix, type PostfixInstance } from '../../tools/postfix.js';
 import { RawImap, quoted, saslPlain } from '../support/imap-raw.js';
 import { RawSmtp } from '../support/smtp-raw.js';
 import { MemoryDirectory } from '../support/memory-directory.js';
+import { sleep, waitFor, waitForLine } from '../support/wait.js';
 
 
 const DOMAIN = 'example.test';
@@ -31,7 +32,6 @@ const MASTER = { user: 'sasl-gate', password: 'master-secret-directory-42' };
 const SCIM_TOKEN = 'scim-integration-token-5f1e2d3c4b5a6978';
 const USER_UNKNOWN = /^550 5\.1\.1 <[^>]+>: Recipient address rejected: User unknown in virtual mailbox table$/;
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const subjectToken = (): string => `directory-${randomBytes(6).toString('hex')}`;
 const message = (from: string, to: string, subject: string): string =>
   `From: <${from}>\r\nTo: <${to}>\r\nSubject: ${subject}\r\n\r\nhello from the directory test\r\n`;
@@ -126,32 +126,27 @@ describe('the user directory served to real Postfix and Dovecot', () => {
   }
 
   async function waitForMail(user: string, subject: string, timeoutMs = 15_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const { imap, status, text } = await masterLogin(user);
-      try {
-        expect(status, `master login as ${user}: ${text}`).toBe('OK');
-        expect((await imap.command('SELECT INBOX')).status).toBe('OK');
-        const search = await imap.command(`SEARCH HEADER Subject ${quoted(subject)}`);
-        if (search.untagged.some((line) => /^\* SEARCH \d/.test(line))) return;
-      } finally {
-        imap.close();
-      }
-      if (Date.now() > deadline) {
-        throw new Error(`no message "${subject}" for ${user} within ${timeoutMs} ms\n--- postfix log ---\n${(await postfix.readLog()).slice(-3000)}`);
-      }
-      await sleep(200);
-    }
+    let postfixLog = '';
+    await waitFor(
+      async () => {
+        const { imap, status, text } = await masterLogin(user);
+        try {
+          expect(status, `master login as ${user}: ${text}`).toBe('OK');
+          expect((await imap.command('SELECT INBOX')).status).toBe('OK');
+          const search = await imap.command(`SEARCH HEADER Subject ${quoted(subject)}`);
+          if (search.untagged.some((line) => /^\* SEARCH \d/.test(line))) return true;
+        } finally {
+          imap.close();
+        }
+        postfixLog = await postfix.readLog();
+        return false;
+      },
+      { timeoutMs, intervalMs: 200, what: () => `a message "${subject}" for ${user}\n--- postfix log ---\n${postfixLog.slice(-3000)}` },
+    );
   }
 
-  async function waitForLog(pattern: RegExp, timeoutMs = 10_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const line = (await postfix.readLog()).split('\n').find((l) => pattern.test(l));
-      if (line !== undefined) return line;
-      if (Date.now() > deadline) throw new Error(`no Postfix log line matching ${pattern}`);
-      await sleep(100);
-    }
+  function waitForLog(pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+    return waitForLine(() => postfix.readLog(), pattern, { timeoutMs, intervalMs: 100 });
   }
 
   /** Talks LMTP to Dovecot directly: the RCPT reply for an address. */
@@ -202,11 +197,10 @@ describe('the user directory served to real Postfix and Dovecot', () => {
     (await readFile(usersFile, 'utf8')).split('\n').some((l) => l.startsWith(`${mailbox}:`));
 
   async function waitForFile(mailbox: string, present: boolean, timeoutMs = 5_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while ((await fileHolds(mailbox)) !== present) {
-      if (Date.now() > deadline) throw new Error(`${mailbox} ${present ? 'never appeared in' : 'never left'} ${usersFile}`);
-      await sleep(50);
-    }
+    await waitFor(async () => (await fileHolds(mailbox)) === present, {
+      timeoutMs,
+      what: `${mailbox} ${present ? 'to appear in' : 'to leave'} ${usersFile}`,
+    });
   }
 
   it('delivers to a user added to the directory who never logged in, and refuses unknown addresses 550 5.1.1', async () => {

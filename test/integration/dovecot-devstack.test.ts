@@ -6,6 +6,7 @@ import { connect, createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDovecot, type DovecotInstance } from '../../tools/dovecot.js';
 import { RawImap, quoted, saslPlain } from '../support/imap-raw.js';
+import { waitForLine } from '../support/wait.js';
 
 const ALICE = { name: 'alice@example.test', password: 'correct horse: "battery"' };
 const BOB = { name: 'bob@example.test', password: 'bob-secret' };
@@ -30,15 +31,8 @@ const ID_COMMAND = 'ID ("x-originating-ip" "203.0.113.9" "x-originating-port" "5
  * master login as a user that does not exist `NO [AUTHORIZATIONFAILED] Authorization failed`.
  */
 
-async function waitForLog(dovecot: DovecotInstance, pattern: RegExp, timeoutMs = 5_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const log = await dovecot.readLog();
-    const line = log.split('\n').find((l) => pattern.test(l));
-    if (line !== undefined) return line;
-    if (Date.now() > deadline) throw new Error(`no log line matching ${pattern} in:\n${log}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+function waitForLog(dovecot: DovecotInstance, pattern: RegExp): Promise<string> {
+  return waitForLine(() => dovecot.readLog(), pattern);
 }
 
 function canListen(host: string, port: number): Promise<boolean> {

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateDevCertificate } from '../../src/tls/devcert.js';
 import { encodeProxyV2 } from '../../src/net/proxy-protocol.js';
 import { plain, startStack, TlsImap, tokenLogin, USERS, xoauth2, type Stack } from '../support/stack.js';
+import { waitFor } from '../support/wait.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 
@@ -156,8 +157,7 @@ describe('STARTTLS listeners', () => {
     c.write('a1 STARTTLS\r\n');
     await c.line();
     c.write('this is not a TLS ClientHello\r\n'.repeat(10));
-    for (let i = 0; i < 100 && !c.closed; i++) await new Promise((r) => setTimeout(r, 20));
-    expect(c.closed).toBe(true);
+    await waitFor(() => c.closed, { timeoutMs: 2_000, intervalMs: 20, what: 'the connection to close' });
     const other = await TlsImap.connect(stack);
     expect((await other.command('NOOP')).tagged).toMatch(/OK/);
     other.close();

@@ -11,6 +11,7 @@ import { startDovecot, type DovecotInstance } from '../../tools/dovecot.js';
 import { startPostfix, type PostfixInstance } from '../../tools/postfix.js';
 import { RawImap, quoted, saslPlain } from '../support/imap-raw.js';
 import { RawSmtp } from '../support/smtp-raw.js';
+import { waitFor, waitForLine } from '../support/wait.js';
 
 const DOMAIN = 'example.test';
 const ALICE = { name: 'alice@example.test', password: 'correct horse: "battery"' };
@@ -62,33 +63,26 @@ const XCLIENT = 'XCLIENT LOGIN=alice@example.test ADDR=203.0.113.7 PORT=40000 HE
  * `disconnect from unknown[203.0.113.7]:40000 ehlo=2 xclient=0/1 mail=1/2 rcpt=1 data=1 quit=1 commands=6/8`.
  */
 
-async function waitForLog(postfix: PostfixInstance, pattern: RegExp, timeoutMs = 5_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const log = await postfix.readLog();
-    const line = log.split('\n').find((l) => pattern.test(l));
-    if (line !== undefined) return line;
-    if (Date.now() > deadline) throw new Error(`no log line matching ${pattern} in:\n${log}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+function waitForLog(postfix: PostfixInstance, pattern: RegExp): Promise<string> {
+  return waitForLine(() => postfix.readLog(), pattern);
 }
 
 /** Waits until a message whose Subject holds `token` is in the user's INBOX. */
 async function waitForDelivery(dovecot: DovecotInstance, user: typeof BOB, token: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const imap = await RawImap.connect(dovecot.host, dovecot.imapPort);
-    try {
-      expect((await imap.command(`LOGIN ${quoted(user.name)} ${quoted(user.password)}`)).status).toBe('OK');
-      expect((await imap.command('SELECT INBOX')).status).toBe('OK');
-      const search = await imap.command(`SEARCH HEADER Subject ${quoted(token)}`);
-      if (search.untagged.some((line) => /^\* SEARCH \d/.test(line))) return;
-    } finally {
-      imap.close();
-    }
-    if (Date.now() > deadline) throw new Error(`no message "${token}" for ${user.name} within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+  await waitFor(
+    async () => {
+      const imap = await RawImap.connect(dovecot.host, dovecot.imapPort);
+      try {
+        expect((await imap.command(`LOGIN ${quoted(user.name)} ${quoted(user.password)}`)).status).toBe('OK');
+        expect((await imap.command('SELECT INBOX')).status).toBe('OK');
+        const search = await imap.command(`SEARCH HEADER Subject ${quoted(token)}`);
+        return search.untagged.some((line) => /^\* SEARCH \d/.test(line));
+      } finally {
+        imap.close();
+      }
+    },
+    { timeoutMs, intervalMs: 200, what: `a message "${token}" for ${user.name}` },
+  );
 }
 
 function canListen(host: string, port: number): Promise<boolean> {

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, tokenLogin, USERS, type Stack } from '../support/stack.js';
+import { waitFor } from '../support/wait.js';
 
 const ALICE = USERS[0]!;
 let stack: Stack;
@@ -26,12 +27,10 @@ async function get(path: string): Promise<{ status: number; body: string }> {
 
 /** Polls /readyz until it answers `status`, for at most `timeoutMs`. */
 async function readyzUntil(status: number, timeoutMs = 10_000): Promise<{ status: number; body: string }> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const answer = await get('/readyz');
-    if (answer.status === status || Date.now() > deadline) return answer;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  let answer = await get('/readyz');
+  // The last answer is returned either way: the caller's assertion shows what it was.
+  await waitFor(async () => (answer = await get('/readyz')).status === status, { timeoutMs, intervalMs: 100 }).catch(() => undefined);
+  return answer;
 }
 
 describe('readiness follows the backend', () => {
@@ -85,14 +84,15 @@ describe('readiness follows the provider', () => {
         return { status: response.status, body: await response.text() };
       };
       const deadline = Date.now() + 10_000;
-      while ((await read()).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      expect((await read()).status).toBe(200);
+      await waitFor(async () => (await read()).status === 200, { timeoutMs: 10_000, intervalMs: 100, what: 'readiness before the provider goes' });
       await own.idp.close();
-      for (;;) {
-        const answer = await read();
-        if (/openid provider: failing/.test(answer.body) || Date.now() > deadline + 10_000) return answer;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      let answer = await read();
+      // The last answer is returned either way: a gate that stays ready is what some tests expect.
+      await waitFor(async () => /openid provider: failing/.test((answer = await read()).body), {
+        timeoutMs: Math.max(0, deadline + 10_000 - Date.now()),
+        intervalMs: 100,
+      }).catch(() => undefined);
+      return answer;
     } finally {
       await own.close();
     }

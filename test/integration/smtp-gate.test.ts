@@ -20,6 +20,7 @@ import {
   xoauth2 as encodeXoauth2,
   type Stack,
 } from '../support/stack.js';
+import { sleep, waitForLine } from '../support/wait.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 const MODES = ['xclient', 'master'] as const;
@@ -82,7 +83,6 @@ afterAll(async () => {
   await Promise.all(Object.values(stacks).map((s) => s.close()));
 });
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');
 const unique = (what: string) => `${what} ${randomBytes(5).toString('hex')}`;
 
@@ -116,15 +116,8 @@ async function postfixLog(stack: Stack): Promise<string> {
 }
 
 /** Waits until Postfix's log has a line matching `pattern` and returns it. */
-async function waitForPostfixLine(stack: Stack, pattern: RegExp, timeoutMs = 5_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const log = await postfixLog(stack);
-    const line = log.split('\n').find((l) => pattern.test(l));
-    if (line !== undefined) return line;
-    if (Date.now() > deadline) throw new Error(`no Postfix log line matching ${pattern} in:\n${log}`);
-    await sleep(50);
-  }
+function waitForPostfixLine(stack: Stack, pattern: RegExp, timeoutMs = 5_000): Promise<string> {
+  return waitForLine(() => postfixLog(stack), pattern, { timeoutMs });
 }
 
 /** How many SMTP sessions Postfix's submission service has seen so far. */

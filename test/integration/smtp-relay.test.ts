@@ -16,6 +16,7 @@ import { bodyOf, readDelivered } from '../support/mailbox.js';
 import { RawSmtps, type SmtpReply } from '../support/smtps-raw.js';
 import { startSmtpStacks, USERS, xoauth2, type Stack } from '../support/stack.js';
 import { ensureProgram, removeWorkDirs, run, tokenFile, workDir } from '../interop/support/clients.js';
+import { waitForLine } from '../support/wait.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 const MODES = ['xclient', 'master'] as const;
@@ -35,7 +36,6 @@ afterAll(async () => {
   removeWorkDirs();
 });
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const unique = (what: string) => `${what} ${randomBytes(5).toString('hex')}`;
 
 function queueIdOf(reply: SmtpReply | undefined): string {
@@ -73,15 +73,8 @@ async function postfixSawOnlyAlice(stack: Stack, mode: Mode, queueIds: string[] 
   expect(log).not.toMatch(/sasl_method=XCLIENT, sasl_username=(?!alice@example\.test$)/m);
 }
 
-async function waitForPostfixLine(stack: Stack, pattern: RegExp, timeoutMs = 5_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const log = await stack.postfix!.readLog();
-    const line = log.split('\n').find((l) => pattern.test(l));
-    if (line !== undefined) return line;
-    if (Date.now() > deadline) throw new Error(`no Postfix log line matching ${pattern}`);
-    await sleep(50);
-  }
+function waitForPostfixLine(stack: Stack, pattern: RegExp): Promise<string> {
+  return waitForLine(() => stack.postfix!.readLog(), pattern);
 }
 
 /** Reads messages back from bob's INBOX through sasl-gate's IMAPS, by subject; returns each stored source. */

@@ -38,6 +38,7 @@ import {
 } from './support/clients.js';
 import { refusalOn, settledRefusalOn, type Refusal } from './support/refusal.js';
 import { WireTap } from './support/wire.js';
+import { waitFor } from '../support/wait.js';
 
 /** sasl-gate ends a pre-login connection after this many seconds (clients that never answer). */
 const PRE_AUTH_TIMEOUT = 4;
@@ -471,18 +472,18 @@ describe('aerc (driven through tmux)', () => {
     const started = await tmux(['new-session', '-d', '-s', name, '-x', '200', '-y', '50', `${env} aerc`]);
     expect(started.code, started.stderr).toBe(0);
     const screen = async () => (await tmux(['capture-pane', '-p', '-t', name])).stdout;
-    const waitFor = async (pattern: RegExp, timeoutMs = 10_000) => {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const s = await screen();
-        if (pattern.test(s)) return s;
-        if (Date.now() > deadline) throw new Error(`aerc screen never matched ${pattern}:\n${s}`);
-        await sleep(200);
-      }
-    };
+    let last = '';
+    const waitForScreen = (pattern: RegExp, timeoutMs = 10_000) =>
+      waitFor(
+        async () => {
+          last = await screen();
+          return pattern.test(last) && last;
+        },
+        { timeoutMs, intervalMs: 200, what: () => `an aerc screen matching ${pattern}:\n${last}` },
+      );
     const keys = (...k: string[]) => tmux(['send-keys', '-t', name, ...k]);
     const close = () => tmux(['kill-session', '-t', name]);
-    return { screen, waitFor, keys, close };
+    return { screen, waitFor: waitForScreen, keys, close };
   }
 
   afterAll(async () => {

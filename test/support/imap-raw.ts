@@ -1,77 +1,43 @@
 /**
- * A deliberately tiny IMAP client for tests that need to see the exact bytes a server sends:
- * line based, no literals, no parsing beyond the tag and status of the final response.
+ * IMAP straight to a server (Dovecot, without sasl-gate) for tests, over the IMAP client of
+ * `sasl-gate load`: one command at a time, the untagged lines and the tagged status of each.
  */
-import { connect, type Socket } from 'node:net';
-import { LineReader } from './line-reader.js';
+import { ImapClient } from '../../src/load/imap.js';
 
 /** A tagged command's outcome: the untagged lines before it and the tagged line itself. */
 export interface ImapReply {
-  /** Lines received before the tagged response (untagged data, continuations). */
+  /** Untagged responses before the tagged one (literals shown as `{}`). */
   untagged: string[];
-  /** The tagged completion line, e.g. `A1 OK [CAPABILITY ...] Logged in`. */
+  /** The tagged completion line, e.g. `L1 OK [CAPABILITY ...] Logged in`. */
   tagged: string;
   status: 'OK' | 'NO' | 'BAD';
   /** Text after the status: `[CODE ...] human text`. */
   text: string;
 }
 
-/** One raw IMAP connection that hands out CRLF-terminated lines in order. */
+/** One plain-TCP IMAP connection. */
 export class RawImap {
-  /** The server greeting, without CRLF. */
-  greeting = '';
-  private nextTag = 1;
-  private readonly reader: LineReader;
-
-  private constructor(
-    private readonly socket: Socket,
-    private readonly timeoutMs: number,
-  ) {
-    this.reader = new LineReader(socket);
-  }
+  private constructor(private readonly client: ImapClient) {}
 
   /** Connects and reads the greeting. */
   static async connect(host: string, port: number, timeoutMs = 10_000): Promise<RawImap> {
-    const socket = connect({ host, port });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    const client = new RawImap(socket, timeoutMs);
-    client.greeting = await client.readLine();
-    return client;
+    return new RawImap(await ImapClient.open({ host, port, timeoutMs }));
   }
 
-  /** Next line from the server, without CRLF. */
-  readLine(): Promise<string> {
-    return this.reader.next(this.timeoutMs);
+  /** The server greeting, without CRLF. */
+  get greeting(): string {
+    return this.client.greetingLine;
   }
 
-  /** Sends raw text as-is (add CRLF yourself). */
-  write(text: string): void {
-    this.socket.write(text, 'latin1');
-  }
-
-  /** Sends `<tag> <command>` and collects lines until the tagged response. */
+  /** Sends `<tag> <command>` and collects the untagged lines until the tagged response. */
   async command(command: string): Promise<ImapReply> {
-    const tag = `A${this.nextTag++}`;
-    this.write(`${tag} ${command}\r\n`);
-    const untagged: string[] = [];
-    for (;;) {
-      const line = await this.readLine();
-      if (!line.startsWith(`${tag} `)) {
-        untagged.push(line);
-        continue;
-      }
-      const match = /^\S+ (OK|NO|BAD) ?(.*)$/.exec(line);
-      if (!match) throw new Error(`malformed tagged response: ${line}`);
-      return { untagged, tagged: line, status: match[1] as ImapReply['status'], text: match[2] ?? '' };
-    }
+    const { untagged, line, status, text } = await this.client.exchange(command);
+    return { untagged, tagged: line, status, text };
   }
 
   /** Closes the connection without LOGOUT. */
   close(): void {
-    this.socket.destroy();
+    this.client.wire.close();
   }
 }
 

@@ -2,14 +2,13 @@
 import { ImapFlow } from 'imapflow';
 import { expect } from 'vitest';
 import type { Stack } from './stack.js';
+import { sleep } from './wait.js';
 
 /** A stored message: its source as Dovecot keeps it, and the subject of its envelope. */
 export interface StoredMessage {
   source: Buffer;
   subject: string | undefined;
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Waits until a message with each subject is in `user`'s INBOX (Postfix delivers in the

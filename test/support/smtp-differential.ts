@@ -18,6 +18,7 @@ import {
   type SessionReading,
 } from './smtp-reading.js';
 import { sessionBytes, sessionWrites, type GeneratedSession } from './smtp-sessions.js';
+import { sleep, waitFor } from './wait.js';
 
 const run = promisify(execFile);
 const POSTCONF = '/usr/sbin/postconf';
@@ -50,11 +51,7 @@ export async function keepQueuedMail(postfix: PostfixInstance): Promise<void> {
   ]);
   const before = (await postfix.readLog()).length;
   await run(POSTFIX, ['-c', postfix.configDir, 'reload']);
-  const deadline = Date.now() + 10_000;
-  while (!/reload -- version/.test((await postfix.readLog()).slice(before))) {
-    if (Date.now() > deadline) throw new Error('Postfix did not log its reload');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await waitFor(async () => /reload -- version/.test((await postfix.readLog()).slice(before)), { timeoutMs: 10_000, what: 'Postfix to log its reload' });
 }
 
 /**
@@ -79,7 +76,7 @@ export async function playSession(client: RawSmtp, session: GeneratedSession, qu
   for (const write of sessionWrites(session)) {
     if (client.socket.destroyed) break;
     client.write(write);
-    await new Promise((resolve) => setTimeout(resolve, 1));
+    await sleep(1);
   }
   await reading;
   client.close();
@@ -97,14 +94,16 @@ export function transcript(record: SessionRecord): string {
 
 /** Postfix's log lines from `offset` on, once every SMTP session in them has ended (or after `timeoutMs`). */
 export async function settledLog(postfix: PostfixInstance, offset: number, timeoutMs = 5_000): Promise<string[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const lines = (await postfix.readLog()).slice(offset).split('\n');
+  let lines: string[] = [];
+  const settled = async () => {
+    lines = (await postfix.readLog()).slice(offset).split('\n');
     const connects = lines.filter((l) => /\/smtpd\[\d+\]: connect from /.test(l)).length;
     const disconnects = lines.filter((l) => /\/smtpd\[\d+\]: disconnect from /.test(l)).length;
-    if (connects === disconnects || Date.now() > deadline) return lines;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+    return connects === disconnects;
+  };
+  // After the time is up the lines are returned as they are: the caller's checks say what is missing.
+  await waitFor(settled, { timeoutMs }).catch(() => undefined);
+  return lines;
 }
 
 /**
@@ -122,7 +121,7 @@ async function queuedMessage(postfix: PostfixInstance, id: string): Promise<stri
       const log = await postfix.readLog();
       if (!new RegExp(`postfix/qmgr\\[\\d+\\]: ${id}: from=`).test(log)) return undefined;
       if (Date.now() > deadline) throw new Error(`Postfix queued ${id} but postcat cannot show it`, { cause: err });
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
   }
 }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { aptAvailable, aptInstall } from '../../../tools/apt.js';
 import { secret } from '../../support/evidence.js';
 import { TlsImap, USERS, type Stack } from '../../support/stack.js';
+import { waitFor } from '../../support/wait.js';
 
 export const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 
@@ -137,7 +138,7 @@ export function tokenFile(dir: string, token: string): string {
 }
 
 export const unique = (what: string) => `${what} ${randomBytes(4).toString('hex')}`;
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+export { sleep } from '../../support/wait.js';
 
 /** An access token whose `exp` lies an hour in the past, signed by the provider's real key. */
 export async function expiredToken(stack: Stack, user: string): Promise<string> {
@@ -179,14 +180,8 @@ export async function findMessage(stack: Stack, user: (typeof USERS)[0], subject
 }
 
 /** Waits until a message with `subject` has been delivered to `user`; returns its text. */
-export async function waitForMessage(stack: Stack, user: (typeof USERS)[0], subject: string, timeoutMs = 10_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = await findMessage(stack, user, subject);
-    if (found !== undefined) return found;
-    if (Date.now() > deadline) throw new Error(`"${subject}" was not delivered to ${user.name} within ${timeoutMs} ms`);
-    await sleep(150);
-  }
+export function waitForMessage(stack: Stack, user: (typeof USERS)[0], subject: string, timeoutMs = 10_000): Promise<string> {
+  return waitFor(() => findMessage(stack, user, subject), { timeoutMs, intervalMs: 150, what: `"${subject}" delivered to ${user.name}` });
 }
 
 /** The gate's log lines since `from` (an index into stack.logs). */
@@ -201,15 +196,10 @@ export async function waitForLog(
   match: (line: Record<string, unknown>) => boolean,
   timeoutMs = 5_000,
 ): Promise<Record<string, unknown>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const line = stack.logs.slice(from).find(match);
-    if (line) return line;
-    if (Date.now() > deadline) {
-      throw new Error(`no matching log line; got:\n${stack.logs.slice(from).map((l) => JSON.stringify(l)).join('\n')}`);
-    }
-    await sleep(50);
-  }
+  return waitFor(() => stack.logs.slice(from).find(match), {
+    timeoutMs,
+    what: () => `a matching log line; got:\n${stack.logs.slice(from).map((l) => JSON.stringify(l)).join('\n')}`,
+  });
 }
 
 /** The `authenticated` line a successful token login leaves (mechanism and user). */

@@ -6,7 +6,7 @@
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PasswdFileWriter, renderPasswdFile, safeAddress } from '../../../src/directory/dovecot.js';
 import type { DirectoryUser } from '../../../src/directory/model.js';
 import { MemoryDirectory } from '../../support/memory-directory.js';
@@ -170,19 +170,30 @@ describe('PasswdFileWriter', () => {
   });
 
   it('folds a burst of schedule() calls into one write after the quiet time', async () => {
-    const d = new MemoryDirectory();
-    const w = await start(d, { debounceMs: 50 });
-    const mtimes: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      d.upsert(user(String(i), `user${i}@example.test`));
-      w.schedule();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const d = new MemoryDirectory();
+      const w = await start(d, { debounceMs: 50 });
+      const before = (await stat(join(dir, 'users'))).mtimeMs;
+      for (let i = 0; i < 5; i++) {
+        d.upsert(user(String(i), `user${i}@example.test`));
+        w.schedule();
+        await vi.advanceTimersByTimeAsync(10);
+      }
+      // Quiet for less than debounceMs since the last call: nothing written yet.
+      await vi.advanceTimersByTimeAsync(39);
+      expect(await read()).toEqual([]);
+      await vi.advanceTimersByTimeAsync(1);
+      await vi.waitFor(async () =>
+        expect(await read()).toEqual(['user0@example.test', 'user1@example.test', 'user2@example.test', 'user3@example.test', 'user4@example.test']),
+      );
+      await vi.advanceTimersByTimeAsync(1_000);
+      const after = (await stat(join(dir, 'users'))).mtimeMs;
+      // One write: the mtime moved by exactly one second.
+      expect(Math.floor(after / 1000) - Math.floor(before / 1000)).toBe(1);
+    } finally {
+      vi.useRealTimers();
     }
-    mtimes.push((await stat(join(dir, 'users'))).mtimeMs);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(await read()).toEqual(['user0@example.test', 'user1@example.test', 'user2@example.test', 'user3@example.test', 'user4@example.test']);
-    const after = (await stat(join(dir, 'users'))).mtimeMs;
-    // One write: the mtime moved by exactly one second.
-    expect(Math.floor(after / 1000) - Math.floor(mtimes[0]! / 1000)).toBe(1);
   });
 
   it('leaves the file as it was when the directory fails, and logs failures of checks nobody awaits', async () => {
@@ -198,8 +209,7 @@ describe('PasswdFileWriter', () => {
     await expect(w.refresh()).rejects.toThrow('directory broke');
     expect(await read()).toEqual(['carol@example.test']);
     w.schedule();
-    await new Promise((r) => setTimeout(r, 100));
-    expect(errors).toEqual([expect.objectContaining({ event: 'passwd_file_refresh_failed' })]);
+    await vi.waitFor(() => expect(errors).toEqual([expect.objectContaining({ event: 'passwd_file_refresh_failed' })]));
     expect(await readdir(dir)).toEqual(['users']);
   });
 
@@ -210,14 +220,22 @@ describe('PasswdFileWriter', () => {
   });
 
   it('rewrites by itself when a grace period ends', async () => {
-    const d = new MemoryDirectory(1_500);
-    d.upsert(user('1', 'carol@example.test'));
-    await start(d);
-    d.upsert(user('1', 'carol@example.test', false));
-    await writer!.refresh();
-    expect(await read()).toEqual(['carol@example.test']);
-    // The grace timer fires a second after the end of the grace period.
-    await new Promise((r) => setTimeout(r, 3_000));
-    expect(await read()).toEqual([]);
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const d = new MemoryDirectory(1_500);
+      d.upsert(user('1', 'carol@example.test'));
+      await start(d);
+      d.upsert(user('1', 'carol@example.test', false));
+      await writer!.refresh();
+      expect(await read()).toEqual(['carol@example.test']);
+      // The grace timer fires a second after the end of the grace period, on the directory's clock.
+      d.offsetMs = 2_500;
+      await vi.advanceTimersByTimeAsync(2_499);
+      expect(await read()).toEqual(['carol@example.test']);
+      await vi.advanceTimersByTimeAsync(1);
+      await vi.waitFor(async () => expect(await read()).toEqual([]));
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -1,8 +1,8 @@
-import { duplexPair, type Duplex } from 'node:stream';
+import { Duplex, duplexPair } from 'node:stream';
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { RelayStats } from '../../../src/relay/pipe.js';
-import { filterEhloReply, runSmtpCommandRelay, withoutAuthParameter, type SmtpRelayLimits } from '../../../src/smtp/relay.js';
+import { filterEhloReply, runSmtpCommandRelay, withoutAuthParameter, type SmtpRelayLimits, type SmtpRelayOptions } from '../../../src/smtp/relay.js';
 
 /** Lets queued stream events run (no timers involved). */
 async function settle(): Promise<void> {
@@ -10,7 +10,7 @@ async function settle(): Promise<void> {
 }
 
 /** One relay between an in-process client and a scripted backend. */
-function harness(limits: Partial<SmtpRelayLimits> = {}, pending?: { toBackend?: Buffer }, backendClosesOnEof = true, chunking?: boolean) {
+function harness(limits: Partial<SmtpRelayLimits> = {}, pending?: SmtpRelayOptions['pending'], backendClosesOnEof = true, chunking?: boolean) {
   const [clientSide, relayClient] = duplexPair();
   const [relayBackend, backendSide] = duplexPair();
   const logged: Array<Record<string, unknown>> = [];
@@ -256,6 +256,163 @@ describe('SMTP command relay', () => {
     for (let i = 0; i < 50 && h.clientSide.writableLength > 0; i++) await settle();
     await h.client('.\r\n');
     expect(h.takeBackend()).toBe(`${content}.\r\n`);
+  });
+});
+
+describe('SMTP command relay: bounds and time', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('drops AUTH= from MAIL on the way to the backend, and the reply still comes back in order', async () => {
+    const h = harness();
+    await h.client('MAIL FROM:<alice@example.test> AUTH=<bob@example.test> SIZE=10\r\nRCPT TO:<b@example.test>\r\n');
+    expect(h.takeBackend()).toBe('MAIL FROM:<alice@example.test> SIZE=10\r\nRCPT TO:<b@example.test>\r\n');
+    await h.backend('250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n');
+    expect(h.takeClient()).toBe('250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n');
+  });
+
+  it('a BDAT message and a DATA message on one connection: the second is not held up by the first', async () => {
+    const h = harness();
+    // The chunk holds what would end a DATA message; in BDAT it is counted, not read.
+    await h.client('MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nBDAT 6 LAST\r\n.\r\n.\r\n');
+    expect(h.takeBackend()).toBe('MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nBDAT 6 LAST\r\n.\r\n.\r\n');
+    await h.backend('250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued as B1\r\n');
+    await h.client('MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n');
+    await h.backend('250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n');
+    await h.client('.\r\n');
+    expect(h.takeBackend()).toBe('MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n.\r\n');
+    await h.backend('250 2.0.0 Ok: queued as D2\r\n');
+    expect(h.takeClient()).toBe(
+      '250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued as B1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n250 2.0.0 Ok: queued as D2\r\n',
+    );
+  });
+
+  it('a client that does not read its replies stops the relay reading its commands; they go on once it reads', async () => {
+    // A client connection whose reader is stalled: what the relay writes stays unread until `read`.
+    const stalled: Array<() => void> = [];
+    let reading = false;
+    let received = '';
+    const relayClient = new Duplex({
+      // Below the bound, as a socket's is below the default one: 'drain' tells the relay to go on.
+      writableHighWaterMark: 512,
+      read() {},
+      write(chunk: Buffer, _encoding, done) {
+        received += chunk.toString('latin1');
+        if (reading) done();
+        else stalled.push(done);
+      },
+    });
+    const [relayBackend, backendSide] = duplexPair();
+    let toBackend = '';
+    backendSide.on('data', (c: Buffer) => (toBackend += c.toString('latin1')));
+    void runSmtpCommandRelay({ client: relayClient, backend: relayBackend, limits: { maxUnreadOutput: 1000 }, log: pino({ level: 'silent' }) });
+    relayClient.push('NOOP\r\n'.repeat(3));
+    await settle();
+    expect(toBackend).toBe('NOOP\r\n'.repeat(3));
+    backendSide.write(`250 2.0.0 ${'k'.repeat(1000)}\r\n`.repeat(3));
+    await settle();
+    // 2 kB owed to a client that does not read: its next commands wait.
+    relayClient.push('RSET\r\nNOOP\r\n');
+    await settle();
+    expect(toBackend).toBe('NOOP\r\n'.repeat(3));
+    reading = true;
+    for (const done of stalled.splice(0)) done();
+    await settle();
+    expect(toBackend).toBe(`${'NOOP\r\n'.repeat(3)}RSET\r\nNOOP\r\n`);
+    expect(received).toBe(`250 2.0.0 ${'k'.repeat(1000)}\r\n`.repeat(3));
+  });
+
+  it('holds no more than its read-ahead bound while content waits for the 354', async () => {
+    const h = harness({ maxBufferedInput: 4096 });
+    await h.client('DATA\r\n');
+    const content = `${'c'.repeat(998)}\r\n`.repeat(1000);
+    for (let at = 0; at < content.length; at += 16_000) h.clientSide.write(content.slice(at, at + 16_000));
+    await settle();
+    // The megabyte stays with the client: the relay holds the bound, a stream buffer and one piece.
+    expect(h.clientSide.writableLength).toBeGreaterThan(content.length - 128 * 1024);
+    expect(h.takeBackend()).toBe('DATA\r\n');
+    await h.backend('354 go ahead\r\n');
+    for (let i = 0; i < 50 && h.clientSide.writableLength > 0; i++) await settle();
+    await h.client('.\r\n');
+    expect(h.takeBackend()).toBe(`${content}.\r\n`);
+  });
+
+  it('what was read before the relay began is handled first: a 421 the backend already sent, a client that already closed', async () => {
+    const [clientSide, relayClient] = duplexPair();
+    const [relayBackend, backendSide] = duplexPair();
+    let toClient = '';
+    clientSide.on('data', (c: Buffer) => (toClient += c.toString('latin1')));
+    clientSide.on('end', () => clientSide.end());
+    backendSide.on('end', () => backendSide.end());
+    backendSide.resume();
+    const stats = await runSmtpCommandRelay({
+      client: relayClient,
+      backend: relayBackend,
+      pending: { toClient: Buffer.from('421 4.3.2 Service shutting down\r\n') },
+      log: pino({ level: 'silent' }),
+    });
+    expect(toClient).toBe('421 4.3.2 Service shutting down\r\n');
+    expect(stats.bytesToClient).toBe(toClient.length);
+
+    const h = harness({}, { toBackend: Buffer.from('NOOP\r\n'), clientEnded: true }, false);
+    await settle();
+    // The pipelined NOOP still reaches the backend, and its reply the client, before the end.
+    expect(h.takeBackend()).toBe('NOOP\r\n');
+    expect(h.ended().backend).toBe(true);
+    await h.backend('250 2.0.0 Ok\r\n');
+    h.backendSide.end();
+    await h.done;
+    expect(h.takeClient()).toBe('250 2.0.0 Ok\r\n');
+  });
+
+  it('an idle client is cut after idleTimeoutMs, and the backend connection ends with it', async () => {
+    const [clientSide, relayClient] = duplexPair();
+    const [relayBackend, backendSide] = duplexPair();
+    let idle: { ms: number; fire: () => void } | undefined;
+    const client = Object.assign(relayClient, {
+      setTimeout(ms: number, fire: () => void) {
+        idle = { ms, fire };
+        return relayClient;
+      },
+    });
+    let backendEnded = false;
+    backendSide.on('end', () => {
+      backendEnded = true;
+      backendSide.end();
+    });
+    backendSide.resume();
+    clientSide.resume();
+    const done = runSmtpCommandRelay({ client, backend: relayBackend, idleTimeoutMs: 300_000, log: pino({ level: 'silent' }) });
+    await settle();
+    expect(idle?.ms).toBe(300_000);
+    idle!.fire();
+    const stats = await done;
+    expect(stats.closedBy).toBe('client');
+    expect(relayClient.destroyed).toBe(true);
+    expect(backendEnded).toBe(true);
+  });
+
+  it('after QUIT, a client that never closes its side is cut after the linger time', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const [clientSide, relayClient] = duplexPair();
+    const [relayBackend, backendSide] = duplexPair();
+    // Neither end answers the relay's end with its own.
+    clientSide.resume();
+    backendSide.resume();
+    const done = runSmtpCommandRelay({ client: relayClient, backend: relayBackend, log: pino({ level: 'silent' }) });
+    clientSide.write('QUIT\r\n');
+    await settle();
+    backendSide.write('221 2.0.0 Bye\r\n');
+    await settle();
+    expect(relayClient.writableEnded).toBe(true);
+    expect(relayClient.destroyed).toBe(false);
+    await vi.advanceTimersByTimeAsync(4999);
+    expect(relayClient.destroyed).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(relayClient.destroyed).toBe(true);
+    expect(relayBackend.destroyed).toBe(true);
+    await expect(done).resolves.toMatchObject({ bytesFromClient: 6 });
   });
 });
 
