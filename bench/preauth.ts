@@ -377,7 +377,7 @@ async function main(): Promise<void> {
       limits: {
         preAuthTimeoutSeconds: PRE_AUTH_TIMEOUT_SECONDS,
         maxConnectionsPerAddress: PER_ADDRESS,
-        authFailureDelayMs: 0,
+        authFailureDelaySeconds: 0,
         shutdownGraceSeconds: 0,
       },
     },

@@ -101,7 +101,7 @@ export function gateConfig(
       clientSecret: issuer.clientSecret,
       usernameClaims: ['email', 'preferred_username'],
     },
-    limits: { authFailureDelayMs: 0, shutdownGraceSeconds: 0, ...extra.limits },
+    limits: { authFailureDelaySeconds: 0, shutdownGraceSeconds: 0, ...extra.limits },
     log: { level: 'info', ...extra.log },
   };
 }

@@ -256,12 +256,12 @@ describe('abuse against a running proxy, with a legitimate client beside it', ()
             preAuthTimeoutSeconds: PRE_AUTH_TIMEOUT_MS / 1000,
             maxConnectionsPerAddress: PER_ADDRESS,
             maxPreAuthCommands: MAX_COMMANDS,
-            authFailureDelayMs: 0,
+            authFailureDelaySeconds: 0,
           },
         },
       }),
       startStack({
-        config: { limits: { preAuthTimeoutSeconds: PRE_AUTH_TIMEOUT_MS / 1000, maxPreAuthCommands: 100_000, authFailureDelayMs: 0 } },
+        config: { limits: { preAuthTimeoutSeconds: PRE_AUTH_TIMEOUT_MS / 1000, maxPreAuthCommands: 100_000, authFailureDelaySeconds: 0 } },
       }),
     ]);
     token = await stack.idp.mintAccessToken({ user: ALICE.name });

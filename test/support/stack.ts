@@ -106,7 +106,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       ...options.oauth,
     },
     // Tests fail logins on purpose, from one address: growing delays are tested on their own.
-    limits: { authFailureDelayMs: 0 },
+    limits: { authFailureDelaySeconds: 0 },
     ...options.config,
   };
   const configPath = join(dir, 'sasl-gate.yaml');
