@@ -1,7 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { effectiveYaml, writtenForm } from './config/effective.js';
 import { ENV_PREFIX, loadConfig, pathToEnvName, type LoadedConfig } from './config/load.js';
-import { ConfigError } from './errors.js';
+import { ConfigError, UsageError } from './errors.js';
 import { createLogger } from './observe/logger.js';
 import { checkUsername } from './sasl/username.js';
 import { startGate } from './gate.js';
@@ -231,7 +231,7 @@ export async function main(argv: string[]): Promise<number> {
   let values: Record<string, string | boolean | Array<string | boolean> | undefined>;
   try {
     const parsed = parseArgs({ args: argv, allowPositionals: true, strict: true, options: command.options });
-    if (parsed.positionals.length > 1) throw new Error(`unexpected argument "${parsed.positionals[1]}"`);
+    if (parsed.positionals.length > 1) throw new UsageError(`unexpected argument "${parsed.positionals[1]}"`);
     values = parsed.values;
   } catch (e) {
     err(`sasl-gate ${name}: ${(e as Error).message}\n(sasl-gate ${name} --help shows the options)\n`);

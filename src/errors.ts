@@ -97,3 +97,19 @@ export class SaslError extends GateError {
     this.name = 'SaslError';
   }
 }
+
+/** A command line sasl-gate cannot run: an unknown option or argument, a bad value. */
+export class UsageError extends GateError {
+  constructor(message: string) {
+    super('usage', message);
+    this.name = 'UsageError';
+  }
+}
+
+/** A broken invariant of sasl-gate's own code (never the client's doing): a bug to report. */
+export class InternalError extends GateError {
+  constructor(message: string) {
+    super('internal', message);
+    this.name = 'InternalError';
+  }
+}

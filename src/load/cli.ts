@@ -18,6 +18,7 @@ import { parseTarget, type Target } from './target.js';
 import { DEFAULT_IDP_USERS, readUsersFile, type OwnProvider, type TokenSource } from './users.js';
 import { packageVersion } from '../version.js';
 import { tlsSettings, type TlsSettings } from './wire.js';
+import { GateError, UsageError } from '../errors.js';
 
 export const SCENARIOS: Record<string, Scenario> = {
   'imap-login': imapLogin,
@@ -105,8 +106,6 @@ export interface LoadIo {
   /** Where tokens come from without `--users`; without a token source `--users` is required. */
   tokenSource?: TokenSource;
 }
-
-class UsageError extends Error {}
 
 /** Everything the command line said, validated. */
 interface Settings {
@@ -303,7 +302,12 @@ function parse(argv: string[]): Settings {
   };
 }
 
-class HelpRequested extends Error {}
+/** Unwinds argument parsing when --help was given: the help is printed, not an error. */
+class HelpRequested extends GateError {
+  constructor() {
+    super('help_requested', 'help requested');
+  }
+}
 
 /** One argument as a POSIX shell reads it back: bare when safe, else in single quotes. */
 export function shellQuote(arg: string): string {

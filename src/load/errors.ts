@@ -2,6 +2,7 @@
  * Why a load-test transaction failed. The kinds are part of the harness's output contract
  * (`errors` in `--json`), so scripts can tell a refused credential from an overloaded server.
  */
+import { GateError } from '../errors.js';
 
 /** Every kind of failure, in the order reports list them. */
 export const ERROR_KINDS = [
@@ -28,12 +29,12 @@ export const ERROR_KINDS = [
 export type ErrorKind = (typeof ERROR_KINDS)[number];
 
 /** A failed step of a transaction, with the kind it counts as. */
-export class LoadError extends Error {
+export class LoadError extends GateError {
   constructor(
     readonly kind: ErrorKind,
     message: string,
   ) {
-    super(message);
+    super(`load_${kind}`, message);
     this.name = 'LoadError';
   }
 }

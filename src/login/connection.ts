@@ -6,6 +6,7 @@ import type { LineFramer } from '../net/line-framer.js';
 import type { Metrics } from '../observe/metrics.js';
 import { relay, type RelayStats } from '../relay/pipe.js';
 import type { SessionOptions } from './options.js';
+import { GateError, InternalError } from '../errors.js';
 
 /** How a connection ended, for the one log line per connection. */
 export type Outcome =
@@ -19,9 +20,10 @@ export type Outcome =
   | 'shutdown';
 
 /** Thrown inside a session to unwind it once the connection is over. */
-export class SessionEnd extends Error {
+export class SessionEnd extends GateError {
   constructor(readonly outcome: Outcome) {
-    super(outcome);
+    super('session_ended', outcome);
+    this.name = 'SessionEnd';
   }
 }
 
@@ -255,7 +257,7 @@ export class ClientConnection<F extends LineFramer> {
    */
   async upgradeToTls(): Promise<void> {
     const context = this.options.starttls?.();
-    if (!context) throw new Error('STARTTLS on a listener without it');
+    if (!context) throw new InternalError('STARTTLS on a listener without it');
     const plain = this.socket;
     this.unlisten(plain);
     const injected = this.framer.takeRest();

@@ -3,6 +3,7 @@
  * can re-write every command and every byte of message content before Postfix sees it. Pure: bytes
  * in, events out; the relay says when message content begins (after the backend's 354).
  */
+import { InternalError } from '../errors.js';
 
 /** Postfix's `line_length_limit`: no command line sasl-gate forwards is longer. */
 export const COMMAND_LINE_LIMIT = 2048;
@@ -91,7 +92,7 @@ export class SmtpCommandReader {
 
   /** The backend's reply to DATA: 354 starts message content, anything else means commands follow. */
   dataReply(accepted: boolean): void {
-    if (this.mode !== 'awaiting_data_reply') throw new Error('no DATA awaits a reply');
+    if (this.mode !== 'awaiting_data_reply') throw new InternalError('no DATA awaits a reply');
     this.mode = accepted ? 'data' : 'command';
     this.lineStart = true;
     this.dotPending = false;

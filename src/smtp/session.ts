@@ -10,6 +10,7 @@ import { loginToSmtpBackend, type SmtpBackendCredentials } from './backend-login
 import { smtpCommand, type SmtpAction } from './commands.js';
 import { offersChunking, runSmtpCommandRelay } from './relay.js';
 import { authReply, challenge, FAREWELLS, greeting } from './replies.js';
+import { InternalError } from '../errors.js';
 
 /** Everything an SMTP session needs: the shared options and the SMTP backend. */
 export interface SmtpSessionContext extends SessionOptions {
@@ -134,7 +135,7 @@ export class SmtpSession {
           ? { kind: 'xclient', user: credentials.user }
           : { kind: 'master', user: credentials.user, masterUser: master.user, masterPassword: master.password };
     } else if (credentials.kind === 'password') {
-      throw new Error('SMTP has no LOGIN command');
+      throw new InternalError('SMTP has no LOGIN command');
     } else {
       smtpCredentials = credentials;
     }

@@ -9,6 +9,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type * as Asn1 from 'asn1js';
 import type * as Pki from 'pkijs';
+import { ConfigError, GateError } from '../errors.js';
 
 /** Common name of the development CA; certificates it issued are ours to renew. */
 export const DEV_CA_COMMON_NAME = 'sasl-gate development CA';
@@ -74,7 +75,8 @@ export async function ensureDevCertificate(
       if (!ours) {
         // Not ours to replace: someone put a real certificate here, and silently swapping it
         // for a self-made one would be worse than refusing to start.
-        throw new Error(
+        throw new ConfigError(
+          'tls.devCertDir',
           `${paths.certPath} was not issued by the ${DEV_CA_COMMON_NAME} and is expired, about to ` +
             'expire, or lacks a matching server.key; renew it, or remove it to get a development certificate',
         );
@@ -147,7 +149,7 @@ export function devCertificateNames(hostnames: string[] = []): string[] {
     const name = raw.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
     if (name === '') continue;
     if (isIP(name) === 0 && !/^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/.test(name)) {
-      throw new Error(`not a host name or IP address: ${JSON.stringify(raw)}`);
+      throw new GateError('bad_hostname', `not a host name or IP address: ${JSON.stringify(raw)}`);
     }
     if (!names.includes(name)) names.push(name);
   }

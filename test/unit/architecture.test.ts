@@ -3,6 +3,7 @@
  * src/ reaches tools/, bench/ or test/, and src/ uses only production dependencies.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { importGraph, layerOf, upwardArrows } from '../../tools/import-graph.js';
 
@@ -26,5 +27,21 @@ describe('the layers of src/', () => {
   it('imports only production dependencies', () => {
     const foreign = [...graph.packages].filter(([name]) => !(name in manifest.dependencies)).map(([name, file]) => `${name} (${file})`);
     expect(foreign).toEqual([]);
+  });
+});
+
+describe('the errors of src/', () => {
+  const sources = graph.files.map((file) => ({ file, text: readFileSync(join(SRC, file), 'utf8') }));
+
+  it('throws only typed errors with a stable code (no bare Error)', () => {
+    const bare = sources.filter(({ text }) => /\bthrow new Error\(/.test(text)).map(({ file }) => file);
+    expect(bare).toEqual([]);
+  });
+
+  it('derives every error class from GateError', () => {
+    const outside = sources
+      .flatMap(({ file, text }) => [...text.matchAll(/class (\w+) extends (?:Error|TypeError|RangeError)\b/g)].map((m) => `${m[1]} (${file})`))
+      .filter((name) => name !== 'GateError (errors.ts)');
+    expect(outside).toEqual([]);
   });
 });
