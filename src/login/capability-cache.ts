@@ -10,6 +10,8 @@ export class CapabilityCache {
   private advertised: string[];
   private probed = false;
   private timer: NodeJS.Timeout | undefined;
+  /** The probe in progress: a slow backend gets one probe at a time, not one per interval. */
+  private inFlight: Promise<void> | undefined;
 
   constructor(
     private readonly options: {
@@ -58,8 +60,13 @@ export class CapabilityCache {
     if (this.timer) clearInterval(this.timer);
   }
 
-  /** Probes now; on failure keeps the last known list and logs why. */
-  async refresh(): Promise<void> {
+  /** Probes now (or joins the probe in progress); on failure keeps the last known list and logs why. */
+  refresh(): Promise<void> {
+    this.inFlight ??= this.probeOnce().finally(() => (this.inFlight = undefined));
+    return this.inFlight;
+  }
+
+  private async probeOnce(): Promise<void> {
     const { log, name } = this.options;
     try {
       const list = await this.options.probe();

@@ -15,6 +15,7 @@ export function readProxyHeader(socket: Readable, timeoutMs: number): Promise<{ 
       clearTimeout(timer);
       socket.off('data', onData);
       socket.off('end', onEnd);
+      socket.off('close', onEnd);
       if (error) reject(error);
       else resolve(value);
     };
@@ -38,5 +39,7 @@ export function readProxyHeader(socket: Readable, timeoutMs: number): Promise<{ 
     const timer = setTimeout(() => finish(new GateError('bad_proxy_header', 'no PROXY header in time')), timeoutMs);
     socket.on('data', onData);
     socket.on('end', onEnd);
+    // A reset sends no 'end': without this the slot would be held until the timeout.
+    socket.on('close', onEnd);
   });
 }

@@ -59,6 +59,24 @@ describe('CapabilityCache', () => {
     capabilities.stop();
   });
 
+  it('runs one probe at a time: a backend slower than the refresh interval is not probed again meanwhile', async () => {
+    let calls = 0;
+    let answer: (list: string[]) => void = () => undefined;
+    const { capabilities } = cache(() => {
+      calls += 1;
+      return new Promise<string[]>((resolve) => (answer = resolve));
+    });
+    const first = capabilities.refresh();
+    const joined = capabilities.refresh();
+    expect(calls).toBe(1);
+    answer(['IMAP4rev1', 'IDLE']);
+    await Promise.all([first, joined]);
+    expect(capabilities.backendList()).toEqual(['IMAP4rev1', 'IDLE']);
+    void capabilities.refresh();
+    expect(calls).toBe(2);
+    answer(['IMAP4rev1']);
+  });
+
   it('refreshes every refreshMs and logs only a change', async () => {
     const backend = scriptedProbe();
     const { capabilities, messages } = cache(backend.probe);

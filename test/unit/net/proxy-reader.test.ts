@@ -90,6 +90,15 @@ describe('readProxyHeader', () => {
     await expect(header).rejects.toMatchObject({ code: 'bad_proxy_header', message: expect.stringContaining('ended') });
   });
 
+  it('rejects at once a connection reset before the header (no end, only close), without waiting for the timeout', async () => {
+    const { server, proxy } = connection();
+    const header = readProxyHeader(server, 60_000);
+    proxy.write('PROXY TCP4 198.51.100.7');
+    await settle();
+    server.destroy();
+    await expect(header).rejects.toMatchObject({ code: 'bad_proxy_header' });
+  });
+
   it('rejects when no complete header arrives in time, and not a moment before', async () => {
     vi.useFakeTimers();
     const { server, proxy } = connection();
