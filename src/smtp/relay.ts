@@ -238,7 +238,9 @@ export function runSmtpCommandRelay(options: SmtpRelayOptions): Promise<RelaySta
     backend.cork();
     try {
       while (!stopReading && !backendBlocked && queue.length < limits.maxOutstandingReplies) {
-        if (client.writableLength > limits.maxUnreadOutput) break;
+        // Only while a 'drain' is owed: below the stream's own high-water mark none would come to
+        // wake the relay, so the bound is in effect at least that mark.
+        if (client.writableLength > limits.maxUnreadOutput && client.writableNeedDrain) break;
         const event = reader.next();
         if (!event) {
           drained = true;

@@ -323,6 +323,31 @@ describe('SMTP command relay: bounds and time', () => {
     expect(received).toBe(`250 2.0.0 ${'k'.repeat(1000)}\r\n`.repeat(3));
   });
 
+  it('a bound below the client stream\'s own high-water mark does not stall the relay (no drain would come)', async () => {
+    let received = '';
+    const relayClient = new Duplex({
+      writableHighWaterMark: 16 * 1024,
+      read() {},
+      write(chunk: Buffer, _encoding, done) {
+        received += chunk.toString('latin1');
+        setImmediate(done);
+      },
+    });
+    const [relayBackend, backendSide] = duplexPair();
+    let toBackend = '';
+    backendSide.on('data', (c: Buffer) => (toBackend += c.toString('latin1')));
+    void runSmtpCommandRelay({ client: relayClient, backend: relayBackend, limits: { maxUnreadOutput: 100 }, log: pino({ level: 'silent' }) });
+    relayClient.push('NOOP\r\n');
+    await settle();
+    backendSide.write(`250 2.0.0 ${'k'.repeat(1000)}\r\n`);
+    relayClient.push('RSET\r\n');
+    await settle();
+    backendSide.write('250 2.0.0 Ok\r\n');
+    await settle();
+    expect(toBackend).toBe('NOOP\r\nRSET\r\n');
+    expect(received).toBe(`250 2.0.0 ${'k'.repeat(1000)}\r\n250 2.0.0 Ok\r\n`);
+  });
+
   it('holds no more than its read-ahead bound while content waits for the 354', async () => {
     const h = harness({ maxBufferedInput: 4096 });
     await h.client('DATA\r\n');
