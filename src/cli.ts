@@ -1,7 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { effectiveYaml, writtenForm } from './config/effective.js';
 import { ENV_PREFIX, loadConfig, pathToEnvName, type LoadedConfig } from './config/load.js';
-import { ConfigError, UsageError } from './errors.js';
+import { ConfigError, GateError, UsageError } from './errors.js';
 import { createLogger } from './observe/logger.js';
 import { checkUsername } from './sasl/username.js';
 import { startGate } from './gate.js';
@@ -316,10 +316,11 @@ async function checkToken(file: string | undefined): Promise<number> {
     return 2;
   }
   const { ChainValidator } = await import('./auth/chain.js');
+  const { ValidationError } = await import('./auth/validation-error.js');
   const { acceptedDomains } = await import('./config/schema.js');
   const validator = new ChainValidator(config.oauth, { masterSeparator: config.master.separator, domains: acceptedDomains(config) });
   const out = (line: string) => process.stdout.write(`${line}\n`);
-  const print = (reports: Array<{ strategy: string; verdict: string; reason?: string; code?: string }>) => {
+  const print = (reports: ReadonlyArray<{ strategy: string; verdict: string; reason?: string | undefined; code?: string | undefined }>) => {
     for (const r of reports) out(`${r.strategy.padEnd(13)} ${r.verdict}${r.code ? ` (${r.code})` : ''}${r.reason ? `: ${r.reason}` : ''}`);
   };
   try {
@@ -330,11 +331,10 @@ async function checkToken(file: string | undefined): Promise<number> {
     out(`expires       ${result.expiresAt ? `${result.expiresAt.toISOString()} (${relative(result.expiresAt)})` : 'not stated'}`);
     return 0;
   } catch (err) {
-    const reports = (err as { reports?: Array<{ strategy: string; verdict: string; reason?: string }> }).reports;
-    if (reports) print(reports);
-    const code = (err as { code?: string }).code ?? 'error';
+    if (err instanceof ValidationError) print(err.reports);
+    const code = err instanceof GateError ? err.code : 'error';
     out(`rejected      ${code}: ${(err as Error).message}`);
-    return (err as { temporary?: boolean }).temporary ? 3 : 1;
+    return err instanceof GateError && err.temporary ? 3 : 1;
   }
 }
 
