@@ -8,12 +8,10 @@ import type { GateConfig } from './config/load.js';
 import { acceptedDomains, type ListenerConfig } from './config/schema.js';
 import { resolveListeners, type ResolvedListener } from './config/listeners.js';
 import { tcpConnector, type BackendConnector } from './net/connector.js';
-import { advertisedCapabilities, IMAP_FALLBACK, probeImapCapabilities } from './imap/capabilities.js';
-import { ImapSession } from './imap/session.js';
-import { advertisedSmtpExtensions, probeSmtpExtensions } from './smtp/capabilities.js';
-import { SmtpSession } from './smtp/session.js';
-import { CONNECTION_REFUSED as IMAP_CONNECTION_REFUSED } from './imap/replies.js';
-import { CONNECTION_REFUSED as SMTP_CONNECTION_REFUSED } from './smtp/replies.js';
+import { imapFront } from './imap/front.js';
+import { smtpFront } from './smtp/front.js';
+import type { BackendSettings, ProtocolFront, Session } from './login/protocol.js';
+import type { Protocol } from './observe/metrics.js';
 import { CapabilityCache } from './login/capability-cache.js';
 import { CertificateStore } from './tls/certificates.js';
 import { FailureTracker } from './login/failures.js';
@@ -54,11 +52,6 @@ interface Closable {
   shutdown(): void;
 }
 
-interface Session extends Closable {
-  /** Serves the connection; `onRelay` gets a small stand-in for the session once the relay has it. */
-  run(onRelay?: (relay: Closable) => void): Promise<void>;
-}
-
 type SessionFactory = (socket: Socket, connection: ConnectionParameters) => Session;
 
 function listen(server: NetServer | HttpServer, host: string, port: number): Promise<AddressInfo> {
@@ -77,7 +70,7 @@ const REFUSAL_HANDSHAKE_MS = 10_000;
 const MAX_REFUSALS_IN_PROGRESS = 1000;
 
 /** Words that refuse a connection at the limit, in each protocol's terms. */
-const REFUSALS = { imap: IMAP_CONNECTION_REFUSED, smtp: SMTP_CONNECTION_REFUSED };
+const REFUSALS: Record<ListenerConfig['protocol'], string> = { imap: imapFront.connectionRefused, smtp: smtpFront.connectionRefused };
 
 /** A connector that records each connection attempt's outcome in `health`. */
 function trackedConnector(connect: BackendConnector, health: DependencyHealth): BackendConnector {
@@ -142,88 +135,47 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const refusing = new ConnectionLimiter(MAX_REFUSALS_IN_PROGRESS, config.limits.maxConnectionsPerAddress);
   const failures = new FailureTracker({ baseDelayMs: Math.round(config.limits.authFailureDelaySeconds * 1000), maxDelayMs: Math.round(config.limits.authFailureMaxDelaySeconds * 1000) });
 
-  /** One session factory per protocol, sharing a capability cache across that protocol's listeners. */
-  const factories = new Map<'imap' | 'smtp', SessionFactory>();
-  const factoryFor = async (resolved: ResolvedListener): Promise<SessionFactory> => {
-    const { protocol } = resolved;
-    const existing = factories.get(protocol);
+  /** The options every session shares; typed, so a renamed or forgotten field does not compile. */
+  const shared: Omit<SessionOptions, keyof ConnectionParameters> = {
+    limits: config.limits,
+    master: config.master,
+    oauth: { issuer: config.oauth.issuer, scope: config.oauth.scope },
+    validator,
+    log,
+    failures,
+    metrics,
+    directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
+  };
+  const injectedConnectors: Partial<Record<Protocol, BackendConnector>> = { imap: deps.imapConnector, smtp: deps.smtpConnector };
+
+  /** One session factory per protocol, sharing a backend connector and capability cache across its listeners. */
+  const factories = new Map<Protocol, SessionFactory>();
+  const factoryOf = async <B extends BackendSettings>(front: ProtocolFront<B>, backend: B): Promise<SessionFactory> => {
+    const existing = factories.get(front.protocol);
     if (existing) return existing;
-    let factory: SessionFactory;
-    /** The options every session shares; typed, so a renamed or forgotten field does not compile. */
-    const shared: Omit<SessionOptions, keyof ConnectionParameters> = {
-      limits: config.limits,
-      master: config.master,
-      oauth: { issuer: config.oauth.issuer, scope: config.oauth.scope },
-      validator,
+    const health = new DependencyHealth();
+    const connect = trackedConnector(
+      injectedConnectors[front.protocol] ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
+      health,
+    );
+    const capabilities = new CapabilityCache({
+      name: front.protocol,
+      probe: () => tracked(health, 'probe', () => front.probe(connect, backend, config.hostname)),
+      advertise: front.advertise,
+      fallback: front.fallbackCapabilities,
+      refreshMs: backend.capabilityRefreshSeconds * 1000,
       log,
-      failures,
-      metrics,
-      directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
-    };
-    if (resolved.protocol === 'imap') {
-      const { backend } = resolved;
-      const health = new DependencyHealth();
-      const connect = trackedConnector(
-        deps.imapConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
-        health,
-      );
-      const capabilities = new CapabilityCache({
-        name: 'imap',
-        probe: () => tracked(health, 'probe', () => probeImapCapabilities(connect, backend.responseTimeoutSeconds * 1000)),
-        advertise: advertisedCapabilities,
-        fallback: IMAP_FALLBACK,
-        refreshMs: backend.capabilityRefreshSeconds * 1000,
-        log,
-      });
-      await capabilities.start();
-      caches.push(capabilities);
-      backendHealth.push({ name: 'imap backend', health, cache: capabilities });
-      factory = (socket, connection) =>
-        new ImapSession(socket, {
-          ...shared,
-          listener: connection.listener,
-          clientAddress: connection.clientAddress,
-          starttls: connection.starttls,
-          capabilities,
-          connectBackend: connect,
-          backendResponseTimeoutMs: backend.responseTimeoutSeconds * 1000,
-        });
-    } else {
-      const { backend } = resolved;
-      const health = new DependencyHealth();
-      const connect = trackedConnector(
-        deps.smtpConnector ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
-        health,
-      );
-      const extensions = new CapabilityCache({
-        name: 'smtp',
-        probe: () => tracked(health, 'probe', () => probeSmtpExtensions(connect, backend.responseTimeoutSeconds * 1000, config.hostname)),
-        advertise: advertisedSmtpExtensions,
-        // Until Postfix answers: what any submission server offers, so password clients get a
-        // temporary failure at AUTH rather than "unsupported mechanism".
-        fallback: ['PIPELINING', 'ENHANCEDSTATUSCODES', '8BITMIME', 'AUTH PLAIN LOGIN'],
-        refreshMs: backend.capabilityRefreshSeconds * 1000,
-        log,
-      });
-      await extensions.start();
-      caches.push(extensions);
-      backendHealth.push({ name: 'smtp backend', health, cache: extensions });
-      factory = (socket, connection) =>
-        new SmtpSession(socket, {
-          ...shared,
-          listener: connection.listener,
-          clientAddress: connection.clientAddress,
-          starttls: connection.starttls,
-          hostname: config.hostname,
-          login: backend.login,
-          extensions,
-          connectBackend: connect,
-          backendResponseTimeoutMs: backend.responseTimeoutSeconds * 1000,
-        });
-    }
-    factories.set(protocol, factory);
+    });
+    await capabilities.start();
+    caches.push(capabilities);
+    backendHealth.push({ name: `${front.protocol} backend`, health, cache: capabilities });
+    const parts = { backend, connectBackend: connect, capabilities, hostname: config.hostname };
+    const factory: SessionFactory = (socket, connection) => front.session(socket, { ...shared, ...connection }, parts);
+    factories.set(front.protocol, factory);
     return factory;
   };
+  const factoryFor = (resolved: ResolvedListener): Promise<SessionFactory> =>
+    resolved.protocol === 'imap' ? factoryOf(imapFront, resolved.backend) : factoryOf(smtpFront, resolved.backend);
 
   /** Accepts one TCP connection: PROXY header, limits, TLS (implicit), then the session. */
   const accept = async (raw: Socket, listener: ListenerConfig, name: string, createSession: SessionFactory, trusted: NetworkList | undefined) => {
