@@ -21,6 +21,18 @@ export const FAREWELLS: Farewells & { tooManyFailures: string; tooManyCommands: 
 /** Refuses a connection over the connection limits. */
 export const CONNECTION_REFUSED = '* BYE [UNAVAILABLE] Too many connections from your address, try again later.';
 
+const TOO_BIG = { line_too_long: 'Command line too long', literal_too_large: 'Literal too large', too_many_literals: 'Too many literals' };
+
+/** A command over the framer's bounds (RFC 7162's TOOBIG). */
+export function tooBig(tag: string | undefined, error: keyof typeof TOO_BIG): string {
+  return `${tag ?? '*'} BAD [TOOBIG] ${TOO_BIG[error]}.`;
+}
+
+/** A command the parser could not read. */
+export function syntaxError(tag: string | undefined, detail: string): string {
+  return `${tag ?? '*'} BAD Syntax error: ${detail}.`;
+}
+
 /** The continuation request before a SASL challenge or literal. */
 export function continuation(text: string): string {
   return `+ ${text}`;

@@ -8,7 +8,7 @@ import { loginToBackend, type BackendCredentials as ImapCredentials } from './ba
 import { imapCommand, type ImapAction } from './commands.js';
 import { ImapFramer, type Frame } from './framer.js';
 import { ImapSyntaxError, parseCommand, type ImapCommand } from './parser.js';
-import { continuation, FAREWELLS, greeting, loginReply, type ImapBackendRefusal } from './replies.js';
+import { continuation, FAREWELLS, greeting, loginReply, syntaxError, tooBig, type ImapBackendRefusal } from './replies.js';
 
 /** Everything an IMAP session needs: the shared options and the IMAP backend. */
 export interface ImapSessionContext extends SessionOptions {
@@ -18,8 +18,6 @@ export interface ImapSessionContext extends SessionOptions {
   backendResponseTimeoutMs: number;
   clock?: FlowClock | undefined;
 }
-
-const TOO_BIG = { line_too_long: 'Command line too long', literal_too_large: 'Literal too large', too_many_literals: 'Too many literals' };
 
 /**
  * One IMAP client connection before login: a client connection, the pre-login command table and
@@ -77,7 +75,7 @@ export class ImapSession {
         continue;
       }
       if (frame.type === 'error') {
-        connection.send(`${frame.tag ?? '*'} BAD [TOOBIG] ${TOO_BIG[frame.error]}.`);
+        connection.send(tooBig(frame.tag, frame.error));
         this.countCommand();
         continue;
       }
@@ -88,7 +86,7 @@ export class ImapSession {
         command = parseCommand(frame.segments);
       } catch (err) {
         if (!(err instanceof ImapSyntaxError)) throw err;
-        connection.send(`${err.tag ?? '*'} BAD Syntax error: ${err.message}.`);
+        connection.send(syntaxError(err.tag, err.message));
         continue;
       }
       const action = imapCommand(command.name, command.args, { capabilities: this.capabilities(), tlsActive: connection.tlsActive });

@@ -19,6 +19,12 @@ export const FAREWELLS: Farewells & { tooManyFailures: string; tooManyCommands: 
 /** Refuses a connection over the connection limits. */
 export const CONNECTION_REFUSED = '421 4.7.0 Too many connections from your address, try again later';
 
+/** A command line over the length limit. */
+export const LINE_TOO_LONG = '500 5.5.2 Error: line too long';
+
+/** A line that is not a command. */
+export const NOT_A_COMMAND = '500 5.5.2 Error: command not recognized';
+
 /** A SASL challenge (RFC 4954). */
 export function challenge(text: string): string {
   return `334 ${text}`;

@@ -9,7 +9,7 @@ import type { SmtpReply } from './backend.js';
 import { loginToSmtpBackend, type SmtpBackendCredentials } from './backend-login.js';
 import { smtpCommand, type SmtpAction } from './commands.js';
 import { offersChunking, runSmtpCommandRelay } from './relay.js';
-import { authReply, challenge, FAREWELLS, greeting } from './replies.js';
+import { authReply, challenge, FAREWELLS, greeting, LINE_TOO_LONG, NOT_A_COMMAND } from './replies.js';
 import { InternalError } from '../errors.js';
 
 /** Everything an SMTP session needs: the shared options and the SMTP backend. */
@@ -74,12 +74,12 @@ export class SmtpSession {
       this.commands += 1;
       if (this.commands > this.ctx.limits.maxPreAuthCommands) connection.stop('too_many_commands', FAREWELLS.tooManyCommands);
       if (frame.type === 'error') {
-        connection.send('500 5.5.2 Error: line too long');
+        connection.send(LINE_TOO_LONG);
         continue;
       }
       const match = /^([A-Za-z]+)(?: (.*))?$/.exec(frame.line.toString('latin1'));
       if (!match) {
-        connection.send('500 5.5.2 Error: command not recognized');
+        connection.send(NOT_A_COMMAND);
         continue;
       }
       const action = smtpCommand(match[1]!.toUpperCase(), match[2] ?? '', {
