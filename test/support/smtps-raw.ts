@@ -17,6 +17,8 @@ export interface SmtpsTarget {
   /** Name checked against the certificate; `localhost` by default. */
   servername?: string;
   timeoutMs?: number;
+  /** Local address to connect from (any 127.x.y.z works on Linux loopback). */
+  localAddress?: string;
 }
 
 /** A raw SMTP client over implicit TLS: the plain client's methods on an encrypted socket. */
@@ -30,6 +32,7 @@ export const RawSmtps = {
       port: target.port,
       ca: target.ca,
       servername: target.servername ?? 'localhost',
+      ...(target.localAddress ? { localAddress: target.localAddress } : {}),
     });
     await new Promise<void>((resolve, reject) => {
       socket.once('secureConnect', resolve);
