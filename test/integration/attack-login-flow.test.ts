@@ -287,6 +287,37 @@ describe('whatever name the client gives, a token logs in only as its own user',
   });
 });
 
+describe('the master password through pass-through, under other spellings of the master name', () => {
+  it('IMAP LOGIN and AUTHENTICATE PLAIN: no spelling logs anyone in', async () => {
+    const stack = stacks.master;
+    const mark = (await stack.dovecot.readLog()).length;
+    const spellings = [
+      MASTER.user,
+      MASTER.user.toUpperCase(),
+      ` ${MASTER.user}`,
+      `${MASTER.user}@example.test`,
+      `${MASTER.user}@`,
+      [...MASTER.user].map((ch) => (/[a-z]/.test(ch) ? String.fromCharCode(ch.charCodeAt(0) + 0xfee0) : ch)).join(''),
+      `${ALICE.name}*${MASTER.user}`,
+      `*${MASTER.user}`,
+    ];
+    const c = await TlsImap.connect({ ...stack, localAddress: '127.0.0.30' });
+    const replies: string[] = [];
+    for (const name of spellings.slice(0, 3)) {
+      replies.push((await c.command(`AUTHENTICATE PLAIN ${plain('', name, MASTER.password)}`)).tagged);
+    }
+    c.close();
+    for (const name of spellings) {
+      const d = await TlsImap.connect({ ...stack, localAddress: '127.0.0.30' });
+      replies.push((await d.command(`LOGIN "${name}" "${MASTER.password}"`)).tagged);
+      d.close();
+    }
+    for (const reply of replies) expect(reply).toMatch(/^t\d+ NO /);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await dovecotLogins(stack, mark)).toEqual([]);
+  });
+});
+
 describe('temporary failures (provider or backend down) are not the client\'s failures', () => {
   let stack: Stack;
   beforeAll(async () => {
