@@ -107,7 +107,11 @@ export class ImapSession {
     connection.send(`${tag} ${action.status} ${action.text}`);
     if (action.clientId) this.clientId = action.clientId;
     if (action.then === 'logout') connection.stop('logout');
-    if (action.then === 'starttls') await connection.upgradeToTls();
+    if (action.then === 'starttls') {
+      await connection.upgradeToTls();
+      // Nothing said in plain text outlives the upgrade (as SMTP forgets EHLO, RFC 3207).
+      this.clientId = [];
+    }
     return false;
   }
 

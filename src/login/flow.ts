@@ -140,14 +140,15 @@ export class LoginFlow<S, R> {
     const response = await this.response(request.initialResponse, '');
     if ('failed' in response) return response.failed;
     if (mechanism === 'PLAIN') {
-      let user: string;
+      // Unset until this attempt's name is read: a failure counts against no earlier attempt's name.
+      let user: string | undefined;
       try {
         const credentials = decodePlain(response.bytes);
         user = credentials.authcid;
         this.options.record.user = user;
         checkPasswordLogin(credentials, this.passwordPolicy());
       } catch (err) {
-        return this.refusePassword(err, this.options.record.user);
+        return this.refusePassword(err, user);
       }
       return this.backend({ kind: 'plain', initialResponse: response.text }, user);
     }
@@ -179,14 +180,14 @@ export class LoginFlow<S, R> {
     if ('failed' in userResponse) return userResponse.failed;
     const passwordResponse = await this.response(undefined, LOGIN_PASSWORD_PROMPT);
     if ('failed' in passwordResponse) return passwordResponse.failed;
-    let user: string;
+    let user: string | undefined;
     try {
       user = decodeLoginField(userResponse.bytes);
       this.options.record.user = user;
       decodeLoginField(passwordResponse.bytes);
       checkPasswordLogin({ authcid: user }, this.passwordPolicy());
     } catch (err) {
-      return this.refusePassword(err, this.options.record.user);
+      return this.refusePassword(err, user);
     }
     return this.backend({ kind: 'login-mechanism', userResponse: userResponse.text, passwordResponse: passwordResponse.text }, user);
   }

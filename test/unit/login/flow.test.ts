@@ -2,7 +2,7 @@ import { Socket } from 'node:net';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { TokenIdentity, TokenValidator } from '../../../src/auth/validator.js';
-import { AuthError } from '../../../src/errors.js';
+import { AuthError, BackendError } from '../../../src/errors.js';
 import type { LoginRecord } from '../../../src/login/connection.js';
 import { FailureTracker } from '../../../src/login/failures.js';
 import {
@@ -305,7 +305,7 @@ describe('LoginFlow: the backend login', () => {
   });
 
   it('a backend that cannot be reached is a temporary failure for everyone', async () => {
-    const s = setup({ backend: () => Promise.reject(new AuthError('backend_unavailable', 'connection refused')) });
+    const s = setup({ backend: () => Promise.reject(new BackendError('connection refused')) });
     expect(await s.flow.attempt(sasl('PLAIN', plain('', 'bob', 'pw')))).toEqual({ kind: 'temporary', which: 'backend' });
     expect(await s.flow.attempt(sasl('XOAUTH2', xoauth2('alice@example.test', 'alice-token')))).toEqual({ kind: 'temporary', which: 'backend' });
     expect(s.clock.waits).toEqual([]);
@@ -316,6 +316,17 @@ describe('LoginFlow: the backend login', () => {
     const s = setup({ backend: async () => (s.script.close(), { ok: true, socket, rest: Buffer.alloc(0), extras: '' }) });
     expect(await s.flow.attempt(sasl('PLAIN', plain('', 'bob', 'pw')))).toEqual({ kind: 'gone' });
     expect(socket.destroyed).toBe(true);
+  });
+
+  it('a PLAIN message that cannot be read counts against the address, not against an earlier attempt’s user', async () => {
+    const s = setup({ backend: backendRefuses });
+    await s.flow.attempt(sasl('PLAIN', plain('', 'bob', 'wrong')));
+    const bobsDelay = s.failures.delayFor('198.51.100.1', 'bob');
+    expect(bobsDelay).toBeGreaterThan(0);
+    const outcome = await s.flow.attempt(sasl('PLAIN', Buffer.from('no separators').toString('base64')));
+    expect(outcome).toMatchObject({ kind: 'refused', reason: 'bad_sasl' });
+    expect(s.failures.delayFor('198.51.100.1', 'bob')).toBe(bobsDelay);
+    expect(s.failures.delayFor('192.0.2.7')).toBeGreaterThan(bobsDelay);
   });
 
   it('a success clears the user name’s failure record', async () => {
