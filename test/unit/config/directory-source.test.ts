@@ -2,30 +2,14 @@
  * `directory.source` picks one variant of the directory section: its own section is required (and,
  * but for `static`, the state file), and a mistake is named with its key in the admin's words.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../src/config/load.js';
 import { InvalidConfigError, type ConfigProblem } from '../../../src/config/problems.js';
 import { configKeys } from '../../../src/config/reference.js';
+import { configFile, MINIMAL_CONFIG } from './config-files.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'sasl-gate-directory-'));
-function file(text: string): string {
-  const path = join(dir, `c${Math.random().toString(36).slice(2)}.yaml`);
-  writeFileSync(path, text);
-  return path;
-}
-
-const BASE = `
-listeners: [{ protocol: imap, bind: "127.0.0.1:993" }]
-tls: { development: true }
-backends: { imap: { host: 127.0.0.1 } }
-master: { user: sasl-gate, password: pw }
-oauth: { issuer: https://idp.example.com, audience: [mail] }
-`;
 const TOKEN = '0123456789abcdef0123456789abcdef';
-const load = (directory: string, env: NodeJS.ProcessEnv = {}) => loadConfig({ file: file(`${BASE}directory: ${directory}\n`), env });
+const load = (directory: string, env: NodeJS.ProcessEnv = {}) => loadConfig({ file: configFile(`${MINIMAL_CONFIG}directory: ${directory}\n`), env });
 
 function problems(directory: string, env: NodeJS.ProcessEnv = {}): ConfigProblem[] {
   try {

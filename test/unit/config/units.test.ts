@@ -3,30 +3,14 @@
  * millisecond keys of older configurations still load, with a warning naming the new key, and the
  * program sees seconds either way.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { effectiveYaml } from '../../../src/config/effective.js';
 import { loadConfig } from '../../../src/config/load.js';
 import { InvalidConfigError } from '../../../src/config/problems.js';
 import { configKeys } from '../../../src/config/reference.js';
+import { configFile, MINIMAL_CONFIG } from './config-files.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'sasl-gate-units-'));
-function file(text: string): string {
-  const path = join(dir, `c${Math.random().toString(36).slice(2)}.yaml`);
-  writeFileSync(path, text);
-  return path;
-}
-
-const BASE = `
-listeners: [{ protocol: imap, bind: "127.0.0.1:993" }]
-tls: { development: true }
-backends: { imap: { host: 127.0.0.1 } }
-master: { user: sasl-gate, password: pw }
-oauth: { issuer: https://idp.example.com, audience: [mail] }
-`;
-const load = (limits: string, env: NodeJS.ProcessEnv = {}) => loadConfig({ file: file(`${BASE}${limits}`), env });
+const load = (limits: string, env: NodeJS.ProcessEnv = {}) => loadConfig({ file: configFile(`${MINIMAL_CONFIG}${limits}`), env });
 
 describe('limits.authFailureDelaySeconds', () => {
   it('defaults to half a second, growing to at most 15 seconds', () => {
@@ -93,7 +77,7 @@ describe('the deprecated millisecond keys', () => {
     const text = effectiveYaml(loaded.config, loaded.fromEnv);
     expect(text).toContain('authFailureDelaySeconds: 0.25');
     expect(text).not.toContain('authFailureDelayMs');
-    const again = loadConfig({ file: file(text), env: {} });
+    const again = loadConfig({ file: configFile(text), env: {} });
     expect(again.config.limits.authFailureDelaySeconds).toBe(0.25);
     expect(again.warnings.filter((w) => w.includes('deprecated'))).toEqual([]);
   });

@@ -1,9 +1,7 @@
 import type { SecureContext } from 'node:tls';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ImapSession, type ImapSessionContext } from '../../../src/imap/session.js';
-import { ManualClock, MASTER, scriptedBackend, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
+import { aliveAfterGc, ManualClock, MASTER, scriptedBackend, sessionOptions, sessionRefs, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
 
 const CAPABILITIES = ['IMAP4rev1', 'ID', 'SASL-IR', 'AUTH=XOAUTH2', 'AUTH=OAUTHBEARER', 'AUTH=PLAIN', 'AUTH=LOGIN'];
 const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64');
@@ -146,8 +144,6 @@ describe('IMAP dialect: logins and their replies', () => {
   });
 
   it('once the relay runs, the pre-login session can be collected: only the sockets and the relay stay', async () => {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as () => void;
     const backend = dovecot();
     const { server, client: socket } = await socketPair();
     cleanups.push(() => {
@@ -164,20 +160,14 @@ describe('IMAP dialect: logins and their replies', () => {
         clock: new ManualClock(),
       });
       void session.run();
-      // The connection too (a private part): it holds the framer, the logger and the timers.
-      return [new WeakRef(session), new WeakRef((session as unknown as { connection: object }).connection)];
+      return sessionRefs(session);
     };
     const refs = open();
     const client = new TestClient(socket);
     await client.line();
     client.send(`a AUTHENTICATE XOAUTH2 ${xoauth2('alice@example.test', 'alice-token')}\r\n`);
     expect(await client.line()).toBe('a OK [CAPABILITY IMAP4rev1 IDLE] Logged in');
-    const alive = () => refs.filter((ref) => ref.deref() !== undefined).length;
-    for (let i = 0; i < 5 && alive() > 0; i++) {
-      await new Promise((resolve) => setImmediate(resolve));
-      gc();
-    }
-    expect(alive()).toBe(0);
+    expect(await aliveAfterGc(refs)).toBe(0);
     client.send('b NOOP\r\n');
     expect(await client.line()).toBe('b OK NOOP answered by the backend.');
   });

@@ -2,6 +2,8 @@
  * In-process pieces for driving a session over a loopback socket pair: a client that reads lines,
  * a scripted backend on the other end of another pair, a fake validator, an instant clock.
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -172,4 +174,21 @@ export function scriptedBackend(greeting: string, script: (line: string, reply: 
     return client;
   };
   return { connect, received, close: () => sockets.forEach((s) => s.destroy()) };
+}
+
+/** Weak references to a session and its connection (a private part: it holds the framer, the logger and the timers). */
+export function sessionRefs(session: object): Array<WeakRef<object>> {
+  return [new WeakRef(session), new WeakRef((session as { connection: object }).connection)];
+}
+
+/** How many of `refs` are still alive after a few rounds of the event loop and garbage collection. */
+export async function aliveAfterGc(refs: ReadonlyArray<WeakRef<object>>): Promise<number> {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const alive = () => refs.filter((ref) => ref.deref() !== undefined).length;
+  for (let i = 0; i < 5 && alive() > 0; i++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    gc();
+  }
+  return alive();
 }

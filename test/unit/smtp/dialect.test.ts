@@ -1,9 +1,7 @@
 import type { SecureContext } from 'node:tls';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SmtpSession, type SmtpSessionContext } from '../../../src/smtp/session.js';
-import { ManualClock, MASTER, scriptedBackend, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
+import { aliveAfterGc, ManualClock, MASTER, scriptedBackend, sessionOptions, sessionRefs, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
 
 const EXTENSIONS = ['PIPELINING', 'ENHANCEDSTATUSCODES', '8BITMIME', 'AUTH XOAUTH2 OAUTHBEARER PLAIN LOGIN'];
 const HOST = 'gate.example.test';
@@ -150,8 +148,6 @@ describe('SMTP dialect: AUTH and its replies', () => {
   });
 
   it('once the command relay runs, the pre-login session can be collected', async () => {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as () => void;
     const backend = postfix();
     const { server, client: socket } = await socketPair();
     cleanups.push(() => {
@@ -170,19 +166,14 @@ describe('SMTP dialect: AUTH and its replies', () => {
         clock: new ManualClock(),
       });
       void session.run();
-      return [new WeakRef(session), new WeakRef((session as unknown as { connection: object }).connection)];
+      return sessionRefs(session);
     };
     const refs = open();
     const client = new TestClient(socket);
     await client.line();
     client.send(`EHLO c\r\nAUTH XOAUTH2 ${xoauth2('alice@example.test', 'alice-token')}\r\n`);
     expect((await client.lines(6)).at(-1)).toBe('235 2.7.0 Authentication successful');
-    const alive = () => refs.filter((ref) => ref.deref() !== undefined).length;
-    for (let i = 0; i < 5 && alive() > 0; i++) {
-      await new Promise((resolve) => setImmediate(resolve));
-      gc();
-    }
-    expect(alive()).toBe(0);
+    expect(await aliveAfterGc(refs)).toBe(0);
     client.send('NOOP\r\n');
     expect(await client.line()).toBe('250 2.0.0 Ok from the backend');
   });
