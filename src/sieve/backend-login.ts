@@ -3,6 +3,7 @@ import { BackendError, InternalError } from '../errors.js';
 import type { BackendConnector } from '../net/connector.js';
 import { encodePlain } from '../sasl/plain.js';
 import { SieveBackendConversation, tryResponse } from './backend.js';
+import { splitCapability } from './capabilities.js';
 import { encodeString, parseStringLine, SieveSyntaxError, type SieveValue } from './parser.js';
 import { quote, response } from './replies.js';
 
@@ -12,6 +13,8 @@ export interface SieveClientOrigin {
   port: number;
   localAddress: string;
   localPort: number;
+  /** sasl-gate's session id, so the backend's log line names the same session. */
+  sessionId: string;
   /** Whether the client reached sasl-gate over TLS. */
   tls: boolean;
 }
@@ -58,7 +61,14 @@ export async function loginToSieveBackend(options: SieveBackendLoginOptions): Pr
   });
   const conversation = new SieveBackendConversation(socket, options.responseTimeoutMs);
   try {
-    await conversation.readCapabilities();
+    const capabilities = await conversation.readCapabilities();
+    const announce = capabilityNames(capabilities).has('XCLIENT') ? xclient(origin) : undefined;
+    if (announce) {
+      // Dovecot's managesieve-login takes the client's address from a trusted proxy this way.
+      conversation.write(announce);
+      const reply = tryResponse(await conversation.readSegments());
+      if (reply?.status === 'BYE') throw new BackendError('backend said BYE to XCLIENT');
+    }
     let responses: string[];
     switch (credentials.kind) {
       case 'master':
@@ -106,6 +116,21 @@ export async function loginToSieveBackend(options: SieveBackendLoginOptions): Pr
     if (err instanceof BackendError || err instanceof InternalError) throw err;
     throw new BackendError(`backend login failed: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** The names of a capability list (upper case). */
+function capabilityNames(lines: readonly string[]): Set<string> {
+  return new Set(lines.map((line) => splitCapability(line).name));
+}
+
+/** `XCLIENT` with the client's address and port and the session id; values that could break the line are left out. */
+function xclient(origin: SieveClientOrigin): string | undefined {
+  const fields = [
+    /^[0-9A-Fa-f:.]{2,45}$/.test(origin.address) ? `ADDR=${origin.address}` : undefined,
+    Number.isInteger(origin.port) && origin.port > 0 ? `PORT=${origin.port}` : undefined,
+    /^[A-Za-z0-9_-]{1,64}$/.test(origin.sessionId) ? `SESSION=${origin.sessionId}` : undefined,
+  ].filter((f) => f !== undefined);
+  return fields.length === 0 ? undefined : `XCLIENT ${fields.join(' ')}\r\n`;
 }
 
 /** A response code as the backend gave it (`SASL "..."`, `TRYLATER`), re-encoded. */

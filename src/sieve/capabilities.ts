@@ -39,8 +39,11 @@ export function mechanismsOf(capabilities: readonly string[]): string[] {
   return [];
 }
 
+/** Lines only meaningful between sasl-gate and the backend (XCLIENT is for trusted proxies). */
+const NOT_FORWARDED = new Set(['STARTTLS', 'XCLIENT']);
+
 /**
- * Replaces (or adds) the SASL line and drops STARTTLS, keeping the backend's order: the SASL line
+ * Replaces (or adds) the SASL line and drops STARTTLS and XCLIENT, keeping the backend's order: the SASL line
  * where the backend had it, else before VERSION.
  */
 export function withSasl(capabilities: readonly string[], mechanisms: readonly string[], starttls: boolean): string[] {
@@ -58,7 +61,7 @@ export function withSasl(capabilities: readonly string[], mechanisms: readonly s
     else if (name === 'VERSION') {
       place();
       out.push(line);
-    } else if (name !== 'STARTTLS') out.push(line);
+    } else if (!NOT_FORWARDED.has(name)) out.push(line);
   }
   place();
   return out;

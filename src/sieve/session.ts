@@ -185,6 +185,7 @@ export class SieveSession {
         port: connection.client.port,
         localAddress: local.address,
         localPort: local.port,
+        sessionId: connection.id,
         tls: connection.tlsActive,
       },
       credentials: sieveCredentials,

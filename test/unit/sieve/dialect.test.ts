@@ -12,6 +12,7 @@ const DOVECOT_CAPABILITIES = [
   '"SASL" "PLAIN LOGIN"',
   '"STARTTLS"',
   '"VERSION" "1.0"',
+  '"XCLIENT"',
 ];
 const ADVERTISED = advertisedCapabilities(DOVECOT_CAPABILITIES);
 const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64');
@@ -43,6 +44,8 @@ function dovecot() {
     } else if (line === 'AUTHENTICATE "LOGIN"') {
       login = [];
       reply('"VXNlcm5hbWU6"');
+    } else if (line.startsWith('XCLIENT ')) {
+      reply('OK "Updated"');
     } else if (line === 'NOOP') {
       reply('OK "NOOP answered by the backend."');
     } else if (line === 'LOGOUT') {
@@ -186,7 +189,8 @@ describe('ManageSieve dialect: logins and their replies', () => {
     await greeting(client);
     client.send(`AUTHENTICATE "XOAUTH2" "${xoauth2('alice@example.test', 'alice-token')}"\r\n`);
     expect(await client.line()).toBe('OK "Logged in."');
-    const login = /^AUTHENTICATE "PLAIN" "([^"]+)"$/.exec(backend.received[0]!)!;
+    expect(backend.received[0]).toMatch(/^XCLIENT ADDR=127\.0\.0\.1 PORT=\d+ SESSION=[A-Za-z0-9_-]{8}$/);
+    const login = /^AUTHENTICATE "PLAIN" "([^"]+)"$/.exec(backend.received[1]!)!;
     expect(Buffer.from(login[1]!, 'base64').toString()).toBe(`alice@example.test\0${MASTER.user}\0${MASTER.password}`);
     client.send('NOOP\r\n');
     expect(await client.line()).toBe('OK "NOOP answered by the backend."');
@@ -198,7 +202,7 @@ describe('ManageSieve dialect: logins and their replies', () => {
     const message = xoauth2('alice@example.test', 'alice-token');
     client.send(`AUTHENTICATE {7+}\r\nxoauth2 {${message.length}+}\r\n${message}\r\n`);
     expect(await client.line()).toBe('OK "Logged in."');
-    expect(backend.received[0]).toMatch(/^AUTHENTICATE "PLAIN" "/);
+    expect(backend.received[1]).toMatch(/^AUTHENTICATE "PLAIN" "/);
   });
 
   it('without an initial response: an empty challenge, then the response as a literal or a quoted string', async () => {
@@ -287,7 +291,7 @@ describe('ManageSieve dialect: logins and their replies', () => {
     await greeting(client);
     client.send(`AUTHENTICATE "PLAIN" "${b64('\0bob\0wrong')}"\r\n`);
     expect(await client.line()).toBe('NO "Authentication failed."');
-    expect(backend.received).toEqual([`AUTHENTICATE "PLAIN" "${b64('\0bob\0wrong')}"`, 'LOGOUT']);
+    expect(backend.received).toEqual([expect.stringMatching(/^XCLIENT ADDR=/), `AUTHENTICATE "PLAIN" "${b64('\0bob\0wrong')}"`, 'LOGOUT']);
     client.send('AUTHENTICATE "LOGIN"\r\n');
     expect(unquote(await client.line())).toBe(b64('Username:'));
     client.send(`"${b64('bob')}"\r\n`);
