@@ -248,6 +248,17 @@ describe('ManageSieve dialect: logins and their replies', () => {
     expect(backend.received).toEqual([]);
   });
 
+  it('a quoted initial response longer than RFC 5804’s 1024 octets (a real JWT, as Net_Sieve sends it) is read', async () => {
+    const { client } = await start();
+    await greeting(client);
+    const message = xoauth2('alice@example.test', `stale.${'J'.repeat(1500)}`);
+    expect(message.length).toBeGreaterThan(1024);
+    client.send(`AUTHENTICATE "XOAUTH2" "${message}"\r\n`);
+    expect(JSON.parse(Buffer.from(unquote(await client.line()), 'base64').toString())).toMatchObject({ status: '401' });
+    client.send('""\r\n');
+    expect(await client.line()).toBe('NO "Authentication failed."');
+  });
+
   it('the OAUTHBEARER error challenge; a client that never answers gets the NO when the wait runs out', async () => {
     const { client, clock } = await start();
     await greeting(client);

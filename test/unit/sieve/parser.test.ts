@@ -38,6 +38,8 @@ describe('ManageSieve parser', () => {
         { type: 'string', value: Buffer.from('AGJvYgBwdw=='), form: 'quoted' },
       ],
     });
+    const token = 'x'.repeat(4000);
+    expect(parseCommand(line(`AUTHENTICATE "XOAUTH2" "${token}"\r\n`)).args[1]).toMatchObject({ value: Buffer.from(token), form: 'quoted' });
     expect(parseCommand(line('NOOP "a \\"b\\" \\\\c"\r\n')).args[0]).toMatchObject({ value: Buffer.from('a "b" \\c') });
     const literal = parseCommand(line('AUTHENTICATE "XOAUTH2" {5+}\r\nab\r\nc\r\n'));
     expect(literal.args[1]).toEqual({ type: 'string', value: Buffer.from('ab\r\nc'), form: 'literal' });
