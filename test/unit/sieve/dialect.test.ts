@@ -2,7 +2,7 @@ import type { SecureContext } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { advertisedCapabilities } from '../../../src/sieve/capabilities.js';
 import { SieveSession, type SieveSessionContext } from '../../../src/sieve/session.js';
-import { ManualClock, MASTER, scriptedBackend, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
+import { aliveAfterGc, ManualClock, MASTER, scriptedBackend, sessionOptions, sessionRefs, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
 
 /** Dovecot 2.3 managesieve's capability block (Pigeonhole 0.5), as it greets. */
 const DOVECOT_CAPABILITIES = [
@@ -185,7 +185,7 @@ describe('ManageSieve dialect: STARTTLS', () => {
 
 describe('ManageSieve dialect: logins and their replies', () => {
   it('AUTHENTICATE "XOAUTH2" with a quoted initial response: the master user logs in for alice, then the relay runs', async () => {
-    const { client, backend } = await start();
+    const { client, backend, ctx } = await start();
     await greeting(client);
     client.send(`AUTHENTICATE "XOAUTH2" "${xoauth2('alice@example.test', 'alice-token')}"\r\n`);
     expect(await client.line()).toBe('OK "Logged in."');
@@ -194,6 +194,48 @@ describe('ManageSieve dialect: logins and their replies', () => {
     expect(Buffer.from(login[1]!, 'base64').toString()).toBe(`alice@example.test\0${MASTER.user}\0${MASTER.password}`);
     client.send('NOOP\r\n');
     expect(await client.line()).toBe('OK "NOOP answered by the backend."');
+    // The log names the user, never the token, the SASL message or the master password.
+    const log = ctx.logLines.join('\n');
+    expect(log).toContain('alice@example.test');
+    for (const secret of ['alice-token', xoauth2('alice@example.test', 'alice-token'), MASTER.password, login[1]!]) expect(log).not.toContain(secret);
+  });
+
+  it('once the relay runs, the pre-login session can be collected: only the sockets and the relay stay', async () => {
+    const backend = dovecot();
+    const { server, client: socket } = await socketPair();
+    cleanups.push(() => {
+      socket.destroy();
+      backend.close();
+    });
+    // Made in a scope of its own, so the test keeps nothing of the session but a weak reference.
+    const open = () => {
+      const session = new SieveSession(server, {
+        ...sessionOptions(),
+        capabilities: { current: () => ADVERTISED },
+        connectBackend: backend.connect,
+        backendResponseTimeoutMs: 2000,
+        clock: new ManualClock(),
+      });
+      void session.run();
+      return sessionRefs(session);
+    };
+    const refs = open();
+    const client = new TestClient(socket);
+    await greeting(client);
+    client.send(`AUTHENTICATE "XOAUTH2" "${xoauth2('alice@example.test', 'alice-token')}"\r\n`);
+    expect(await client.line()).toBe('OK "Logged in."');
+    expect(await aliveAfterGc(refs)).toBe(0);
+    client.send('NOOP\r\n');
+    expect(await client.line()).toBe('OK "NOOP answered by the backend."');
+  });
+
+  it('too many failures: the last NO, then BYE and the close', async () => {
+    const { client, running } = await start({ limits: { maxAuthFailures: 2 } });
+    await greeting(client);
+    client.send(`AUTHENTICATE "PLAIN" "${b64('\0bob\0wrong')}"\r\nAUTHENTICATE "PLAIN" "${b64('\0bob\0wrong')}"\r\n`);
+    expect(await client.lines(3)).toEqual(['NO "Authentication failed."', 'NO "Authentication failed."', 'BYE "Too many authentication failures."']);
+    await client.closed();
+    await running;
   });
 
   it('the initial response as a literal, and the mechanism as a literal', async () => {
