@@ -3,11 +3,6 @@ import { BackendConversation } from '../net/backend-conversation.js';
 import { LITERAL_AT_END, parseCapability, parseResponse, SieveSyntaxError, type SieveResponse, type SieveSegment } from './parser.js';
 import { capabilityLine } from './replies.js';
 
-/** The backend's capability block: its lines in canonical form, and the `OK` line's text. */
-export interface BackendCapabilities {
-  lines: string[];
-}
-
 /**
  * A pre-login conversation with a ManageSieve backend: the capability block, then the login.
  * Reads response lines (with the literals a server may send), and hands the socket (and any
