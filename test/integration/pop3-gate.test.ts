@@ -1,0 +1,173 @@
+/**
+ * sasl-gate's POP3 front door against a real Dovecot POP3 and a real OpenID provider, driven by
+ * Python's poplib: token logins download the user's own mail, password logins pass through, and
+ * every way of misusing a token, the master user or STLS is refused, with Dovecot's own log as
+ * the witness.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deliverLmtp } from '../support/lmtp.js';
+import { LineReader } from '../support/line-reader.js';
+import { poplib, type PoplibStep } from '../support/poplib.js';
+import { MASTER, oauthbearer, plain, startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
+
+const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
+const MESSAGES = [1, 2, 3].map((n) => ({ subject: `pop3 message ${n}`, body: `Body of message ${n}.\n.A line that starts with a dot.\nEnd ${n}.` }));
+
+let stack: Stack;
+let cafile: string;
+let aliceToken: string;
+
+beforeAll(async () => {
+  stack = await startStack({ pop3: true });
+  cafile = join(mkdtempSync(join(tmpdir(), 'sasl-gate-pop3-')), 'ca.pem');
+  writeFileSync(cafile, stack.ca);
+  aliceToken = await stack.idp.mintAccessToken({ user: ALICE.name });
+  await deliverLmtp(stack.dovecot.host, stack.dovecot.lmtpPort, ALICE.name, MESSAGES);
+});
+
+afterAll(async () => {
+  await stack?.close();
+});
+
+const pop3s = (steps: PoplibStep[], source?: string) => poplib({ port: stack.pop3Port, tls: 'implicit', cafile, steps, ...(source ? { source } : {}) });
+
+/** Dovecot's POP3 login lines so far. */
+async function pop3Logins(): Promise<string[]> {
+  return (await stack.dovecot.readLog()).split('\n').filter((l) => /pop3-login: Info: Login: /.test(l));
+}
+
+/** Dovecot's log lines that mention a login of the master user (successful or not). */
+async function masterMentions(): Promise<string[]> {
+  return (await stack.dovecot.readLog()).split('\n').filter((l) => l.includes(MASTER.user) && !/Disconnected \(no auth attempts/.test(l));
+}
+
+describe('POP3 through sasl-gate: downloads', () => {
+  it('lists capabilities: Dovecot’s, with the token mechanisms, and STLS only before TLS', async () => {
+    const [greeting, capa] = await pop3s([{ op: 'capa' }, { op: 'quit' }]);
+    expect(greeting!.reply).toBe('+OK sasl-gate ready.');
+    expect(capa!.lines).toEqual(expect.arrayContaining(['TOP', 'UIDL', 'USER', 'SASL XOAUTH2 OAUTHBEARER PLAIN LOGIN']));
+    expect(capa!.lines).not.toContain('STLS');
+    const [, plainCapa] = await poplib({ port: stack.pop3StarttlsPort, tls: 'stls', cafile, steps: [{ op: 'capa' }, { op: 'quit' }] });
+    expect(plainCapa!.lines).toContain('STLS');
+    expect(plainCapa!.lines!.some((l) => l.startsWith('SASL') || l === 'USER')).toBe(false);
+  });
+
+  it('a raw AUTH XOAUTH2 with a token from the provider lists and retrieves every message in one session, from the client’s address', async () => {
+    const steps: PoplibStep[] = [{ op: 'raw', arg: `AUTH XOAUTH2 ${xoauth2(ALICE.name, aliceToken)}` }, { op: 'stat' }, { op: 'list' }, { op: 'retr', arg: 1 }, { op: 'retr', arg: 2 }, { op: 'retr', arg: 3 }, { op: 'quit' }];
+    const before = (await pop3Logins()).length;
+    const [, auth, stat, list, ...rest] = await pop3s(steps, '127.0.0.2');
+    expect(auth).toEqual({ ok: true, reply: '+OK Logged in.' });
+    expect(stat!.reply).toMatch(/^3 \d+$/);
+    expect(list!.lines).toHaveLength(3);
+    for (const [i, message] of MESSAGES.entries()) {
+      const retr = rest[i]!;
+      expect(retr.ok).toBe(true);
+      expect(retr.lines).toContain(`Subject: ${message.subject}`);
+      expect(retr.lines).toContain('.A line that starts with a dot.');
+      expect(retr.lines).toContain(`End ${i + 1}.`);
+    }
+    expect(rest[3]!.reply).toMatch(/^\+OK/);
+    const logins = (await pop3Logins()).slice(before);
+    // Dovecot logged the client's own address (XCLIENT), not sasl-gate's.
+    expect(logins).toHaveLength(1);
+    expect(logins[0]).toContain(`user=<${ALICE.name}>`);
+    expect(logins[0]).toContain('rip=127.0.0.2');
+  });
+
+  it('a reconnect with the same token (OAUTHBEARER) and a continuation finds the same messages', async () => {
+    const [, go, auth, uidl, retr] = await pop3s([
+      { op: 'raw', arg: 'AUTH OAUTHBEARER' },
+      { op: 'raw', arg: oauthbearer(ALICE.name, aliceToken, 'localhost', stack.pop3Port) },
+      { op: 'uidl' },
+      { op: 'retr', arg: 2 },
+      { op: 'quit' },
+    ]);
+    expect(go!.reply).toBe('+ ');
+    expect(auth!.reply).toBe('+OK Logged in.');
+    expect(uidl!.lines).toHaveLength(3);
+    expect(retr!.lines).toContain('Subject: pop3 message 2');
+  });
+
+  it('USER / PASS and AUTH PLAIN with a password pass through', async () => {
+    const [, user, pass, stat] = await pop3s([{ op: 'user', arg: ALICE.name }, { op: 'pass_', arg: ALICE.password }, { op: 'stat' }, { op: 'quit' }]);
+    expect(user!.ok).toBe(true);
+    expect(pass!.reply).toMatch(/^\+OK/);
+    expect(stat!.reply).toMatch(/^3 /);
+    const [, auth, list] = await pop3s([{ op: 'raw', arg: `AUTH PLAIN ${plain('', ALICE.name, ALICE.password)}` }, { op: 'list' }, { op: 'quit' }]);
+    expect(auth!.reply).toMatch(/^\+OK/);
+    expect(list!.lines).toHaveLength(3);
+    const [, , wrong] = await pop3s([{ op: 'user', arg: ALICE.name }, { op: 'pass_', arg: 'not-the-password' }, { op: 'quit' }]);
+    expect(wrong).toEqual({ ok: false, reply: '-ERR [AUTH] Authentication failed.' });
+  });
+
+  it('STLS, then a token login, on the POP3 listener with STLS', async () => {
+    const [, stls, auth, stat] = await poplib({
+      port: stack.pop3StarttlsPort,
+      tls: 'stls',
+      cafile,
+      steps: [{ op: 'stls' }, { op: 'raw', arg: `AUTH XOAUTH2 ${xoauth2(ALICE.name, aliceToken)}` }, { op: 'stat' }, { op: 'quit' }],
+    });
+    expect(stls!.reply).toMatch(/^\+OK/);
+    expect(auth!.reply).toBe('+OK Logged in.');
+    expect(stat!.reply).toMatch(/^3 /);
+  });
+});
+
+describe('POP3 through sasl-gate: attacks', () => {
+  it('a token for alice presented as bob, the master name with USER and PLAIN, and separator tricks are refused; Dovecot sees no such login', async () => {
+    const loginsBefore = (await pop3Logins()).length;
+    const mastersBefore = (await masterMentions()).length;
+    const results = await pop3s([
+      { op: 'raw', arg: `AUTH XOAUTH2 ${xoauth2(BOB.name, aliceToken)}` },
+      { op: 'raw', arg: 'AQ==' },
+      { op: 'user', arg: MASTER.user },
+      { op: 'pass_', arg: MASTER.password },
+      { op: 'raw', arg: `AUTH PLAIN ${plain(ALICE.name, MASTER.user, MASTER.password)}` },
+      { op: 'user', arg: `${ALICE.name}*${MASTER.user}` },
+      { op: 'pass_', arg: MASTER.password },
+      { op: 'raw', arg: `AUTH PLAIN ${plain('', `${ALICE.name}*${MASTER.user}`, MASTER.password)}` },
+      { op: 'raw', arg: `AUTH PLAIN ${plain(BOB.name, ALICE.name, ALICE.password)}` },
+      { op: 'stat' },
+    ]);
+    const [, challenge, afterDummy, , masterPass, masterPlain, , separatorPass, separatorPlain, otherUser, stat] = results;
+    // The token is refused with the error challenge, then -ERR [AUTH] after the dummy reply.
+    expect(JSON.parse(Buffer.from(challenge!.reply.slice(2), 'base64').toString())).toMatchObject({ status: '401' });
+    expect(afterDummy).toEqual({ ok: false, reply: '-ERR [AUTH] Authentication failed.' });
+    for (const refused of [masterPass, masterPlain, separatorPass, separatorPlain, otherUser]) {
+      expect(refused!.ok).toBe(false);
+      expect(refused!.reply).toMatch(/^-ERR \[AUTH\] /);
+    }
+    // Five failures: the connection was closed after the last one.
+    expect(stat!.ok).toBe(false);
+    expect((await pop3Logins()).length).toBe(loginsBefore);
+    expect((await masterMentions()).length).toBe(mastersBefore);
+  });
+
+  it('commands injected after STLS, before the handshake, never run: no login, and Dovecot sees none', async () => {
+    const before = (await pop3Logins()).length;
+    const plainSocket = connect({ host: '127.0.0.1', port: stack.pop3StarttlsPort });
+    const reader = new LineReader(plainSocket);
+    expect(await reader.next(5000)).toBe('+OK sasl-gate ready.');
+    plainSocket.write(`STLS\r\nAUTH PLAIN ${plain('', ALICE.name, ALICE.password)}\r\nUSER ${ALICE.name}\r\n`);
+    expect(await reader.next(5000)).toBe('+OK Begin TLS negotiation now.');
+    plainSocket.removeAllListeners('data');
+    const secure = tlsConnect({ socket: plainSocket, ca: stack.ca, servername: 'localhost' });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', reject);
+    });
+    const tls = new LineReader(secure);
+    secure.write('STAT\r\nPASS x\r\nQUIT\r\n');
+    expect(await tls.next(5000)).toBe('-ERR STAT needs a login first.');
+    expect(await tls.next(5000)).toBe('-ERR No user name given, send USER first.');
+    expect(await tls.next(5000)).toBe('+OK Logging out.');
+    secure.destroy();
+    expect((await pop3Logins()).length).toBe(before);
+    expect(stack.logs.some((l) => l.msg === 'discarded data sent after STARTTLS before the TLS handshake')).toBe(true);
+  });
+});
