@@ -4,7 +4,8 @@
  * every way of misusing a token, the master user or STLS is refused, with Dovecot's own log as
  * the witness.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,12 +20,14 @@ const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 const MESSAGES = [1, 2, 3].map((n) => ({ subject: `pop3 message ${n}`, body: `Body of message ${n}.\n.A line that starts with a dot.\nEnd ${n}.` }));
 
 let stack: Stack;
+let dir: string;
 let cafile: string;
 let aliceToken: string;
 
 beforeAll(async () => {
   stack = await startStack({ pop3: true });
-  cafile = join(mkdtempSync(join(tmpdir(), 'sasl-gate-pop3-')), 'ca.pem');
+  dir = mkdtempSync(join(tmpdir(), 'sasl-gate-pop3-'));
+  cafile = join(dir, 'ca.pem');
   writeFileSync(cafile, stack.ca);
   aliceToken = await stack.idp.mintAccessToken({ user: ALICE.name });
   await deliverLmtp(stack.dovecot.host, stack.dovecot.lmtpPort, ALICE.name, MESSAGES);
@@ -114,6 +117,31 @@ describe('POP3 through sasl-gate: downloads', () => {
     });
     expect(stls!.reply).toMatch(/^\+OK/);
     expect(auth!.reply).toBe('+OK Logged in.');
+    expect(stat!.reply).toMatch(/^3 /);
+  });
+});
+
+describe('POP3 through sasl-gate: fetchmail', () => {
+  it('fetchmail downloads every message with the user’s password (pass-through), keeping them on the server', async () => {
+    const out = join(dir, 'fetchmail.mbox');
+    const rc = join(dir, 'fetchmailrc');
+    writeFileSync(
+      rc,
+      `poll localhost port ${stack.pop3Port} protocol POP3 user "${ALICE.name}" password "${ALICE.password}" ssl sslcertfile "${cafile}" sslcertck keep mda "cat >> ${out}"\n`,
+      { mode: 0o600 },
+    );
+    const from = stack.logs.length;
+    const code = await new Promise<number>((resolve) => {
+      const child = execFile('fetchmail', ['-f', rc, '--nodetach', '--nosyslog', '-a'], { env: { ...process.env, HOME: dir }, timeout: 60_000 });
+      child.on('exit', (c) => resolve(c ?? -1));
+    });
+    expect(code).toBe(0);
+    const mbox = readFileSync(out, 'latin1');
+    for (const message of MESSAGES) expect(mbox).toContain(`Subject: ${message.subject}`);
+    const login = stack.logs.slice(from).find((l) => l.msg === 'authenticated');
+    expect(login).toMatchObject({ user: ALICE.name });
+    // Kept on the server: a token client still sees all three.
+    const [, , stat] = await pop3s([{ op: 'raw', arg: `AUTH XOAUTH2 ${xoauth2(ALICE.name, aliceToken)}` }, { op: 'stat' }, { op: 'quit' }]);
     expect(stat!.reply).toMatch(/^3 /);
   });
 });
