@@ -101,7 +101,10 @@ export interface DovecotOptions {
    * must be {@link DovecotInstance.mailUid} and `mailGid`. None by default.
    */
   passwdFiles?: Array<{ path: string; passdb?: boolean }>;
-  /** Also serve POP3 (`pop3Port`, plain TCP, the same users and master user). Off by default. */
+  /**
+   * Also serve POP3 (`pop3Port`, plain TCP, the same users and master user); with `haproxy` also a
+   * POP3 listener behind the PROXY protocol (`pop3HaproxyPort`). Off by default.
+   */
   pop3?: boolean;
 }
 
@@ -142,6 +145,8 @@ export interface DovecotInstance {
   imapsPort?: number;
   /** The POP3 listener; present only when started with `pop3: true`. */
   pop3Port?: number;
+  /** The POP3 listener behind the PROXY protocol; present only with both `pop3` and `haproxy`. */
+  pop3HaproxyPort?: number;
   /** The uid and gid mail is stored with (userdb entries must name them; Dovecot refuses others). */
   mailUid?: number;
   mailGid?: number;
@@ -303,6 +308,7 @@ function isLoopbackOrWildcard(host: string): boolean {
 interface ConfigExtras {
   imapsPort: number | undefined;
   pop3Port: number | undefined;
+  pop3HaproxyPort: number | undefined;
   tls: { cert: string; key: string } | undefined;
   oauth2: DovecotOAuth2Options | undefined;
   maxUserIpConnections: number | undefined;
@@ -415,6 +421,10 @@ function renderConfig(
   }
   inet_listener pop3s {
     port = 0
+  }${
+    extras.pop3HaproxyPort === undefined
+      ? ''
+      : `\n  inet_listener pop3-haproxy {\n    address = ${host}\n    port = ${extras.pop3HaproxyPort}\n    haproxy = yes\n  }`
   }${a.root ? '' : '\n  chroot ='}
 }
 `;
@@ -707,6 +717,7 @@ async function launch(
   haproxyPort: number | undefined,
   imapsPort?: number,
   pop3Port?: number,
+  pop3HaproxyPort?: number,
 ): Promise<Launched> {
   // setpriv's parent-death signal takes Dovecot down even when this process is SIGKILLed.
   const setpriv = (await exists('/usr/bin/setpriv')) ? '/usr/bin/setpriv' : undefined;
@@ -757,6 +768,10 @@ async function launch(
       if (pop3Port !== undefined) {
         const pop3 = await readGreeting(host, pop3Port, 2_000);
         if (!pop3.startsWith('+OK')) return fail(`greeted with ${JSON.stringify(pop3)} instead of +OK on the POP3 listener`);
+      }
+      if (pop3HaproxyPort !== undefined) {
+        const proxied = await readGreeting(host, pop3HaproxyPort, 2_000, encodeProxyV2Local());
+        if (!proxied.startsWith('+OK')) return fail(`greeted with ${JSON.stringify(proxied)} instead of +OK on the POP3 PROXY protocol listener`);
       }
       if (imapsPort !== undefined) {
         const secured = await readTlsGreeting(host, imapsPort, 3_000);
@@ -813,6 +828,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
   let haproxyPort: number | undefined;
   let imapsPort: number | undefined;
   let pop3Port: number | undefined;
+  let pop3HaproxyPort: number | undefined;
   if (opts.pop3 === true) await ensurePop3Installed();
   for (let attempt = 1; launched === undefined; attempt++) {
     imapPort = await freePort(host);
@@ -831,6 +847,10 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     if (opts.pop3 === true) {
       do pop3Port = await freePort(host);
       while ([imapPort, lmtpPort, authPort, haproxyPort, imapsPort].includes(pop3Port));
+      if (opts.haproxy === true) {
+        do pop3HaproxyPort = await freePort(host);
+        while ([imapPort, lmtpPort, authPort, haproxyPort, imapsPort, pop3Port].includes(pop3HaproxyPort));
+      }
     }
     await writeFiles(
       l,
@@ -846,6 +866,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       {
         imapsPort,
         pop3Port,
+        pop3HaproxyPort,
         tls: opts.tls,
         oauth2: opts.oauth2,
         maxUserIpConnections: opts.maxUserIpConnections,
@@ -855,7 +876,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       },
     );
     try {
-      launched = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort, pop3Port);
+      launched = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort, pop3Port, pop3HaproxyPort);
     } catch (err) {
       // Another process may take a free port between our probe and Dovecot's bind.
       if (err instanceof StartupError && err.addressInUse && attempt < PORT_ATTEMPTS) continue;
@@ -906,7 +927,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       .then(async () => {
         if (stopping) throw new Error('Dovecot instance already stopped');
         if (running !== undefined) return;
-        const again = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort, pop3Port);
+        const again = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort, pop3Port, pop3HaproxyPort);
         detach(again);
         running = again;
       }));
@@ -919,6 +940,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     ...(haproxyPort === undefined ? {} : { haproxyPort }),
     ...(imapsPort === undefined ? {} : { imapsPort }),
     ...(pop3Port === undefined ? {} : { pop3Port }),
+    ...(pop3HaproxyPort === undefined ? {} : { pop3HaproxyPort }),
     mailUid: a.mailUid,
     mailGid: a.mailGid,
     pid: launched.pgid,

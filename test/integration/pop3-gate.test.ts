@@ -199,3 +199,31 @@ describe('POP3 through sasl-gate: attacks', () => {
     expect(stack.logs.some((l) => l.msg === 'discarded data sent after STARTTLS before the TLS handshake')).toBe(true);
   });
 });
+
+describe('POP3 through sasl-gate: a PROXY v2 header to Dovecot instead of XCLIENT', () => {
+  let proxied: Stack;
+  let proxiedCa: string;
+  beforeAll(async () => {
+    proxied = await startStack({ pop3: { proxyProtocol: true } });
+    proxiedCa = join(dir, 'proxied-ca.pem');
+    writeFileSync(proxiedCa, proxied.ca);
+    await deliverLmtp(proxied.dovecot.host, proxied.dovecot.lmtpPort, BOB.name, [MESSAGES[0]!]);
+  });
+  afterAll(async () => {
+    await proxied?.close();
+  });
+
+  it('a token login and a password login reach Dovecot’s PROXY listener, which logs the client’s own address', async () => {
+    const token = await proxied.idp.mintAccessToken({ user: BOB.name });
+    const run = (steps: PoplibStep[]) => poplib({ port: proxied.pop3Port, tls: 'implicit', cafile: proxiedCa, steps, source: '127.0.0.3' });
+    const [, auth, stat] = await run([{ op: 'raw', arg: `AUTH XOAUTH2 ${xoauth2(BOB.name, token)}` }, { op: 'stat' }, { op: 'quit' }]);
+    expect(auth!.reply).toBe('+OK Logged in.');
+    expect(stat!.reply).toMatch(/^1 /);
+    const [, , pass, retr] = await run([{ op: 'user', arg: BOB.name }, { op: 'pass_', arg: BOB.password }, { op: 'retr', arg: 1 }, { op: 'quit' }]);
+    expect(pass!.reply).toMatch(/^\+OK/);
+    expect(retr!.lines).toContain(`Subject: ${MESSAGES[0]!.subject}`);
+    const logins = (await proxied.dovecot.readLog()).split('\n').filter((l) => /pop3-login: Info: Login: /.test(l));
+    expect(logins).toHaveLength(2);
+    for (const line of logins) expect(line).toContain('rip=127.0.0.3');
+  });
+});

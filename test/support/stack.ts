@@ -75,15 +75,24 @@ export interface StackOptions {
   idp?: Partial<DevIdpOptions>;
   /** Also start Postfix (delivering into Dovecot) and an SMTPS listener in front of it. */
   smtp?: { login: 'xclient' | 'master' };
-  /** Also serve POP3 from Dovecot, with a POP3S and a POP3 STLS listener in front of it. */
-  pop3?: boolean;
+  /**
+   * Also serve POP3 from Dovecot, with a POP3S and a POP3 STLS listener in front of it; `proxyProtocol`
+   * reaches Dovecot's POP3 with a PROXY v2 header instead of XCLIENT.
+   */
+  pop3?: boolean | { proxyProtocol: true };
 }
 
 /** Starts Dovecot, the development IdP and sasl-gate, configured through the YAML loader. */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'sasl-gate-stack-'));
   const [dovecot, idp] = await Promise.all([
-    startDovecot({ users: USERS, master: MASTER, authPenalty: false, ...(options.pop3 ? { pop3: true } : {}) }),
+    startDovecot({
+      users: USERS,
+      master: MASTER,
+      authPenalty: false,
+      ...(options.pop3 ? { pop3: true } : {}),
+      ...(typeof options.pop3 === 'object' ? { haproxy: true } : {}),
+    }),
     startDevIdp({
       users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })),
       audience: 'mail',
@@ -107,7 +116,14 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     backends: {
       imap: { host: dovecot.host, port: dovecot.imapPort },
       ...(postfix ? { smtp: { host: postfix.host, port: postfix.submissionPort, login: options.smtp!.login } } : {}),
-      ...(options.pop3 ? { pop3: { host: dovecot.host, port: dovecot.pop3Port } } : {}),
+      ...(options.pop3
+        ? {
+            pop3:
+              typeof options.pop3 === 'object'
+                ? { host: dovecot.host, port: dovecot.pop3HaproxyPort, proxyProtocol: true }
+                : { host: dovecot.host, port: dovecot.pop3Port },
+          }
+        : {}),
     },
     master: MASTER,
     oauth: {
