@@ -11,6 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { loadConfig } from '../../src/config/load.js';
+import { runDoctor } from '../../src/doctor.js';
 import { deliverLmtp } from '../support/lmtp.js';
 import { LineReader } from '../support/line-reader.js';
 import { poplib, type PoplibStep } from '../support/poplib.js';
@@ -197,6 +200,32 @@ describe('POP3 through sasl-gate: attacks', () => {
     secure.destroy();
     expect((await pop3Logins()).length).toBe(before);
     expect(stack.logs.some((l) => l.msg === 'discarded data sent after STARTTLS before the TLS handshake')).toBe(true);
+  });
+});
+
+describe('sasl-gate doctor with a POP3 backend', () => {
+  it('probes Dovecot’s POP3 and tries the master login for the token’s user, which Dovecot logs', async () => {
+    const path = join(dir, 'doctor.yaml');
+    writeFileSync(
+      path,
+      stringify({
+        listeners: [{ protocol: 'pop3', bind: '127.0.0.1:0' }],
+        tls: stack.tlsPaths,
+        backends: { pop3: { host: stack.dovecot.host, port: stack.dovecot.pop3Port } },
+        master: MASTER,
+        oauth: { issuer: stack.idp.issuer, audience: ['mail'], validation: ['jwt'], clientId: stack.idp.clientId, allowedEmailDomains: ['example.test'] },
+      }),
+    );
+    const { config } = loadConfig({ file: path, env: {} });
+    const before = (await pop3Logins()).length;
+    const lines: string[] = [];
+    const code = await runDoctor(config, { token: aliceToken, out: (line) => lines.push(line) });
+    expect(code, lines.join('\n')).toBe(0);
+    expect(lines.find((l) => l.includes('pop3 backend'))).toMatch(/^PASS  pop3 backend +127\.0\.0\.1:\d+ answers; capabilities .*SASL PLAIN LOGIN/);
+    expect(lines.find((l) => l.includes('pop3 master'))).toBe(`PASS  pop3 master    login as ${ALICE.name} (master user ${MASTER.user}) accepted`);
+    const logins = (await pop3Logins()).slice(before);
+    expect(logins).toHaveLength(1);
+    expect(logins[0]).toContain(`user=<${ALICE.name}>`);
   });
 });
 
