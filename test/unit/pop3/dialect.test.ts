@@ -2,7 +2,7 @@ import type { SecureContext } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { advertisedCapabilities } from '../../../src/pop3/capabilities.js';
 import { Pop3Session, type Pop3SessionContext } from '../../../src/pop3/session.js';
-import { ManualClock, MASTER, scriptedBackend, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
+import { aliveAfterGc, ManualClock, MASTER, scriptedBackend, sessionRefs, sessionOptions, socketPair, TestClient, testCertificate } from '../login/flow-harness.js';
 
 const BACKEND_CAPA = ['CAPA', 'TOP', 'UIDL', 'RESP-CODES', 'PIPELINING', 'AUTH-RESP-CODE', 'USER', 'SASL PLAIN LOGIN'];
 const CAPABILITIES = advertisedCapabilities(BACKEND_CAPA);
@@ -274,6 +274,45 @@ describe('POP3 dialect: logins and their replies', () => {
       '-ERR [AUTH] Authentication failed.',
       '-ERR [AUTH] Too many authentication failures.',
     ]);
+    await client.closed();
+    await running;
+  });
+
+  it('once the relay runs, the pre-login session can be collected: only the sockets and the relay stay', async () => {
+    const backend = dovecot();
+    const { server, client: socket } = await socketPair();
+    cleanups.push(() => {
+      socket.destroy();
+      backend.close();
+    });
+    // Made in a scope of its own, so the test keeps nothing of the session but a weak reference.
+    const open = () => {
+      const session = new Pop3Session(server, {
+        ...sessionOptions(),
+        capabilities: { current: () => CAPABILITIES },
+        connectBackend: backend.connect,
+        backendResponseTimeoutMs: 2000,
+        xclient: true,
+        clock: new ManualClock(),
+      });
+      void session.run();
+      return sessionRefs(session);
+    };
+    const refs = open();
+    const client = new TestClient(socket);
+    await client.line();
+    client.send(`AUTH XOAUTH2 ${xoauth2('alice@example.test', 'alice-token')}\r\n`);
+    expect(await client.line()).toBe('+OK Logged in.');
+    expect(await aliveAfterGc(refs)).toBe(0);
+    client.send('STAT\r\n');
+    expect(await client.line()).toBe('+OK 2 320');
+  });
+
+  it('shutdown before login says so and closes', async () => {
+    const { client, session, running } = await start();
+    await client.line();
+    session.shutdown();
+    expect(await client.line()).toBe('-ERR [SYS/TEMP] Server shutting down.');
     await client.closed();
     await running;
   });
