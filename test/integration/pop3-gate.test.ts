@@ -203,6 +203,89 @@ describe('POP3 through sasl-gate: attacks', () => {
   });
 });
 
+/** One POP3S connection from `localAddress`: each command's status line (the first line of its reply). */
+async function rawPop3(commands: string[], localAddress: string): Promise<string[]> {
+  // localAddress goes to the underlying TCP connection (net.connect's option).
+  const socket = tlsConnect({ host: '127.0.0.1', port: stack.pop3Port, ca: stack.ca, servername: 'localhost', ...{ localAddress } });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('secureConnect', resolve);
+    socket.once('error', reject);
+  });
+  const reader = new LineReader(socket);
+  try {
+    expect(await reader.next(5000)).toBe('+OK sasl-gate ready.');
+    const replies: string[] = [];
+    for (const command of commands) {
+      socket.write(`${command}\r\n`);
+      replies.push(await reader.next(10_000));
+    }
+    return replies;
+  } finally {
+    socket.destroy();
+  }
+}
+
+describe('POP3: whatever name the client gives, a token logs in only as its own user', () => {
+  it('XOAUTH2 and OAUTHBEARER under other names: only alice ever reaches Dovecot', async () => {
+    const names = [
+      BOB.name,
+      `${ALICE.name}*${MASTER.user}`,
+      `${BOB.name}*${MASTER.user}`,
+      MASTER.user,
+      `${MASTER.user}*${ALICE.name}`,
+      `${ALICE.name}\u0000${BOB.name}`,
+      ` ${ALICE.name}`,
+      ALICE.name.toUpperCase(),
+      ALICE.name,
+    ];
+    const before = (await pop3Logins()).length;
+    const outcomes = await Promise.all(
+      names.flatMap((name) =>
+        (['XOAUTH2', 'OAUTHBEARER'] as const).map(async (mechanism) => {
+          const response = mechanism === 'XOAUTH2' ? xoauth2(name, aliceToken) : oauthbearer(name, aliceToken, 'localhost', stack.pop3Port);
+          const [first] = await rawPop3([`AUTH ${mechanism} ${response}`], '127.0.0.4');
+          const final = first!.startsWith('+ ') ? 'challenge' : first!.split(' ')[0];
+          return `${mechanism} ${JSON.stringify(name)}: ${final}`;
+        }),
+      ),
+    );
+    // Case differences are the same user: those log in as the token's spelling.
+    expect(outcomes.filter((o) => o.endsWith(': +OK'))).toEqual([
+      `XOAUTH2 ${JSON.stringify(ALICE.name.toUpperCase())}: +OK`,
+      `OAUTHBEARER ${JSON.stringify(ALICE.name.toUpperCase())}: +OK`,
+      `XOAUTH2 ${JSON.stringify(ALICE.name)}: +OK`,
+      `OAUTHBEARER ${JSON.stringify(ALICE.name)}: +OK`,
+    ]);
+    await new Promise((r) => setTimeout(r, 300));
+    const logins = (await pop3Logins()).slice(before);
+    expect(logins).toHaveLength(4);
+    for (const line of logins) expect(line).toContain(`user=<${ALICE.name}>`);
+  });
+
+  it('the master password under other spellings of the master name, with USER/PASS and AUTH PLAIN: nobody logs in', async () => {
+    const spellings = [
+      MASTER.user,
+      MASTER.user.toUpperCase(),
+      ` ${MASTER.user}`,
+      `${MASTER.user}@example.test`,
+      `${MASTER.user}@`,
+      [...MASTER.user].map((ch) => (/[a-z]/.test(ch) ? String.fromCharCode(ch.charCodeAt(0) + 0xfee0) : ch)).join(''),
+      `${ALICE.name}*${MASTER.user}`,
+      `*${MASTER.user}`,
+    ];
+    const before = (await pop3Logins()).length;
+    const replies = await Promise.all(
+      spellings.flatMap((name) => [
+        rawPop3([`USER ${name}`, `PASS ${MASTER.password}`], '127.0.0.5').then(([, pass]) => pass!),
+        rawPop3([`AUTH PLAIN ${plain('', name, MASTER.password)}`], '127.0.0.5').then(([auth]) => auth!),
+      ]),
+    );
+    for (const reply of replies) expect(reply).toMatch(/^-ERR /);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await pop3Logins()).slice(before)).toEqual([]);
+  });
+});
+
 describe('sasl-gate doctor with a POP3 backend', () => {
   it('probes Dovecot’s POP3 and tries the master login for the token’s user, which Dovecot logs', async () => {
     const path = join(dir, 'doctor.yaml');
