@@ -187,6 +187,16 @@ describe('POP3 dialect: logins and their replies', () => {
     expect(backend.received).toEqual([]);
   });
 
+  it('an error challenge answered with a command: the command is the dummy reply, never run', async () => {
+    const { client, backend } = await start();
+    await client.line();
+    client.send(`AUTH XOAUTH2 ${xoauth2('alice@example.test', 'stale')}\r\n`);
+    expect(await client.line()).toMatch(/^\+ /);
+    client.send('USER bob\r\nPASS bob pw\r\n');
+    expect(await client.lines(2)).toEqual(['-ERR [AUTH] Authentication failed.', '-ERR No user name given, send USER first.']);
+    expect(backend.received).toEqual([]);
+  });
+
   it('OAUTHBEARER refused: RFC 7628 challenge; a silent client gets -ERR once the wait runs out', async () => {
     const { client, clock } = await start();
     await client.line();
