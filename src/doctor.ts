@@ -886,7 +886,17 @@ async function checkPop3(config: GateConfig, backend: Pop3BackendConfig, user: s
       });
     } else {
       closeQuietly(result.socket, 'QUIT\r\n');
-      checks.push({ status: 'PASS', name: 'pop3 master', finding: `login as ${user} (master user ${config.master.user}) accepted` });
+      const accepted = `login as ${user} (master user ${config.master.user}) accepted`;
+      checks.push(
+        result.xclientSent || backend.proxyProtocol
+          ? { status: 'PASS', name: 'pop3 master', finding: `${accepted}${result.xclientSent ? ', after XCLIENT with the client address' : ''}` }
+          : {
+              status: 'WARN',
+              name: 'pop3 master',
+              finding: `${accepted}, but Dovecot did not offer XCLIENT, so POP3 clients are logged and rate-limited under sasl-gate's address`,
+              hint: "add sasl-gate's address to Dovecot's login_trusted_networks, or send a PROXY v2 header (backends.pop3.proxyProtocol: true with haproxy = yes on Dovecot's POP3 listener)",
+            },
+      );
     }
   } catch (err) {
     const c = cause(err);

@@ -22,7 +22,15 @@ export type Pop3Credentials =
   | { kind: 'user-pass'; user: Buffer; password: Buffer };
 
 export type BackendLoginResult =
-  | { ok: true; socket: Socket; rest: Buffer; /** The text of the backend's `+OK`. */ text: string }
+  | {
+      ok: true;
+      socket: Socket;
+      rest: Buffer;
+      /** The text of the backend's `+OK`. */
+      text: string;
+      /** Whether the client's address went to the backend with XCLIENT. */
+      xclientSent: boolean;
+    }
   | { ok: false; /** The text of the backend's `-ERR`. */ text: string };
 
 export interface BackendLoginOptions {
@@ -53,7 +61,8 @@ export async function loginToBackend(options: BackendLoginOptions): Promise<Back
   const conversation = new Pop3BackendConversation(socket, options.responseTimeoutMs);
   try {
     await conversation.greeting();
-    if (options.xclient && conversation.xclientOffered && isIP(origin.address) !== 0) {
+    const xclientSent = options.xclient && conversation.xclientOffered && isIP(origin.address) !== 0;
+    if (xclientSent) {
       conversation.write(`XCLIENT ADDR=${origin.address} PORT=${origin.port}\r\n`);
       const answer = await conversation.reply();
       if (answer.kind !== 'ok') throw new BackendError(`backend refused XCLIENT: ${answer.text.slice(0, 200)}`);
@@ -100,7 +109,7 @@ export async function loginToBackend(options: BackendLoginOptions): Promise<Back
       return { ok: false, text: final.text };
     }
     const rest = conversation.detach();
-    return { ok: true, socket, rest, text: final.text };
+    return { ok: true, socket, rest, text: final.text, xclientSent };
   } catch (err) {
     conversation.close();
     if (err instanceof BackendError) throw err;

@@ -6,7 +6,7 @@
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -305,10 +305,55 @@ describe('sasl-gate doctor with a POP3 backend', () => {
     const code = await runDoctor(config, { token: aliceToken, out: (line) => lines.push(line) });
     expect(code, lines.join('\n')).toBe(0);
     expect(lines.find((l) => l.includes('pop3 backend'))).toMatch(/^PASS  pop3 backend +127\.0\.0\.1:\d+ answers; capabilities .*SASL PLAIN LOGIN/);
-    expect(lines.find((l) => l.includes('pop3 master'))).toBe(`PASS  pop3 master    login as ${ALICE.name} (master user ${MASTER.user}) accepted`);
+    expect(lines.find((l) => l.includes('pop3 master'))).toBe(
+      `PASS  pop3 master    login as ${ALICE.name} (master user ${MASTER.user}) accepted, after XCLIENT with the client address`,
+    );
     const logins = (await pop3Logins()).slice(before);
     expect(logins).toHaveLength(1);
     expect(logins[0]).toContain(`user=<${ALICE.name}>`);
+  });
+});
+
+describe('sasl-gate doctor with a POP3 server that does not trust sasl-gate with XCLIENT', () => {
+  it('warns that POP3 clients would be logged under sasl-gate’s address, with the fix', async () => {
+    // Answers like a Dovecot whose login_trusted_networks leaves sasl-gate out but allows plaintext logins.
+    const server = createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.write('+OK Dovecot ready.\r\n');
+      let buffer = '';
+      socket.on('data', (chunk: Buffer) => {
+        buffer += chunk.toString('latin1');
+        for (let end = buffer.indexOf('\r\n'); end >= 0; end = buffer.indexOf('\r\n')) {
+          const command = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          if (command === 'CAPA') socket.write('+OK\r\nCAPA\r\nUIDL\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n');
+          else if (command.startsWith('AUTH PLAIN ')) socket.write('+OK Logged in.\r\n');
+          else if (command === 'QUIT') socket.end('+OK Logging out.\r\n');
+          else socket.write('-ERR Unknown command.\r\n');
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const path = join(dir, 'doctor-untrusted.yaml');
+      writeFileSync(
+        path,
+        stringify({
+          listeners: [{ protocol: 'pop3', bind: '127.0.0.1:0' }],
+          tls: stack.tlsPaths,
+          backends: { pop3: { host: '127.0.0.1', port: (server.address() as { port: number }).port } },
+          master: MASTER,
+          oauth: { issuer: stack.idp.issuer, audience: ['mail'], validation: ['jwt'], clientId: stack.idp.clientId, allowedEmailDomains: ['example.test'] },
+        }),
+      );
+      const lines: string[] = [];
+      await runDoctor(loadConfig({ file: path, env: {} }).config, { user: ALICE.name, out: (line) => lines.push(line) });
+      expect(lines.find((l) => l.includes('pop3 master'))).toMatch(
+        /^WARN  pop3 master +login as alice@example\.test .*accepted, but Dovecot did not offer XCLIENT.* — add sasl-gate's address to Dovecot's login_trusted_networks/,
+      );
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
 
