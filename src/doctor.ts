@@ -14,7 +14,7 @@ import { openidConfigurationUrl, ProviderClient, type ProviderEndpoints } from '
 import { ValidationError } from './auth/validation-error.js';
 import type { TokenIdentity } from './auth/validator.js';
 import type { GateConfig } from './config/load.js';
-import { acceptedDomains, type ImapBackendConfig, type SmtpBackendConfig } from './config/schema.js';
+import { acceptedDomains, type ImapBackendConfig, type Pop3BackendConfig, type SmtpBackendConfig } from './config/schema.js';
 import { GateError } from './errors.js';
 import { loginToBackend, type ClientOrigin } from './imap/backend-login.js';
 import { probeImapCapabilities } from './imap/capabilities.js';
@@ -22,6 +22,8 @@ import { tcpConnector, type BackendConnector } from './net/connector.js';
 import { DEV_CA_COMMON_NAME } from './tls/devcert.js';
 import { loginToSmtpBackend, type SmtpClientOrigin } from './smtp/backend-login.js';
 import { probeSmtpExtensions } from './smtp/capabilities.js';
+import { loginToBackend as loginToPop3Backend } from './pop3/backend-login.js';
+import { probePop3Capabilities, saslMechanisms } from './pop3/capabilities.js';
 
 export interface DoctorOptions {
   /** An access token to validate (and whose user the backend logins are tried for); never printed. */
@@ -111,6 +113,8 @@ export async function runDoctor(config: GateConfig, options: DoctorOptions = {})
   if (imap) for (const check of await checkImap(config, imap, user, userHint)) report(check);
   const smtp = config.backends.smtp;
   if (smtp) for (const check of await checkSmtp(config, smtp, user, userHint)) report(check);
+  const pop3 = config.backends.pop3;
+  if (pop3) for (const check of await checkPop3(config, pop3, user, userHint)) report(check);
 
   report(await checkCertificate(config, now()));
   if (tokenResult) report(tokenResult.check);
@@ -567,7 +571,8 @@ function backendHint(c: Cause, what: 'Dovecot' | 'Postfix', backend: ImapBackend
       : `${what} did not answer within ${key}.responseTimeoutSeconds: does that port expect the PROXY protocol, or TLS? sasl-gate speaks plain TCP to it`;
   }
   if (/greeting|closed the connection/.test(c.text)) {
-    return `is ${backend.host}:${backend.port} ${what}'s plain-text ${what === 'Dovecot' ? 'IMAP' : 'submission'} port (not an implicit-TLS one)?${backend.proxyProtocol ? ` Does it expect the PROXY protocol (${key}.proxyProtocol: true)?` : ''}`;
+    const port = what === 'Postfix' ? 'submission' : key === 'backends.pop3' ? 'POP3' : 'IMAP';
+    return `is ${backend.host}:${backend.port} ${what}'s plain-text ${port} port (not an implicit-TLS one)?${backend.proxyProtocol ? ` Does it expect the PROXY protocol (${key}.proxyProtocol: true)?` : ''}`;
   }
   return `is ${what} reachable from here on ${backend.host}:${backend.port}?`;
 }
@@ -817,6 +822,89 @@ async function checkSmtp(config: GateConfig, backend: SmtpBackendConfig, user: s
 }
 
 /** Ends a logged-in backend connection politely, then for sure. */
+async function checkPop3(config: GateConfig, backend: Pop3BackendConfig, user: string | undefined, userHint: UserHint): Promise<DoctorCheck[]> {
+  const where = `${backend.host}:${backend.port}`;
+  const probe = ownConnection(backend);
+  let capabilities: string[];
+  try {
+    capabilities = await within(conversationMs(backend, 2), `POP3 ${where}`, probePop3Capabilities(probe.connect, backend.responseTimeoutSeconds * 1000));
+  } catch (err) {
+    const c = cause(err);
+    return [
+      { status: 'FAIL', name: 'pop3 backend', finding: `${where}: ${c.text}`, hint: backendHint(c, 'Dovecot', backend, 'backends.pop3') },
+      { status: 'WARN', name: 'pop3 master', finding: 'not tried: the backend does not answer' },
+    ];
+  }
+  const checks: DoctorCheck[] = [];
+  const list = `capabilities ${capabilities.join(', ')}`;
+  if (!saslMechanisms(capabilities).includes('PLAIN')) {
+    checks.push({
+      status: 'FAIL',
+      name: 'pop3 backend',
+      finding: `${where} answers, but offers no SASL PLAIN on this unencrypted connection; ${list}`,
+      hint: "add sasl-gate's address to Dovecot's login_trusted_networks (it then counts as secure), or allow plaintext authentication on this listener",
+    });
+  } else {
+    checks.push({ status: 'PASS', name: 'pop3 backend', finding: `${where} answers; ${list}` });
+  }
+  if (user === undefined) {
+    checks.push({
+      status: 'WARN',
+      name: 'pop3 master',
+      finding: `not tried: ${userHint.why}, so there is no user to log in as`,
+      hint: userHint.then(`a master login as ${config.master.user}`),
+    });
+    return checks;
+  }
+  const connection = ownConnection(backend);
+  const origin = { ...connection.origin, tls: false };
+  const connect: BackendConnector = async () => {
+    const socket = await connection.connect();
+    Object.assign(origin, connection.origin);
+    return socket;
+  };
+  try {
+    const result = await within(
+      conversationMs(backend, 3),
+      `POP3 login at ${where}`,
+      loginToPop3Backend({
+        connect,
+        responseTimeoutMs: backend.responseTimeoutSeconds * 1000,
+        origin,
+        credentials: { kind: 'master', user, masterUser: config.master.user, masterPassword: config.master.password },
+        xclient: !backend.proxyProtocol,
+      }),
+    );
+    if (!result.ok) {
+      checks.push({
+        status: 'FAIL',
+        name: 'pop3 master',
+        finding: `login as ${user} (master user ${config.master.user}) refused: -ERR ${result.text}`.trimEnd(),
+        hint:
+          `check master.user / master.password and Dovecot's master passdb (master = yes); ` +
+          `${user} must exist in Dovecot's userdb; login_trusted_networks must contain this host`,
+      });
+    } else {
+      closeQuietly(result.socket, 'QUIT\r\n');
+      const accepted = `login as ${user} (master user ${config.master.user}) accepted`;
+      checks.push(
+        result.xclientSent || backend.proxyProtocol
+          ? { status: 'PASS', name: 'pop3 master', finding: `${accepted}${result.xclientSent ? ', after XCLIENT with the client address' : ''}` }
+          : {
+              status: 'WARN',
+              name: 'pop3 master',
+              finding: `${accepted}, but Dovecot did not offer XCLIENT, so POP3 clients are logged and rate-limited under sasl-gate's address`,
+              hint: "add sasl-gate's address to Dovecot's login_trusted_networks, or send a PROXY v2 header (backends.pop3.proxyProtocol: true with haproxy = yes on Dovecot's POP3 listener)",
+            },
+      );
+    }
+  } catch (err) {
+    const c = cause(err);
+    checks.push({ status: 'FAIL', name: 'pop3 master', finding: `login as ${user} failed: ${c.text}`, hint: backendHint(c, 'Dovecot', backend, 'backends.pop3') });
+  }
+  return checks;
+}
+
 function closeQuietly(socket: Socket, farewell: string): void {
   socket.on('error', () => undefined);
   socket.resume();

@@ -10,6 +10,8 @@ import { resolveListeners, type ResolvedListener } from './config/listeners.js';
 import { tcpConnector, type BackendConnector } from './net/connector.js';
 import { imapFront } from './imap/front.js';
 import { smtpFront } from './smtp/front.js';
+import { pop3Front } from './pop3/front.js';
+import { ConfigError } from './errors.js';
 import type { BackendSettings, ProtocolFront, Session } from './login/protocol.js';
 import type { Protocol } from './observe/metrics.js';
 import { CapabilityCache } from './login/capability-cache.js';
@@ -30,13 +32,14 @@ export interface GateDependencies {
   validator?: TokenValidator;
   imapConnector?: BackendConnector;
   smtpConnector?: BackendConnector;
+  pop3Connector?: BackendConnector;
 }
 
 export interface RunningGate {
   /** The user directory, when one is configured. */
   directory: RunningDirectory | undefined;
   /** Bound addresses of the listeners, in configuration order. */
-  listeners: Array<{ protocol: 'imap' | 'smtp'; host: string; port: number }>;
+  listeners: Array<{ protocol: ListenerConfig['protocol']; host: string; port: number }>;
   admin: { host: string; port: number } | undefined;
   /** Reads the certificate files again (SIGHUP); open connections keep theirs. */
   reloadCertificates(): boolean;
@@ -54,6 +57,12 @@ interface Closable {
 
 type SessionFactory = (socket: Socket, connection: ConnectionParameters) => Session;
 
+/** A protocol's sessions and its words for a connection refused at the limits. */
+interface ProtocolEntry {
+  createSession: SessionFactory;
+  refusal: string;
+}
+
 function listen(server: NetServer | HttpServer, host: string, port: number): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -69,8 +78,8 @@ const REFUSAL_HANDSHAKE_MS = 10_000;
 /** Refusals in progress at once, over all addresses. */
 const MAX_REFUSALS_IN_PROGRESS = 1000;
 
-/** Words that refuse a connection at the limit, in each protocol's terms. */
-const REFUSALS: Record<ListenerConfig['protocol'], string> = { imap: imapFront.connectionRefused, smtp: smtpFront.connectionRefused };
+/** Protocols a listener may name that have no front yet: refused at start-up, before anything listens. */
+const NOT_YET_SUPPORTED: ReadonlySet<ListenerConfig['protocol']> = new Set(['sieve']);
 
 /** A connector that records each connection attempt's outcome in `health`. */
 function trackedConnector(connect: BackendConnector, health: DependencyHealth): BackendConnector {
@@ -80,6 +89,12 @@ function trackedConnector(connect: BackendConnector, health: DependencyHealth): 
 /** Starts every configured listener and the admin endpoint; resolves once all are bound. */
 export async function startGate(config: GateConfig, deps: GateDependencies): Promise<RunningGate> {
   const { log } = deps;
+  const resolvedListeners = resolveListeners(config);
+  for (const { protocol, name } of resolvedListeners) {
+    if (NOT_YET_SUPPORTED.has(protocol)) {
+      throw new ConfigError('listeners', `listener ${name} speaks ${protocol}, which is not yet supported by this version of sasl-gate`);
+    }
+  }
   // Read before anything listens, so an unreadable token file stops the start.
   const metricsAllowed = metricsAuthorizer(config.admin);
   const certificates = new CertificateStore(config, log);
@@ -146,11 +161,15 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     metrics,
     directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
   };
-  const injectedConnectors: Partial<Record<Protocol, BackendConnector>> = { imap: deps.imapConnector, smtp: deps.smtpConnector };
+  const injectedConnectors: Partial<Record<Protocol, BackendConnector>> = {
+    imap: deps.imapConnector,
+    smtp: deps.smtpConnector,
+    pop3: deps.pop3Connector,
+  };
 
   /** One session factory per protocol, sharing a backend connector and capability cache across its listeners. */
-  const factories = new Map<Protocol, SessionFactory>();
-  const factoryOf = async <B extends BackendSettings>(front: ProtocolFront<B>, backend: B): Promise<SessionFactory> => {
+  const factories = new Map<Protocol, ProtocolEntry>();
+  const factoryOf = async <B extends BackendSettings>(front: ProtocolFront<B>, backend: B): Promise<ProtocolEntry> => {
     const existing = factories.get(front.protocol);
     if (existing) return existing;
     const health = new DependencyHealth();
@@ -170,15 +189,30 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     caches.push(capabilities);
     backendHealth.push({ name: `${front.protocol} backend`, health, cache: capabilities });
     const parts = { backend, connectBackend: connect, capabilities, hostname: config.hostname };
-    const factory: SessionFactory = (socket, connection) => front.session(socket, { ...shared, ...connection }, parts);
-    factories.set(front.protocol, factory);
-    return factory;
+    const entry: ProtocolEntry = {
+      createSession: (socket, connection) => front.session(socket, { ...shared, ...connection }, parts),
+      refusal: front.connectionRefused,
+    };
+    factories.set(front.protocol, entry);
+    return entry;
   };
-  const factoryFor = (resolved: ResolvedListener): Promise<SessionFactory> =>
-    resolved.protocol === 'imap' ? factoryOf(imapFront, resolved.backend) : factoryOf(smtpFront, resolved.backend);
+  /** The registry: every protocol with a front. */
+  const factoryFor = (resolved: ResolvedListener): Promise<ProtocolEntry> => {
+    switch (resolved.protocol) {
+      case 'imap':
+        return factoryOf(imapFront, resolved.backend);
+      case 'smtp':
+        return factoryOf(smtpFront, resolved.backend);
+      case 'pop3':
+        return factoryOf(pop3Front, resolved.backend);
+      case 'sieve':
+        throw new ConfigError('listeners', `listener ${resolved.name} speaks sieve, which is not yet supported by this version of sasl-gate`);
+    }
+  };
 
   /** Accepts one TCP connection: PROXY header, limits, TLS (implicit), then the session. */
-  const accept = async (raw: Socket, listener: ListenerConfig, name: string, createSession: SessionFactory, trusted: NetworkList | undefined) => {
+  const accept = async (raw: Socket, listener: ListenerConfig, name: string, entry: ProtocolEntry, trusted: NetworkList | undefined) => {
+    const { createSession, refusal } = entry;
     sockets.add(raw);
     raw.once('close', () => sockets.delete(raw));
     raw.on('error', (err) => log.debug({ listener: name, err: err.message }, 'connection error'));
@@ -264,7 +298,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       metrics.refusals.inc({ listener: name, limit: refused });
       log.warn({ listener: name, client: address, limit: refused }, 'connection refused: limit reached');
       socket.on('error', () => undefined);
-      socket.end(`${REFUSALS[listener.protocol]}\r\n`);
+      socket.end(`${refusal}\r\n`);
       // Said: the slot is free for the next refusal, the socket has two seconds to go.
       releaseRefusal();
       setTimeout(() => socket.destroy(), 2000).unref();
@@ -292,11 +326,11 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     void session.run(handOver).finally(() => sessions.delete(open));
   };
 
-  for (const resolved of resolveListeners(config)) {
+  for (const resolved of resolvedListeners) {
     const { listener, name } = resolved;
-    const createSession = await factoryFor(resolved);
+    const entry = await factoryFor(resolved);
     const trusted = listener.proxyProtocol ? parseNetworks(listener.trustedProxies) : undefined;
-    const server = createNetServer({ allowHalfOpen: true }, (raw) => void accept(raw, listener, name, createSession, trusted));
+    const server = createNetServer({ allowHalfOpen: true }, (raw) => void accept(raw, listener, name, entry, trusted));
     const address = await listen(server, listener.bind.host, listener.bind.port);
     log.info({ listener: name, address: `${address.address}:${address.port}`, tls: listener.tls }, 'listening');
     servers.push(server);

@@ -101,6 +101,11 @@ export interface DovecotOptions {
    * must be {@link DovecotInstance.mailUid} and `mailGid`. None by default.
    */
   passwdFiles?: Array<{ path: string; passdb?: boolean }>;
+  /**
+   * Also serve POP3 (`pop3Port`, plain TCP, the same users and master user); with `haproxy` also a
+   * POP3 listener behind the PROXY protocol (`pop3HaproxyPort`). Off by default.
+   */
+  pop3?: boolean;
 }
 
 /** Dovecot's own OAuth2 token validation (see {@link DovecotOptions.oauth2}). */
@@ -138,6 +143,10 @@ export interface DovecotInstance {
   haproxyPort?: number;
   /** The IMAPS listener (TLS from the first byte); present only when started with `tls`. */
   imapsPort?: number;
+  /** The POP3 listener; present only when started with `pop3: true`. */
+  pop3Port?: number;
+  /** The POP3 listener behind the PROXY protocol; present only with both `pop3` and `haproxy`. */
+  pop3HaproxyPort?: number;
   /** The uid and gid mail is stored with (userdb entries must name them; Dovecot refuses others). */
   mailUid?: number;
   mailGid?: number;
@@ -160,6 +169,7 @@ const DOVECONF = '/usr/bin/doveconf';
 const LIBEXEC = '/usr/lib/dovecot';
 const REQUIRED_FILES = [DOVECOT, DOVECONF, `${LIBEXEC}/imap`, `${LIBEXEC}/imap-login`, `${LIBEXEC}/lmtp`];
 const PACKAGES = ['dovecot-imapd', 'dovecot-lmtpd'];
+const POP3_PACKAGES = ['dovecot-pop3d'];
 const STARTUP_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 10_000;
 const PORT_ATTEMPTS = 3;
@@ -201,6 +211,17 @@ export async function ensureDovecotInstalled(): Promise<void> {
     installing = undefined;
   });
   await installing;
+}
+
+/** Makes sure Debian's Dovecot POP3 server is present, installing it with apt-get when root. */
+async function ensurePop3Installed(): Promise<void> {
+  const binaries = [`${LIBEXEC}/pop3`, `${LIBEXEC}/pop3-login`];
+  const present = await Promise.all(binaries.map(exists));
+  if (present.every(Boolean)) return;
+  if (!(await aptAvailable())) {
+    throw new Error(`Dovecot's POP3 server is not installed: install Debian's ${POP3_PACKAGES.join(' ')} (\`sudo apt-get install -y ${POP3_PACKAGES.join(' ')}\`)`);
+  }
+  await aptInstall(POP3_PACKAGES);
 }
 
 /** Dovecot's salted SHA-512: base64(sha512(password || salt) || salt); no colon can appear, unlike PLAIN. */
@@ -286,6 +307,8 @@ function isLoopbackOrWildcard(host: string): boolean {
 /** The optional parts of the configuration ({@link DovecotOptions} tls, oauth2, limits), with their ports. */
 interface ConfigExtras {
   imapsPort: number | undefined;
+  pop3Port: number | undefined;
+  pop3HaproxyPort: number | undefined;
   tls: { cert: string; key: string } | undefined;
   oauth2: DovecotOAuth2Options | undefined;
   maxUserIpConnections: number | undefined;
@@ -388,6 +411,23 @@ function renderConfig(
     extras.maxUserIpConnections === undefined
       ? ''
       : `protocol imap {\n  mail_max_userip_connections = ${extras.maxUserIpConnections}\n}\n`;
+  const pop3Service =
+    extras.pop3Port === undefined
+      ? ''
+      : `service pop3-login {
+  inet_listener pop3 {
+    address = ${host}
+    port = ${extras.pop3Port}
+  }
+  inet_listener pop3s {
+    port = 0
+  }${
+    extras.pop3HaproxyPort === undefined
+      ? ''
+      : `\n  inet_listener pop3-haproxy {\n    address = ${host}\n    port = ${extras.pop3HaproxyPort}\n    haproxy = yes\n  }`
+  }${a.root ? '' : '\n  chroot ='}
+}
+`;
   const passwordPassdbMechanisms = oauth2 === undefined ? '' : '\n  mechanisms = plain login';
   const extraPassdbs = extras.passwdFiles
     .filter((f) => f.passdb === true)
@@ -412,7 +452,7 @@ instance_name = sasl-gate-imap${imapPort}
 base_dir = ${l.baseDir}
 state_dir = ${l.stateDir}
 log_path = ${l.logPath}
-protocols = imap lmtp
+protocols = imap${extras.pop3Port === undefined ? '' : ' pop3'} lmtp
 listen = ${host}
 ${tls === undefined ? 'ssl = no' : `ssl = yes\nssl_cert = <${tls.cert}\nssl_key = <${tls.key}`}
 ${capacity === undefined ? '' : `default_client_limit = ${Math.max(1000, capacity + 1000)}\n`}disable_plaintext_auth = ${disablePlaintextAuth ? 'yes' : 'no'}
@@ -459,7 +499,7 @@ service imap-login {
   }
 ${imapsListener}${haproxyListener}${a.root ? '' : '\n  chroot ='}${loginTuning.length === 0 ? '' : `\n${loginTuning.join('\n')}`}
 }
-${imapService}${protocolImap}
+${imapService}${protocolImap}${pop3Service}
 service lmtp {
   inet_listener lmtp {
     address = ${host}
@@ -676,6 +716,8 @@ async function launch(
   lmtpPort: number,
   haproxyPort: number | undefined,
   imapsPort?: number,
+  pop3Port?: number,
+  pop3HaproxyPort?: number,
 ): Promise<Launched> {
   // setpriv's parent-death signal takes Dovecot down even when this process is SIGKILLed.
   const setpriv = (await exists('/usr/bin/setpriv')) ? '/usr/bin/setpriv' : undefined;
@@ -722,6 +764,14 @@ async function launch(
         if (!proxied.startsWith('* OK')) {
           return fail(`greeted with ${JSON.stringify(proxied)} instead of * OK on the PROXY protocol listener`);
         }
+      }
+      if (pop3Port !== undefined) {
+        const pop3 = await readGreeting(host, pop3Port, 2_000);
+        if (!pop3.startsWith('+OK')) return fail(`greeted with ${JSON.stringify(pop3)} instead of +OK on the POP3 listener`);
+      }
+      if (pop3HaproxyPort !== undefined) {
+        const proxied = await readGreeting(host, pop3HaproxyPort, 2_000, encodeProxyV2Local());
+        if (!proxied.startsWith('+OK')) return fail(`greeted with ${JSON.stringify(proxied)} instead of +OK on the POP3 PROXY protocol listener`);
       }
       if (imapsPort !== undefined) {
         const secured = await readTlsGreeting(host, imapsPort, 3_000);
@@ -777,6 +827,9 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
   let authPort = 0;
   let haproxyPort: number | undefined;
   let imapsPort: number | undefined;
+  let pop3Port: number | undefined;
+  let pop3HaproxyPort: number | undefined;
+  if (opts.pop3 === true) await ensurePop3Installed();
   for (let attempt = 1; launched === undefined; attempt++) {
     imapPort = await freePort(host);
     do lmtpPort = await freePort(host);
@@ -791,6 +844,14 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       do imapsPort = await freePort(host);
       while ([imapPort, lmtpPort, authPort, haproxyPort].includes(imapsPort));
     }
+    if (opts.pop3 === true) {
+      do pop3Port = await freePort(host);
+      while ([imapPort, lmtpPort, authPort, haproxyPort, imapsPort].includes(pop3Port));
+      if (opts.haproxy === true) {
+        do pop3HaproxyPort = await freePort(host);
+        while ([imapPort, lmtpPort, authPort, haproxyPort, imapsPort, pop3Port].includes(pop3HaproxyPort));
+      }
+    }
     await writeFiles(
       l,
       a,
@@ -804,6 +865,8 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       opts.disablePlaintextAuth ?? false,
       {
         imapsPort,
+        pop3Port,
+        pop3HaproxyPort,
         tls: opts.tls,
         oauth2: opts.oauth2,
         maxUserIpConnections: opts.maxUserIpConnections,
@@ -813,7 +876,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       },
     );
     try {
-      launched = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort);
+      launched = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort, pop3Port, pop3HaproxyPort);
     } catch (err) {
       // Another process may take a free port between our probe and Dovecot's bind.
       if (err instanceof StartupError && err.addressInUse && attempt < PORT_ATTEMPTS) continue;
@@ -864,7 +927,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       .then(async () => {
         if (stopping) throw new Error('Dovecot instance already stopped');
         if (running !== undefined) return;
-        const again = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort);
+        const again = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort, pop3Port, pop3HaproxyPort);
         detach(again);
         running = again;
       }));
@@ -876,6 +939,8 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     authPort,
     ...(haproxyPort === undefined ? {} : { haproxyPort }),
     ...(imapsPort === undefined ? {} : { imapsPort }),
+    ...(pop3Port === undefined ? {} : { pop3Port }),
+    ...(pop3HaproxyPort === undefined ? {} : { pop3HaproxyPort }),
     mailUid: a.mailUid,
     mailGid: a.mailGid,
     pid: launched.pgid,

@@ -108,14 +108,14 @@ const ALGORITHMS = [...ASYMMETRIC_ALGORITHMS, ...HMAC_ALGORITHMS] as const;
 
 const listenerSchema = z
   .strictObject({
-    protocol: z.enum(['imap', 'smtp']).describe(
-      'The protocol spoken on this port: `imap` in front of Dovecot or `smtp` (submission) in front of Postfix; the matching `backends` entry must be set.',
+    protocol: z.enum(['imap', 'smtp', 'pop3', 'sieve']).describe(
+      'The protocol spoken on this port: `imap`, `pop3` or `sieve` (ManageSieve) in front of Dovecot, or `smtp` (submission) in front of Postfix; the matching `backends` entry must be set.',
     ),
     bind: hostPort().describe(
       'The address and port this listener accepts client connections on, for example `0.0.0.0:993` or `[::]:465`.',
     ),
     tls: z.enum(['implicit', 'starttls']).default('implicit').describe(
-      'How clients get TLS: `implicit` from the first byte (IMAPS 993, SMTPS 465), or `starttls` after the STARTTLS command (IMAP 143, submission 587), with every login refused before it.',
+      'How clients get TLS: `implicit` from the first byte (IMAPS 993, SMTPS 465, POP3S 995), or `starttls` after the STARTTLS (POP3: STLS) command (IMAP 143, submission 587, POP3 110, ManageSieve 4190), with every login refused before it.',
     ),
     name: text().optional().describe(
       "The listener's name in logs; unset, it is `<protocol>-<port>`, for example `imap-993`.",
@@ -247,6 +247,28 @@ const imapBackendSchema = z.strictObject({
     "Whether each connection to Dovecot starts with a PROXY protocol v2 header carrying the client's address (Dovecot needs `haproxy = yes` on the listener and sasl-gate in `haproxy_trusted_networks`).",
   ),
 });
+
+/** A Dovecot listener other than IMAP (POP3, ManageSieve): the same keys as `backends.imap`. */
+const dovecotBackendSchema = (what: string, defaultPort: number) =>
+  z.strictObject({
+    host: text().describe(`The host name or address of Dovecot's ${what} listener (plain TCP; put it on a private network).`),
+    port: integer(1, 65535).default(defaultPort).describe(`The TCP port of Dovecot's ${what} listener.`),
+    connectTimeoutSeconds: integer(1, 300).default(10).describe(
+      'Seconds to wait for a TCP connection to Dovecot before the login fails temporarily.',
+    ),
+    responseTimeoutSeconds: integer(1, 300).default(30).describe(
+      'Seconds Dovecot may take to answer a login step (its failure delay and penalties count here) before the login fails temporarily.',
+    ),
+    capabilityRefreshSeconds: integer(10, 86400).default(300).describe(
+      `How often, in seconds, Dovecot's ${what} capabilities are probed again, so clients are offered what Dovecot offers.`,
+    ),
+    proxyProtocol: boolean().default(false).describe(
+      "Whether each connection to Dovecot starts with a PROXY protocol v2 header carrying the client's address (Dovecot needs `haproxy = yes` on the listener and sasl-gate in `haproxy_trusted_networks`); otherwise sasl-gate names the client's address to Dovecot in its own way (sasl-gate needs to be in `login_trusted_networks`).",
+    ),
+  });
+
+const pop3BackendSchema = dovecotBackendSchema('POP3', 110);
+const sieveBackendSchema = dovecotBackendSchema('ManageSieve', 4190);
 
 const smtpBackendSchema = z.strictObject({
   host: text().describe(
@@ -604,7 +626,7 @@ export const configSchema = z
     listeners: z
       .array(listenerSchema)
       .min(1, 'at least one listener is needed')
-      .describe('The ports mail clients connect to, each speaking IMAP or SMTP in front of its backend.'),
+      .describe('The ports mail clients connect to, each speaking IMAP, SMTP, POP3 or ManageSieve in front of its backend.'),
     hostname: z
       .string()
       .regex(/^[A-Za-z0-9.-]{1,253}$/, 'must be a host name')
@@ -655,6 +677,12 @@ export const configSchema = z
         smtp: smtpBackendSchema
           .optional()
           .describe("Postfix's submission listener for sasl-gate; required when a listener speaks `smtp`."),
+        pop3: pop3BackendSchema
+          .optional()
+          .describe("Dovecot's POP3 listener; required when a listener speaks `pop3`."),
+        sieve: sieveBackendSchema
+          .optional()
+          .describe("Dovecot's ManageSieve listener; required when a listener speaks `sieve`."),
       })
       .describe('The mail servers behind sasl-gate, which it logs users into.'),
     master: masterSchema.describe('The Dovecot master user sasl-gate logs token users in with.'),
@@ -731,6 +759,8 @@ export type Config = z.infer<typeof configSchema>;
 export type ListenerConfig = Config['listeners'][number];
 export type ImapBackendConfig = z.infer<typeof imapBackendSchema>;
 export type SmtpBackendConfig = z.infer<typeof smtpBackendSchema>;
+export type Pop3BackendConfig = z.infer<typeof pop3BackendSchema>;
+export type SieveBackendConfig = z.infer<typeof sieveBackendSchema>;
 export type DirectoryConfig = z.infer<typeof directorySchema>;
 export type OAuthConfig = Config['oauth'];
 export type LimitsConfig = Config['limits'];

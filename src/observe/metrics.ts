@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Protocols, as metric labels. */
-export type Protocol = 'imap' | 'smtp';
+export type Protocol = 'imap' | 'smtp' | 'pop3' | 'sieve';
 
 /** How an authentication attempt ended, as a metric label. */
 export type AuthResult = 'success' | 'failure' | 'temporary_failure';

@@ -47,6 +47,10 @@ export interface Stack {
   postfix: PostfixInstance | undefined;
   /** The SMTPS listener's port (0 without `smtp`). */
   smtpPort: number;
+  /** The POP3S listener's port (0 without `pop3`). */
+  pop3Port: number;
+  /** The POP3 listener with STLS (0 without `pop3`). */
+  pop3StarttlsPort: number;
   idp: DevIdp;
   gate: RunningGate;
   host: string;
@@ -71,13 +75,24 @@ export interface StackOptions {
   idp?: Partial<DevIdpOptions>;
   /** Also start Postfix (delivering into Dovecot) and an SMTPS listener in front of it. */
   smtp?: { login: 'xclient' | 'master' };
+  /**
+   * Also serve POP3 from Dovecot, with a POP3S and a POP3 STLS listener in front of it; `proxyProtocol`
+   * reaches Dovecot's POP3 with a PROXY v2 header instead of XCLIENT.
+   */
+  pop3?: boolean | { proxyProtocol: true };
 }
 
 /** Starts Dovecot, the development IdP and sasl-gate, configured through the YAML loader. */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'sasl-gate-stack-'));
   const [dovecot, idp] = await Promise.all([
-    startDovecot({ users: USERS, master: MASTER, authPenalty: false }),
+    startDovecot({
+      users: USERS,
+      master: MASTER,
+      authPenalty: false,
+      ...(options.pop3 ? { pop3: true } : {}),
+      ...(typeof options.pop3 === 'object' ? { haproxy: true } : {}),
+    }),
     startDevIdp({
       users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })),
       audience: 'mail',
@@ -90,11 +105,25 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     listeners: [
       { protocol: 'imap', bind: '127.0.0.1:0', tls: 'implicit' },
       ...(postfix ? [{ protocol: 'smtp', bind: '127.0.0.1:0', tls: 'implicit' }] : []),
+      ...(options.pop3
+        ? [
+            { protocol: 'pop3', bind: '127.0.0.1:0', tls: 'implicit', name: 'pop3s' },
+            { protocol: 'pop3', bind: '127.0.0.1:0', tls: 'starttls', name: 'pop3-stls' },
+          ]
+        : []),
     ],
     tls: { cert: certs.certPath, key: certs.keyPath },
     backends: {
       imap: { host: dovecot.host, port: dovecot.imapPort },
       ...(postfix ? { smtp: { host: postfix.host, port: postfix.submissionPort, login: options.smtp!.login } } : {}),
+      ...(options.pop3
+        ? {
+            pop3:
+              typeof options.pop3 === 'object'
+                ? { host: dovecot.host, port: dovecot.pop3HaproxyPort, proxyProtocol: true }
+                : { host: dovecot.host, port: dovecot.pop3Port },
+          }
+        : {}),
     },
     master: MASTER,
     oauth: {
@@ -127,6 +156,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const gate = await startGate(config, { log });
   const imap = gate.listeners.find((l) => l.protocol === 'imap')!;
   const smtp = gate.listeners.find((l) => l.protocol === 'smtp');
+  const [pop3s, pop3Stls] = gate.listeners.filter((l) => l.protocol === 'pop3');
   return {
     dovecot,
     postfix,
@@ -135,6 +165,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     host: '127.0.0.1',
     imapPort: imap.port,
     smtpPort: smtp?.port ?? 0,
+    pop3Port: pop3s?.port ?? 0,
+    pop3StarttlsPort: pop3Stls?.port ?? 0,
     ca: readFileSync(certs.caPath, 'utf8'),
     tlsPaths: { cert: certs.certPath, key: certs.keyPath },
     logs,

@@ -7,7 +7,7 @@ const backends = configSchema.shape.backends.parse({
   imap: { host: '127.0.0.1', port: 143 },
   smtp: { host: '127.0.0.1', port: 10587 },
 });
-const listener = (protocol: 'imap' | 'smtp', port: number, name?: string) => ({
+const listener = (protocol: 'imap' | 'smtp' | 'pop3' | 'sieve', port: number, name?: string) => ({
   protocol,
   bind: { host: '0.0.0.0', port },
   tls: 'implicit' as const,
@@ -36,5 +36,15 @@ describe('resolveListeners', () => {
     const onlyImap = configSchema.shape.backends.parse({ imap: { host: '127.0.0.1', port: 143 } });
     expect(() => resolveListeners({ listeners: [listener('smtp', 587)], backends: onlyImap })).toThrow(ConfigError);
     expect(() => resolveListeners({ listeners: [listener('smtp', 587)], backends: onlyImap })).toThrow(/backends\.smtp/);
+  });
+
+  it('POP3 and ManageSieve listeners get their own Dovecot backends, with the standard ports by default', () => {
+    const dovecot = configSchema.shape.backends.parse({ pop3: { host: 'dovecot' }, sieve: { host: 'dovecot' } });
+    const resolved = resolveListeners({ listeners: [listener('pop3', 995), listener('sieve', 4190)], backends: dovecot });
+    expect(resolved.map((r) => [r.protocol, r.name, r.backend.port])).toEqual([
+      ['pop3', 'pop3-995', 110],
+      ['sieve', 'sieve-4190', 4190],
+    ]);
+    expect(() => resolveListeners({ listeners: [listener('pop3', 995)], backends })).toThrow(/backends\.pop3/);
   });
 });

@@ -109,7 +109,7 @@ describe('loadConfig', () => {
 
   it.each([
     ['listeners:\n  - { protocol: imap, bind: "nope", tls: implicit }', 'listeners[0].bind'],
-    ['listeners:\n  - { protocol: pop3, bind: ":995" }', 'listeners[0].protocol'],
+    ['listeners:\n  - { protocol: nntp, bind: ":563" }', 'listeners[0].protocol'],
     ['listeners:\n  - { protocol: imap, bind: ":99999" }', 'listeners[0].bind'],
   ])('names the key of a bad listener (%#)', (listeners, key) => {
     const text = CONTRACT.replace(/listeners:\n {2}- .*\n/, `${listeners}\n`);

@@ -68,7 +68,7 @@ describe('configuration reference', () => {
     const parsed = configSchema.parse({
       listeners: [{ protocol: 'imap', bind: '0.0.0.0:993' }],
       tls: { cert: '/etc/sasl-gate/server.crt', key: '/etc/sasl-gate/server.key' },
-      backends: { imap: { host: 'dovecot' }, smtp: { host: 'postfix' } },
+      backends: { imap: { host: 'dovecot' }, smtp: { host: 'postfix' }, pop3: { host: 'dovecot' }, sieve: { host: 'dovecot' } },
       master: { user: 'sasl-gate', password: 'x' },
       oauth: { issuer: 'https://idp.example.com', clientId: 'mail', requiredClaim: { name: 'groups', value: 'mail' } },
       directory: {
