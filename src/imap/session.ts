@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { ClientConnection } from '../login/connection.js';
-import { connectionLoginFlow } from '../login/connection-flow.js';
+import { attemptLogin, connectionLoginFlow } from '../login/connection-flow.js';
 import type { BackendAnswer, BackendCredentials, FlowClock, LoginFlow } from '../login/flow.js';
 import type { SessionOptions } from '../login/options.js';
 import type { BackendConnector } from '../net/connector.js';
@@ -116,17 +116,12 @@ export class ImapSession {
   }
 
   private async login(tag: string, action: Extract<ImapAction, { kind: 'login' }>): Promise<boolean> {
-    const connection = this.connection;
-    const outcome = await this.flow.attempt(action.request);
-    if (outcome.kind === 'gone') return false;
-    if (outcome.kind === 'success') {
-      this.clientId = [];
-      connection.handOver(loginReply(tag, outcome), outcome.socket, outcome.rest);
-      return true;
-    }
-    connection.send(loginReply(tag, outcome));
-    if (outcome.kind === 'refused' && outcome.closing) connection.stop('too_many_failures', FAREWELLS.tooManyFailures);
-    return false;
+    const handedOver = await attemptLogin(this.connection, this.flow, action.request, {
+      reply: (outcome) => loginReply(tag, outcome),
+      tooManyFailures: FAREWELLS.tooManyFailures,
+    });
+    if (handedOver) this.clientId = [];
+    return handedOver;
   }
 
   /** The IMAP backend login: token users through the master user, password users with their own credentials. */

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { ClientConnection } from '../login/connection.js';
-import { connectionLoginFlow } from '../login/connection-flow.js';
+import { attemptLogin, connectionLoginFlow } from '../login/connection-flow.js';
 import type { BackendAnswer, BackendCredentials, FlowClock, LoginFlow } from '../login/flow.js';
 import type { SessionOptions } from '../login/options.js';
 import type { BackendConnector } from '../net/connector.js';
@@ -112,17 +112,8 @@ export class Pop3Session {
     return false;
   }
 
-  private async login(action: Extract<Pop3Action, { kind: 'login' }>): Promise<boolean> {
-    const connection = this.connection;
-    const outcome = await this.flow.attempt(action.request);
-    if (outcome.kind === 'gone') return false;
-    if (outcome.kind === 'success') {
-      connection.handOver(loginReply(outcome), outcome.socket, outcome.rest);
-      return true;
-    }
-    connection.send(loginReply(outcome));
-    if (outcome.kind === 'refused' && outcome.closing) connection.stop('too_many_failures', FAREWELLS.tooManyFailures);
-    return false;
+  private login(action: Extract<Pop3Action, { kind: 'login' }>): Promise<boolean> {
+    return attemptLogin(this.connection, this.flow, action.request, { reply: loginReply, tooManyFailures: FAREWELLS.tooManyFailures });
   }
 
   /** The POP3 backend login: token users through the master user, password users with their own credentials. */

@@ -1,15 +1,12 @@
-import type { ImapBackendConfig } from '../config/schema.js';
+import type { SieveBackendConfig } from '../config/schema.js';
 import type { ProtocolFront } from '../login/protocol.js';
 import { advertisedCapabilities, probeSieveCapabilities, SIEVE_FALLBACK } from './capabilities.js';
 import { CONNECTION_REFUSED } from './replies.js';
-import { SieveSession, SIEVE_PROTOCOL } from './session.js';
-
-/** `backends.sieve`: the same keys as `backends.imap`. */
-export type SieveBackendConfig = ImapBackendConfig;
+import { SieveSession } from './session.js';
 
 /** ManageSieve as the composition root sees it. */
 export const sieveFront: ProtocolFront<SieveBackendConfig> = {
-  protocol: SIEVE_PROTOCOL,
+  protocol: 'sieve',
   connectionRefused: CONNECTION_REFUSED,
   fallbackCapabilities: SIEVE_FALLBACK,
   advertise: advertisedCapabilities,

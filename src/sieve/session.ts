@@ -1,20 +1,17 @@
 import type { Socket } from 'node:net';
 import { InternalError } from '../errors.js';
 import { ClientConnection } from '../login/connection.js';
-import { LoginFlow, type BackendAnswer, type BackendCredentials, type FlowClock } from '../login/flow.js';
+import { attemptLogin, connectionLoginFlow } from '../login/connection-flow.js';
+import type { BackendAnswer, BackendCredentials, FlowClock, LoginFlow } from '../login/flow.js';
 import type { SessionOptions } from '../login/options.js';
 import type { BackendConnector } from '../net/connector.js';
 import type { LineFrame } from '../net/line-framer.js';
-import type { Protocol } from '../observe/metrics.js';
 import { loginToSieveBackend, type SieveBackendCredentials } from './backend-login.js';
 import { mechanismsOf, withSasl } from './capabilities.js';
 import { sieveCommand, type SieveAction } from './commands.js';
 import { SieveFramer } from './framer.js';
 import { parseCommand, parseStringLine, SieveSyntaxError, type SieveCommand, type SieveSegment } from './parser.js';
 import { capabilityBlock, challenge, FAREWELLS, greeting, loginReply, syntaxError, tooBig, type SieveBackendRefusal } from './replies.js';
-
-/** The protocol's name in metrics and logs. */
-export const SIEVE_PROTOCOL = 'sieve' as string as Protocol;
 
 /** Everything a ManageSieve session needs: the shared options and the ManageSieve backend. */
 export interface SieveSessionContext extends SessionOptions {
@@ -41,33 +38,12 @@ export class SieveSession {
   ) {
     const connection = new ClientConnection(socket, new SieveFramer(ctx.limits), ctx, FAREWELLS);
     this.connection = connection;
-    this.flow = new LoginFlow<string, SieveBackendRefusal>(
-      {
-        listener: ctx.listener,
-        maxAuthFailures: ctx.limits.maxAuthFailures,
-        failures: ctx.failures,
-        metrics: ctx.metrics,
-        validator: ctx.validator,
-        oauth: ctx.oauth,
-        master: ctx.master,
-        directoryVerdict: ctx.directoryVerdict,
-        protocol: SIEVE_PROTOCOL,
-        log: connection.log,
-        client: connection.client,
-        record: connection.record,
-        ...(ctx.clock ? { clock: ctx.clock } : {}),
-      },
-      {
-        challenge: (text) => connection.send(challenge(text)),
-        response: () => this.saslResponse(),
-        abandonResponse: () => {
-          connection.abandonWait();
-          return connection.framer.takeLoneByte(0x01);
-        },
-        isClosed: () => connection.isClosed,
-        backendLogin: (credentials) => this.backendLogin(credentials),
-      },
-    );
+    this.flow = connectionLoginFlow<string, SieveBackendRefusal>(connection, ctx, {
+      protocol: 'sieve',
+      challenge,
+      response: () => this.saslResponse(),
+      backendLogin: (credentials) => this.backendLogin(credentials),
+    });
   }
 
   /** The session id. */
@@ -140,17 +116,8 @@ export class SieveSession {
     return false;
   }
 
-  private async login(action: Extract<SieveAction, { kind: 'login' }>): Promise<boolean> {
-    const connection = this.connection;
-    const outcome = await this.flow.attempt(action.request);
-    if (outcome.kind === 'gone') return false;
-    if (outcome.kind === 'success') {
-      connection.handOver(loginReply(outcome), outcome.socket, outcome.rest);
-      return true;
-    }
-    connection.send(loginReply(outcome));
-    if (outcome.kind === 'refused' && outcome.closing) connection.stop('too_many_failures', FAREWELLS.tooManyFailures);
-    return false;
+  private login(action: Extract<SieveAction, { kind: 'login' }>): Promise<boolean> {
+    return attemptLogin(this.connection, this.flow, action.request, { reply: loginReply, tooManyFailures: FAREWELLS.tooManyFailures });
   }
 
   /**

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { ClientConnection } from '../login/connection.js';
-import { connectionLoginFlow } from '../login/connection-flow.js';
+import { attemptLogin, connectionLoginFlow } from '../login/connection-flow.js';
 import type { BackendAnswer, BackendCredentials, FlowClock, LoginFlow } from '../login/flow.js';
 import type { SessionOptions } from '../login/options.js';
 import { LineFramer } from '../net/line-framer.js';
@@ -108,21 +108,17 @@ export class SmtpSession {
     return false;
   }
 
-  private async login(action: Extract<SmtpAction, { kind: 'login' }>): Promise<boolean> {
+  private login(action: Extract<SmtpAction, { kind: 'login' }>): Promise<boolean> {
     const connection = this.connection;
-    const outcome = await this.flow.attempt(action.request);
-    if (outcome.kind === 'gone') return false;
-    if (outcome.kind === 'success') {
-      const log = connection.log.child({ user: outcome.user });
-      const chunking = offersChunking(outcome.extras);
-      connection.handOver(authReply(outcome), outcome.socket, outcome.rest, (client, backend, pending, options) =>
-        runSmtpCommandRelay({ client, backend, pending, log, chunking, ...options }),
-      );
-      return true;
-    }
-    connection.send(authReply(outcome));
-    if (outcome.kind === 'refused' && outcome.closing) connection.stop('too_many_failures', FAREWELLS.tooManyFailures);
-    return false;
+    return attemptLogin(connection, this.flow, action.request, {
+      reply: authReply,
+      tooManyFailures: FAREWELLS.tooManyFailures,
+      relay: (success) => {
+        const log = connection.log.child({ user: success.user });
+        const chunking = offersChunking(success.extras);
+        return (client, backend, pending, options) => runSmtpCommandRelay({ client, backend, pending, log, chunking, ...options });
+      },
+    });
   }
 
   /** The SMTP backend login: token users by XCLIENT or the master user, password users with their own AUTH. */
