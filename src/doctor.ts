@@ -577,6 +577,20 @@ function backendHint(c: Cause, what: 'Dovecot' | 'Postfix', backend: ImapBackend
   return `is ${what} reachable from here on ${backend.host}:${backend.port}?`;
 }
 
+/**
+ * Whether a Dovecot listener offers PLAIN to sasl-gate on its unencrypted connection (the master
+ * login needs it); `missing` names what it lacks, in the protocol's words.
+ */
+function plainOffered(name: string, where: string, list: string, missing: string | undefined): DoctorCheck {
+  if (missing === undefined) return { status: 'PASS', name, finding: `${where} answers; ${list}` };
+  return {
+    status: 'FAIL',
+    name,
+    finding: `${where} answers, but offers no ${missing} on this unencrypted connection; ${list}`,
+    hint: "add sasl-gate's address to Dovecot's login_trusted_networks (it then counts as secure), or allow plaintext authentication on this listener",
+  };
+}
+
 async function checkImap(config: GateConfig, backend: ImapBackendConfig, user: string | undefined, userHint: UserHint): Promise<DoctorCheck[]> {
   const where = `${backend.host}:${backend.port}`;
   const probe = ownConnection(backend);
@@ -597,16 +611,7 @@ async function checkImap(config: GateConfig, backend: ImapBackendConfig, user: s
   const upper = new Set(capabilities.map((c) => c.toUpperCase()));
   const checks: DoctorCheck[] = [];
   const list = `capabilities ${capabilities.join(' ')}`;
-  if (!upper.has('AUTH=PLAIN') || upper.has('LOGINDISABLED')) {
-    checks.push({
-      status: 'FAIL',
-      name: 'imap backend',
-      finding: `${where} answers, but offers no AUTH=PLAIN on this unencrypted connection; ${list}`,
-      hint: "add sasl-gate's address to Dovecot's login_trusted_networks (it then counts as secure), or allow plaintext authentication on this listener",
-    });
-  } else {
-    checks.push({ status: 'PASS', name: 'imap backend', finding: `${where} answers; ${list}` });
-  }
+  checks.push(plainOffered('imap backend', where, list, upper.has('AUTH=PLAIN') && !upper.has('LOGINDISABLED') ? undefined : 'AUTH=PLAIN'));
 
   if (user === undefined) {
     checks.push({
@@ -837,16 +842,7 @@ async function checkPop3(config: GateConfig, backend: Pop3BackendConfig, user: s
   }
   const checks: DoctorCheck[] = [];
   const list = `capabilities ${capabilities.join(', ')}`;
-  if (!saslMechanisms(capabilities).includes('PLAIN')) {
-    checks.push({
-      status: 'FAIL',
-      name: 'pop3 backend',
-      finding: `${where} answers, but offers no SASL PLAIN on this unencrypted connection; ${list}`,
-      hint: "add sasl-gate's address to Dovecot's login_trusted_networks (it then counts as secure), or allow plaintext authentication on this listener",
-    });
-  } else {
-    checks.push({ status: 'PASS', name: 'pop3 backend', finding: `${where} answers; ${list}` });
-  }
+  checks.push(plainOffered('pop3 backend', where, list, saslMechanisms(capabilities).includes('PLAIN') ? undefined : 'SASL PLAIN'));
   if (user === undefined) {
     checks.push({
       status: 'WARN',
