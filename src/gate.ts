@@ -30,9 +30,8 @@ import type { ConnectionParameters, SessionOptions } from './login/options.js';
 export interface GateDependencies {
   log: Logger;
   validator?: TokenValidator;
-  imapConnector?: BackendConnector;
-  smtpConnector?: BackendConnector;
-  pop3Connector?: BackendConnector;
+  /** Backend connectors by protocol, in place of TCP to the configured backend. */
+  connectors?: Partial<Record<Protocol, BackendConnector>>;
 }
 
 export interface RunningGate {
@@ -81,6 +80,10 @@ const MAX_REFUSALS_IN_PROGRESS = 1000;
 /** Protocols a listener may name that have no front yet: refused at start-up, before anything listens. */
 const NOT_YET_SUPPORTED: ReadonlySet<ListenerConfig['protocol']> = new Set(['sieve']);
 
+function notYetSupported(name: string, protocol: ListenerConfig['protocol']): ConfigError {
+  return new ConfigError('listeners', `listener ${name} speaks ${protocol}, which is not yet supported by this version of sasl-gate`);
+}
+
 /** A connector that records each connection attempt's outcome in `health`. */
 function trackedConnector(connect: BackendConnector, health: DependencyHealth): BackendConnector {
   return (ends) => tracked(health, ends ? 'login' : 'probe', () => connect(ends));
@@ -91,9 +94,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const { log } = deps;
   const resolvedListeners = resolveListeners(config);
   for (const { protocol, name } of resolvedListeners) {
-    if (NOT_YET_SUPPORTED.has(protocol)) {
-      throw new ConfigError('listeners', `listener ${name} speaks ${protocol}, which is not yet supported by this version of sasl-gate`);
-    }
+    if (NOT_YET_SUPPORTED.has(protocol)) throw notYetSupported(name, protocol);
   }
   // Read before anything listens, so an unreadable token file stops the start.
   const metricsAllowed = metricsAuthorizer(config.admin);
@@ -161,12 +162,6 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     metrics,
     directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
   };
-  const injectedConnectors: Partial<Record<Protocol, BackendConnector>> = {
-    imap: deps.imapConnector,
-    smtp: deps.smtpConnector,
-    pop3: deps.pop3Connector,
-  };
-
   /** One session factory per protocol, sharing a backend connector and capability cache across its listeners. */
   const factories = new Map<Protocol, ProtocolEntry>();
   const factoryOf = async <B extends BackendSettings>(front: ProtocolFront<B>, backend: B): Promise<ProtocolEntry> => {
@@ -174,7 +169,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     if (existing) return existing;
     const health = new DependencyHealth();
     const connect = trackedConnector(
-      injectedConnectors[front.protocol] ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
+      deps.connectors?.[front.protocol] ?? tcpConnector(backend.host, backend.port, backend.connectTimeoutSeconds * 1000, backend.proxyProtocol),
       health,
     );
     const capabilities = new CapabilityCache({
@@ -206,7 +201,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       case 'pop3':
         return factoryOf(pop3Front, resolved.backend);
       case 'sieve':
-        throw new ConfigError('listeners', `listener ${resolved.name} speaks sieve, which is not yet supported by this version of sasl-gate`);
+        // Refused at start-up (NOT_YET_SUPPORTED); here only for the switch to be complete.
+        throw notYetSupported(resolved.name, resolved.protocol);
     }
   };
 
