@@ -11,7 +11,7 @@ import { tcpConnector, type BackendConnector } from './net/connector.js';
 import { imapFront } from './imap/front.js';
 import { smtpFront } from './smtp/front.js';
 import { pop3Front } from './pop3/front.js';
-import { ConfigError } from './errors.js';
+import { sieveFront } from './sieve/front.js';
 import type { BackendSettings, ProtocolFront, Session } from './login/protocol.js';
 import type { Protocol } from './observe/metrics.js';
 import { CapabilityCache } from './login/capability-cache.js';
@@ -77,13 +77,6 @@ const REFUSAL_HANDSHAKE_MS = 10_000;
 /** Refusals in progress at once, over all addresses. */
 const MAX_REFUSALS_IN_PROGRESS = 1000;
 
-/** Protocols a listener may name that have no front yet: refused at start-up, before anything listens. */
-const NOT_YET_SUPPORTED: ReadonlySet<ListenerConfig['protocol']> = new Set(['sieve']);
-
-function notYetSupported(name: string, protocol: ListenerConfig['protocol']): ConfigError {
-  return new ConfigError('listeners', `listener ${name} speaks ${protocol}, which is not yet supported by this version of sasl-gate`);
-}
-
 /** A connector that records each connection attempt's outcome in `health`. */
 function trackedConnector(connect: BackendConnector, health: DependencyHealth): BackendConnector {
   return (ends) => tracked(health, ends ? 'login' : 'probe', () => connect(ends));
@@ -93,9 +86,6 @@ function trackedConnector(connect: BackendConnector, health: DependencyHealth): 
 export async function startGate(config: GateConfig, deps: GateDependencies): Promise<RunningGate> {
   const { log } = deps;
   const resolvedListeners = resolveListeners(config);
-  for (const { protocol, name } of resolvedListeners) {
-    if (NOT_YET_SUPPORTED.has(protocol)) throw notYetSupported(name, protocol);
-  }
   // Read before anything listens, so an unreadable token file stops the start.
   const metricsAllowed = metricsAuthorizer(config.admin);
   const certificates = new CertificateStore(config, log);
@@ -201,8 +191,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
       case 'pop3':
         return factoryOf(pop3Front, resolved.backend);
       case 'sieve':
-        // Refused at start-up (NOT_YET_SUPPORTED); here only for the switch to be complete.
-        throw notYetSupported(resolved.name, resolved.protocol);
+        return factoryOf(sieveFront, resolved.backend);
     }
   };
 
