@@ -620,6 +620,79 @@ const directorySchema = z
     }
   });
 
+const PROTOCOLS = ['imap', 'smtp', 'pop3', 'sieve'] as const;
+
+const storageSchema = z
+  .strictObject({
+    dir: text()
+      .optional()
+      .describe(
+        "The directory where sasl-gate keeps its state (the app-password database and, unless `appPasswords.keyFile` is set, the key their hashes are made with); created with mode 0700. Required when `appPasswords.enabled` is true.",
+      ),
+  })
+  .default({})
+  .describe('Where sasl-gate keeps state that outlives a restart: an embedded database in `storage.dir`.');
+
+const appPasswordsSchema = z
+  .strictObject({
+    enabled: boolean()
+      .default(false)
+      .describe(
+        'Whether a `PLAIN` or `LOGIN` password may be an app password: one the user created in the self-service page (or an admin with `sasl-gate app-passwords create`). A live app password of that user, for that protocol, logs in with the master user as a token does; any other password passes through to the backend unchanged.',
+      ),
+    only: boolean()
+      .default(false)
+      .describe(
+        'Whether every password login must be an app password: any other password is refused by sasl-gate and never reaches the backend, so Dovecot and Postfix need no user passwords at all. Needs `appPasswords.enabled`.',
+      ),
+    keyFile: text()
+      .optional()
+      .describe(
+        'A file holding the server key app passwords are hashed with (HMAC-SHA-256; at least 32 bytes); unset, a key generated once in `storage.dir` (mode 0600). Whoever has the key and the database can test guesses offline: keep both private.',
+      ),
+    defaultProtocols: list(z.enum(PROTOCOLS), 1)
+      .default([...PROTOCOLS])
+      .describe('The protocols a new app password is good for when its creator names none.'),
+    maxPerUser: integer(1, 1000).default(50).describe('How many live app passwords one user may have.'),
+    lastUseWriteSeconds: integer(0, 86_400)
+      .default(300)
+      .describe(
+        "How often, at most, an app password's last use (time, address, protocol) is written to the database; logins in between update only the copy in memory.",
+      ),
+  })
+  .default({ enabled: false, only: false, defaultProtocols: [...PROTOCOLS], maxPerUser: 50, lastUseWriteSeconds: 300 })
+  .superRefine((a, ctx) => {
+    if (a.only && !a.enabled) ctx.addIssue({ code: 'custom', path: ['only'], message: 'appPasswords.only needs appPasswords.enabled: true' });
+  })
+  .describe('App passwords: per-device passwords for mail clients without OAuth, created after a sign-in with the provider.');
+
+const portalSchema = z
+  .strictObject({
+    bind: hostPort().describe('The address and port of the HTTPS self-service page (it presents `tls`\'s certificate).'),
+    publicUrl: httpsUrl().describe(
+      'The address users reach the page at (`https://mail.example.com`, or with a port or path); the sign-in redirect goes to `<publicUrl>/callback`, which must be registered with the provider.',
+    ),
+    clientId: text()
+      .optional()
+      .describe('The OAuth client the page signs users in with (authorization code with PKCE); unset, `oauth.clientId`.'),
+    clientSecret: text()
+      .optional()
+      .describe('That client\'s secret, if it is a confidential client; unset with `portal.clientId` unset, `oauth.clientSecret`. Better set from the environment or `portal.clientSecretFile`.'),
+    clientSecretFile: text().optional().describe('A file holding `portal.clientSecret`, read once at start.'),
+    scope: text().default('openid email profile').describe('The scopes the page asks for at sign-in.'),
+    sessionIdleSeconds: integer(60, 86_400).default(1800).describe('How long a sign-in to the page lasts without activity.'),
+    recentSignInSeconds: integer(30, 3600)
+      .default(300)
+      .describe(
+        'How recent the sign-in at the provider must be to create an app password (the `max_age` sent to the provider, and checked in the ID token\'s `auth_time`); older, the page asks the provider again.',
+      ),
+  })
+  .superRefine((p, ctx) => {
+    if (p.clientSecret !== undefined && p.clientSecretFile !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'set one of portal.clientSecret and portal.clientSecretFile' });
+    }
+  });
+
 /** The whole configuration file, before secrets are read from files. */
 export const configSchema = z
   .strictObject({
@@ -721,6 +794,11 @@ export const configSchema = z
     directory: directorySchema
       .optional()
       .describe('The mail-user directory fed by the provider and served to Postfix and Dovecot; unset, there is none.'),
+    storage: storageSchema,
+    appPasswords: appPasswordsSchema,
+    portal: portalSchema
+      .optional()
+      .describe('The HTTPS self-service page where users sign in with the provider and manage their app passwords (with `appPasswords.enabled`); unset, there is none.'),
     log: z
       .strictObject({
         level: z
@@ -743,6 +821,16 @@ export const configSchema = z
         });
       }
     });
+    if (c.appPasswords.enabled && c.storage.dir === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['storage', 'dir'],
+        message: 'app passwords are kept in a database: set storage.dir (e.g. /var/lib/sasl-gate)',
+      });
+    }
+    if (c.portal && c.portal.clientId === undefined && c.oauth.clientId === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['portal', 'clientId'], message: 'the portal signs users in with an OAuth client: set portal.clientId (or oauth.clientId)' });
+    }
     if (c.backends.smtp?.proxyProtocol && c.backends.smtp.login === 'xclient') {
       // Postfix then checks smtpd_authorized_xclient_hosts against the client's address from the
       // header, never sasl-gate's, so XCLIENT is never offered and every token login would fail.
@@ -764,6 +852,11 @@ export type SieveBackendConfig = z.infer<typeof sieveBackendSchema>;
 export type DirectoryConfig = z.infer<typeof directorySchema>;
 export type OAuthConfig = Config['oauth'];
 export type LimitsConfig = Config['limits'];
+export type AppPasswordsConfig = Config['appPasswords'];
+export type PortalConfig = NonNullable<Config['portal']>;
+export type StorageConfig = Config['storage'];
+/** The protocols a listener, and an app password, may speak. */
+export type MailProtocol = (typeof PROTOCOLS)[number];
 
 /**
  * The domains a token's identity must belong to: `oauth.allowedEmailDomains`, else the directory's

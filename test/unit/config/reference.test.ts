@@ -79,6 +79,8 @@ describe('configuration reference', () => {
         dovecot: { passwdFile: '/var/lib/sasl-gate/users' },
         scim: { bind: '127.0.0.1:8443', token: 'x'.repeat(32) },
       },
+      storage: { dir: '/var/lib/sasl-gate' },
+      portal: { bind: '0.0.0.0:443', publicUrl: 'https://mail.example.com' },
     }) as unknown as Record<string, unknown>;
     const at = (path: Array<string | number>) =>
       path.reduce<unknown>((node, part) => (node as Record<string | number, unknown> | undefined)?.[part], parsed);
