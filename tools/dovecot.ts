@@ -5,7 +5,8 @@
  * a production backend to be: a master user, the proxy in `login_trusted_networks`, plaintext
  * logins allowed on the (loopback) wire, and an LMTP listener for Postfix to deliver into. On request
  * it also opens a second IMAP listener behind the PROXY protocol (`haproxy = yes`), for sasl-gate's
- * `backends.imap.proxyProtocol`. For benchmarks it can also open an IMAPS listener, validate OAuth2
+ * `backends.imap.proxyProtocol`. On request it serves POP3 and ManageSieve too (with Sieve filtering at
+ * delivery). For benchmarks it can also open an IMAPS listener, validate OAuth2
  * tokens itself (the `oauth2` passdb), and be sized for many connections; all of that is off unless asked.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -106,6 +107,13 @@ export interface DovecotOptions {
    * POP3 listener behind the PROXY protocol (`pop3HaproxyPort`). Off by default.
    */
   pop3?: boolean;
+  /**
+   * Also serve ManageSieve (`sievePort`, plain TCP with STARTTLS when `tls` is set, the same users and
+   * master user) and run the users' active Sieve script on LMTP delivery (scripts in `~/sieve`, the
+   * active one linked from `~/.dovecot.sieve`); with `haproxy` also a ManageSieve listener behind the
+   * PROXY protocol (`sieveHaproxyPort`). Off by default.
+   */
+  sieve?: boolean;
 }
 
 /** Dovecot's own OAuth2 token validation (see {@link DovecotOptions.oauth2}). */
@@ -147,6 +155,10 @@ export interface DovecotInstance {
   pop3Port?: number;
   /** The POP3 listener behind the PROXY protocol; present only with both `pop3` and `haproxy`. */
   pop3HaproxyPort?: number;
+  /** The ManageSieve listener; present only when started with `sieve: true`. */
+  sievePort?: number;
+  /** The ManageSieve listener behind the PROXY protocol; present only with both `sieve` and `haproxy`. */
+  sieveHaproxyPort?: number;
   /** The uid and gid mail is stored with (userdb entries must name them; Dovecot refuses others). */
   mailUid?: number;
   mailGid?: number;
@@ -170,6 +182,7 @@ const LIBEXEC = '/usr/lib/dovecot';
 const REQUIRED_FILES = [DOVECOT, DOVECONF, `${LIBEXEC}/imap`, `${LIBEXEC}/imap-login`, `${LIBEXEC}/lmtp`];
 const PACKAGES = ['dovecot-imapd', 'dovecot-lmtpd'];
 const POP3_PACKAGES = ['dovecot-pop3d'];
+const SIEVE_PACKAGES = ['dovecot-managesieved', 'dovecot-sieve'];
 const STARTUP_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 10_000;
 const PORT_ATTEMPTS = 3;
@@ -222,6 +235,17 @@ async function ensurePop3Installed(): Promise<void> {
     throw new Error(`Dovecot's POP3 server is not installed: install Debian's ${POP3_PACKAGES.join(' ')} (\`sudo apt-get install -y ${POP3_PACKAGES.join(' ')}\`)`);
   }
   await aptInstall(POP3_PACKAGES);
+}
+
+/** Makes sure Debian's Dovecot ManageSieve server and Sieve plugin are present, installing them with apt-get when root. */
+async function ensureSieveInstalled(): Promise<void> {
+  const files = [`${LIBEXEC}/managesieve`, `${LIBEXEC}/managesieve-login`, `${LIBEXEC}/modules/lib90_sieve_plugin.so`];
+  const present = await Promise.all(files.map(exists));
+  if (present.every(Boolean)) return;
+  if (!(await aptAvailable())) {
+    throw new Error(`Dovecot's ManageSieve server or Sieve plugin is not installed: install Debian's ${SIEVE_PACKAGES.join(' ')} (\`sudo apt-get install -y ${SIEVE_PACKAGES.join(' ')}\`)`);
+  }
+  await aptInstall(SIEVE_PACKAGES);
 }
 
 /** Dovecot's salted SHA-512: base64(sha512(password || salt) || salt); no colon can appear, unlike PLAIN. */
@@ -309,6 +333,8 @@ interface ConfigExtras {
   imapsPort: number | undefined;
   pop3Port: number | undefined;
   pop3HaproxyPort: number | undefined;
+  sievePort: number | undefined;
+  sieveHaproxyPort: number | undefined;
   tls: { cert: string; key: string } | undefined;
   oauth2: DovecotOAuth2Options | undefined;
   maxUserIpConnections: number | undefined;
@@ -428,6 +454,27 @@ function renderConfig(
   }${a.root ? '' : '\n  chroot ='}
 }
 `;
+  const sieveService =
+    extras.sievePort === undefined
+      ? ''
+      : `service managesieve-login {
+  inet_listener sieve {
+    address = ${host}
+    port = ${extras.sievePort}
+  }${
+    extras.sieveHaproxyPort === undefined
+      ? ''
+      : `\n  inet_listener sieve-haproxy {\n    address = ${host}\n    port = ${extras.sieveHaproxyPort}\n    haproxy = yes\n  }`
+  }${a.root ? '' : '\n  chroot ='}
+}
+# Delivery runs the user's active script; ManageSieve edits the same storage in the user's home.
+protocol lmtp {
+  mail_plugins = $mail_plugins sieve
+}
+plugin {
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}
+`;
   const passwordPassdbMechanisms = oauth2 === undefined ? '' : '\n  mechanisms = plain login';
   const extraPassdbs = extras.passwdFiles
     .filter((f) => f.passdb === true)
@@ -452,7 +499,7 @@ instance_name = sasl-gate-imap${imapPort}
 base_dir = ${l.baseDir}
 state_dir = ${l.stateDir}
 log_path = ${l.logPath}
-protocols = imap${extras.pop3Port === undefined ? '' : ' pop3'} lmtp
+protocols = imap${extras.pop3Port === undefined ? '' : ' pop3'}${extras.sievePort === undefined ? '' : ' sieve'} lmtp
 listen = ${host}
 ${tls === undefined ? 'ssl = no' : `ssl = yes\nssl_cert = <${tls.cert}\nssl_key = <${tls.key}`}
 ${capacity === undefined ? '' : `default_client_limit = ${Math.max(1000, capacity + 1000)}\n`}disable_plaintext_auth = ${disablePlaintextAuth ? 'yes' : 'no'}
@@ -499,7 +546,7 @@ service imap-login {
   }
 ${imapsListener}${haproxyListener}${a.root ? '' : '\n  chroot ='}${loginTuning.length === 0 ? '' : `\n${loginTuning.join('\n')}`}
 }
-${imapService}${protocolImap}${pop3Service}
+${imapService}${protocolImap}${pop3Service}${sieveService}
 service lmtp {
   inet_listener lmtp {
     address = ${host}
@@ -718,6 +765,8 @@ async function launch(
   imapsPort?: number,
   pop3Port?: number,
   pop3HaproxyPort?: number,
+  sievePort?: number,
+  sieveHaproxyPort?: number,
 ): Promise<Launched> {
   // setpriv's parent-death signal takes Dovecot down even when this process is SIGKILLed.
   const setpriv = (await exists('/usr/bin/setpriv')) ? '/usr/bin/setpriv' : undefined;
@@ -772,6 +821,16 @@ async function launch(
       if (pop3HaproxyPort !== undefined) {
         const proxied = await readGreeting(host, pop3HaproxyPort, 2_000, encodeProxyV2Local());
         if (!proxied.startsWith('+OK')) return fail(`greeted with ${JSON.stringify(proxied)} instead of +OK on the POP3 PROXY protocol listener`);
+      }
+      if (sievePort !== undefined) {
+        const sieve = await readGreeting(host, sievePort, 2_000);
+        if (!sieve.startsWith('"IMPLEMENTATION"')) return fail(`greeted with ${JSON.stringify(sieve)} instead of "IMPLEMENTATION" on the ManageSieve listener`);
+      }
+      if (sieveHaproxyPort !== undefined) {
+        const proxied = await readGreeting(host, sieveHaproxyPort, 2_000, encodeProxyV2Local());
+        if (!proxied.startsWith('"IMPLEMENTATION"')) {
+          return fail(`greeted with ${JSON.stringify(proxied)} instead of "IMPLEMENTATION" on the ManageSieve PROXY protocol listener`);
+        }
       }
       if (imapsPort !== undefined) {
         const secured = await readTlsGreeting(host, imapsPort, 3_000);
@@ -829,7 +888,10 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
   let imapsPort: number | undefined;
   let pop3Port: number | undefined;
   let pop3HaproxyPort: number | undefined;
+  let sievePort: number | undefined;
+  let sieveHaproxyPort: number | undefined;
   if (opts.pop3 === true) await ensurePop3Installed();
+  if (opts.sieve === true) await ensureSieveInstalled();
   for (let attempt = 1; launched === undefined; attempt++) {
     imapPort = await freePort(host);
     do lmtpPort = await freePort(host);
@@ -852,6 +914,14 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
         while ([imapPort, lmtpPort, authPort, haproxyPort, imapsPort, pop3Port].includes(pop3HaproxyPort));
       }
     }
+    if (opts.sieve === true) {
+      do sievePort = await freePort(host);
+      while ([imapPort, lmtpPort, authPort, haproxyPort, imapsPort, pop3Port, pop3HaproxyPort].includes(sievePort));
+      if (opts.haproxy === true) {
+        do sieveHaproxyPort = await freePort(host);
+        while ([imapPort, lmtpPort, authPort, haproxyPort, imapsPort, pop3Port, pop3HaproxyPort, sievePort].includes(sieveHaproxyPort));
+      }
+    }
     await writeFiles(
       l,
       a,
@@ -867,6 +937,8 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
         imapsPort,
         pop3Port,
         pop3HaproxyPort,
+        sievePort,
+        sieveHaproxyPort,
         tls: opts.tls,
         oauth2: opts.oauth2,
         maxUserIpConnections: opts.maxUserIpConnections,
@@ -876,7 +948,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       },
     );
     try {
-      launched = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort, pop3Port, pop3HaproxyPort);
+      launched = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort, pop3Port, pop3HaproxyPort, sievePort, sieveHaproxyPort);
     } catch (err) {
       // Another process may take a free port between our probe and Dovecot's bind.
       if (err instanceof StartupError && err.addressInUse && attempt < PORT_ATTEMPTS) continue;
@@ -927,7 +999,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
       .then(async () => {
         if (stopping) throw new Error('Dovecot instance already stopped');
         if (running !== undefined) return;
-        const again = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort, pop3Port, pop3HaproxyPort);
+        const again = await launch(l, host, imapPort, lmtpPort, haproxyPort, imapsPort, pop3Port, pop3HaproxyPort, sievePort, sieveHaproxyPort);
         detach(again);
         running = again;
       }));
@@ -941,6 +1013,8 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
     ...(imapsPort === undefined ? {} : { imapsPort }),
     ...(pop3Port === undefined ? {} : { pop3Port }),
     ...(pop3HaproxyPort === undefined ? {} : { pop3HaproxyPort }),
+    ...(sievePort === undefined ? {} : { sievePort }),
+    ...(sieveHaproxyPort === undefined ? {} : { sieveHaproxyPort }),
     mailUid: a.mailUid,
     mailGid: a.mailGid,
     pid: launched.pgid,
