@@ -51,6 +51,10 @@ export interface Stack {
   pop3Port: number;
   /** The POP3 listener with STLS (0 without `pop3`). */
   pop3StarttlsPort: number;
+  /** The ManageSieve listener with implicit TLS (0 without `sieve`). */
+  sievePort: number;
+  /** The ManageSieve listener with STARTTLS (0 without `sieve`). */
+  sieveStarttlsPort: number;
   idp: DevIdp;
   gate: RunningGate;
   host: string;
@@ -80,6 +84,12 @@ export interface StackOptions {
    * reaches Dovecot's POP3 with a PROXY v2 header instead of XCLIENT.
    */
   pop3?: boolean | { proxyProtocol: true };
+  /**
+   * Also serve ManageSieve from Dovecot (with Sieve filtering at delivery), with a ManageSieve STARTTLS
+   * and an implicit-TLS listener in front of it; `proxyProtocol` reaches Dovecot's ManageSieve with a
+   * PROXY v2 header instead of XCLIENT.
+   */
+  sieve?: boolean | { proxyProtocol: true };
 }
 
 /** Starts Dovecot, the development IdP and sasl-gate, configured through the YAML loader. */
@@ -91,7 +101,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       master: MASTER,
       authPenalty: false,
       ...(options.pop3 ? { pop3: true } : {}),
-      ...(typeof options.pop3 === 'object' ? { haproxy: true } : {}),
+      ...(options.sieve ? { sieve: true } : {}),
+      ...(typeof options.pop3 === 'object' || typeof options.sieve === 'object' ? { haproxy: true } : {}),
     }),
     startDevIdp({
       users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })),
@@ -111,6 +122,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
             { protocol: 'pop3', bind: '127.0.0.1:0', tls: 'starttls', name: 'pop3-stls' },
           ]
         : []),
+      ...(options.sieve
+        ? [
+            { protocol: 'sieve', bind: '127.0.0.1:0', tls: 'implicit', name: 'sieve-tls' },
+            { protocol: 'sieve', bind: '127.0.0.1:0', tls: 'starttls', name: 'sieve-starttls' },
+          ]
+        : []),
     ],
     tls: { cert: certs.certPath, key: certs.keyPath },
     backends: {
@@ -122,6 +139,14 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
               typeof options.pop3 === 'object'
                 ? { host: dovecot.host, port: dovecot.pop3HaproxyPort, proxyProtocol: true }
                 : { host: dovecot.host, port: dovecot.pop3Port },
+          }
+        : {}),
+      ...(options.sieve
+        ? {
+            sieve:
+              typeof options.sieve === 'object'
+                ? { host: dovecot.host, port: dovecot.sieveHaproxyPort, proxyProtocol: true }
+                : { host: dovecot.host, port: dovecot.sievePort },
           }
         : {}),
     },
@@ -157,6 +182,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const imap = gate.listeners.find((l) => l.protocol === 'imap')!;
   const smtp = gate.listeners.find((l) => l.protocol === 'smtp');
   const [pop3s, pop3Stls] = gate.listeners.filter((l) => l.protocol === 'pop3');
+  const [sieveTls, sieveStarttls] = gate.listeners.filter((l) => l.protocol === 'sieve');
   return {
     dovecot,
     postfix,
@@ -167,6 +193,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     smtpPort: smtp?.port ?? 0,
     pop3Port: pop3s?.port ?? 0,
     pop3StarttlsPort: pop3Stls?.port ?? 0,
+    sievePort: sieveTls?.port ?? 0,
+    sieveStarttlsPort: sieveStarttls?.port ?? 0,
     ca: readFileSync(certs.caPath, 'utf8'),
     tlsPaths: { cert: certs.certPath, key: certs.keyPath },
     logs,
