@@ -15,7 +15,7 @@ import { secret } from '../support/evidence.js';
 import { deliverLmtp } from '../support/lmtp.js';
 import { netSieve } from '../support/net-sieve.js';
 import { literal, quoted, RawSieve } from '../support/sieve-raw.js';
-import { oauthbearer, plain, startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
+import { MASTER, oauthbearer, plain, startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
 import { sleep } from '../support/wait.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
@@ -334,6 +334,59 @@ describe('what a ManageSieve user notices', () => {
       expect(line).toContain(`user=<${BOB.name}>`);
       expect(line).toContain('rip=127.0.0.2');
     }
+  });
+});
+
+describe('ManageSieve attacks', () => {
+  it('the master user by name, with the separator or as another authzid, and a token under another name: refused, and Dovecot sees no such login', async () => {
+    const logBefore = (await stack.dovecot.readLog()).length;
+    const before = (await sieveLogins()).length;
+    const attempts = [
+      `AUTHENTICATE "PLAIN" ${quoted(plain('', MASTER.user, MASTER.password))}`,
+      `AUTHENTICATE "PLAIN" ${quoted(plain(ALICE.name, MASTER.user, MASTER.password))}`,
+      `AUTHENTICATE "PLAIN" ${quoted(plain('', `${ALICE.name}*${MASTER.user}`, MASTER.password))}`,
+      `AUTHENTICATE "PLAIN" ${quoted(plain(BOB.name, ALICE.name, ALICE.password))}`,
+    ];
+    for (const attempt of attempts) {
+      const { c } = await secured('127.0.0.6');
+      try {
+        expect((await c.command(attempt)).status).toMatch(/^NO/);
+        // The connection survives a refusal.
+        expect((await c.command('CAPABILITY')).status).toMatch(/^OK/);
+      } finally {
+        c.close();
+      }
+    }
+    const { c } = await secured('127.0.0.6');
+    try {
+      c.write(`AUTHENTICATE "XOAUTH2" ${quoted(xoauth2(`${BOB.name}*${MASTER.user}`, aliceToken))}\r\n`);
+      expect(await c.readLine()).toMatch(/^"/);
+      expect((await c.command('"AQ=="')).status).toMatch(/^NO/);
+    } finally {
+      c.close();
+    }
+    await sleep(100);
+    expect((await sieveLogins()).slice(before)).toEqual([]);
+    const newLog = (await stack.dovecot.readLog()).slice(logBefore);
+    expect(newLog.split('\n').filter((l) => l.includes(MASTER.user) && !/no auth attempts/.test(l))).toEqual([]);
+  });
+
+  it('commands sent after STARTTLS before the handshake never run', async () => {
+    const before = (await sieveLogins()).length;
+    const c = await RawSieve.connect({ port: stack.sieveStarttlsPort, tls: false, ca: stack.ca });
+    try {
+      await c.readResponse();
+      // A man in the middle appends a login to the client's STARTTLS.
+      c.write(`STARTTLS\r\nAUTHENTICATE "PLAIN" ${quoted(plain('', ALICE.name, ALICE.password))}\r\n`);
+      const capabilities = await c.starttlsAfterWrite(stack.ca);
+      expect(capabilities.status).toMatch(/^OK/);
+      // Not logged in: LISTSCRIPTS is refused before login.
+      expect((await c.command('LISTSCRIPTS')).status).toMatch(/^NO/);
+    } finally {
+      c.close();
+    }
+    expect((await sieveLogins()).slice(before)).toEqual([]);
+    expect(stack.logs.some((l) => l.msg === 'discarded data sent after STARTTLS before the TLS handshake')).toBe(true);
   });
 });
 

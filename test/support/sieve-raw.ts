@@ -131,8 +131,16 @@ export class RawSieve {
 
   /** STARTTLS: sends it, checks the OK, shakes hands and returns the capabilities the server then sends. */
   async starttls(ca: string): Promise<SieveResponse> {
-    const reply = await this.command('STARTTLS');
+    this.write('STARTTLS\r\n');
+    return this.starttlsAfterWrite(ca);
+  }
+
+  /** The rest of STARTTLS once the command was written (possibly with more behind it): the OK, the handshake, the capabilities. */
+  async starttlsAfterWrite(ca: string): Promise<SieveResponse> {
+    const reply = await this.readResponse();
     if (!reply.status.startsWith('OK')) throw new Error(`STARTTLS refused: ${reply.status}`);
+    // Whatever came in clear text after the OK must not be read as if it came over TLS.
+    this.buffer = Buffer.alloc(0);
     const plain = this.socket;
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
