@@ -5,10 +5,10 @@
  * the witness.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -146,6 +146,98 @@ describe('POP3 through sasl-gate: fetchmail', () => {
     // Kept on the server: a token client still sees all three.
     const [, , stat] = await pop3s([{ op: 'raw', arg: `AUTH XOAUTH2 ${xoauth2(ALICE.name, aliceToken)}` }, { op: 'stat' }, { op: 'quit' }]);
     expect(stat!.reply).toMatch(/^3 /);
+  });
+});
+
+describe('POP3 through sasl-gate: getmail', () => {
+  /** Bob's own messages, with lines a careless relay would break: dot lines, a long line, 8-bit text. */
+  const BOB_MESSAGES = [1, 2, 3].map((n) => ({
+    subject: `getmail message ${n}`,
+    body: `Hello ${n}.\n.\n..two dots\n${'x'.repeat(900 + n)}\nGr\u00fc\u00dfe\ttab\nEnd ${n}.`,
+  }));
+  let getmailDir: string;
+  let maildir: string;
+  let rc: string;
+
+  /** Runs getmail with the rc file; resolves with its exit code and output. */
+  const getmail = () =>
+    new Promise<{ code: number; output: string }>((resolve) => {
+      execFile('getmail', ['--rcfile', rc, '--getmaildir', getmailDir], { env: { ...process.env, HOME: dir }, timeout: 60_000 }, (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, output: `${stdout}${stderr}` });
+      });
+    });
+
+  /** The messages of a Maildir (new/ and cur/), by file contents, sorted. */
+  const maildirMessages = (path: string) =>
+    ['new', 'cur'].flatMap((sub) => readdirSync(join(path, sub)).map((file) => readFileSync(join(path, sub, file)))).sort(Buffer.compare);
+
+  beforeAll(async () => {
+    await deliverLmtp(stack.dovecot.host, stack.dovecot.lmtpPort, BOB.name, BOB_MESSAGES);
+    getmailDir = join(dir, 'getmail');
+    // As root, getmail delivers as another user (it refuses to deliver as root): the Maildir is theirs to write.
+    const asRoot = process.getuid?.() === 0;
+    maildir = join(mkdtempSync(join(tmpdir(), 'sasl-gate-getmail-')), 'Maildir');
+    for (const sub of ['cur', 'new', 'tmp']) mkdirSync(join(maildir, sub), { recursive: true });
+    if (asRoot) for (const path of [dirname(maildir), maildir, ...['cur', 'new', 'tmp'].map((sub) => join(maildir, sub))]) chmodSync(path, 0o777);
+    mkdirSync(getmailDir, { recursive: true });
+    rc = join(dir, 'getmailrc');
+    writeFileSync(
+      rc,
+      [
+        '[retriever]',
+        'type = SimplePOP3SSLRetriever',
+        'server = localhost',
+        `port = ${stack.pop3Port}`,
+        `username = ${BOB.name}`,
+        `password = ${BOB.password}`,
+        `ca_certs = ${cafile}`,
+        '',
+        '[destination]',
+        'type = Maildir',
+        `path = ${maildir}/`,
+        ...(asRoot ? ['user = nobody'] : []),
+        '',
+        '[options]',
+        'read_all = false',
+        'delete = false',
+        // The message as the server holds it, without getmail's own trace headers.
+        'delivered_to = false',
+        'received = false',
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    );
+  });
+
+  it('downloads every message with the password (pass-through) into a Maildir, byte for byte as Dovecot stored it', async () => {
+    const before = (await pop3Logins()).length;
+    const from = stack.logs.length;
+    const run = await getmail();
+    expect(run.code, run.output).toBe(0);
+    expect(run.output).toMatch(/3 messages \(\d+ bytes\) retrieved, 0 skipped/);
+    // Dovecot's own Maildir for bob holds the same bytes getmail wrote (both with LF line ends).
+    const stored = maildirMessages(join(stack.dovecot.dir, 'mail', BOB.name));
+    const downloaded = maildirMessages(maildir);
+    expect(stored).toHaveLength(3);
+    expect(downloaded).toEqual(stored);
+    for (const message of BOB_MESSAGES) {
+      const text = downloaded.map((m) => m.toString('utf8')).find((m) => m.includes(`Subject: ${message.subject}\n`));
+      expect(text).toContain(`\n\n${message.body}\n`);
+    }
+    const logins = (await pop3Logins()).slice(before);
+    expect(logins).toHaveLength(1);
+    expect(logins[0]).toContain(`user=<${BOB.name}>`);
+    expect(stack.logs.slice(from).find((l) => l.msg === 'authenticated')).toMatchObject({ user: BOB.name });
+  });
+
+  it('a second run downloads nothing new: getmail remembers what it has (read_all = false), the server keeps it', async () => {
+    const before = (await pop3Logins()).length;
+    const run = await getmail();
+    expect(run.code, run.output).toBe(0);
+    expect(run.output).toMatch(/0 messages \(0 bytes\) retrieved, 3 skipped/);
+    expect(maildirMessages(maildir)).toHaveLength(3);
+    // It did log in again, through sasl-gate, to find out.
+    expect((await pop3Logins()).slice(before)).toHaveLength(1);
   });
 });
 
