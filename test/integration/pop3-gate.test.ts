@@ -14,6 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { runDoctor } from '../../src/doctor.js';
+import { runLoad } from '../../src/load/cli.js';
+import type { LoadReport } from '../../src/load/report.js';
 import { deliverLmtp } from '../support/lmtp.js';
 import { LineReader } from '../support/line-reader.js';
 import { poplib, type PoplibStep } from '../support/poplib.js';
@@ -238,6 +240,52 @@ describe('POP3 through sasl-gate: getmail', () => {
     expect(maildirMessages(maildir)).toHaveLength(3);
     // It did log in again, through sasl-gate, to find out.
     expect((await pop3Logins()).slice(before)).toHaveLength(1);
+  });
+});
+
+describe('sasl-gate load pop3-session through sasl-gate', () => {
+  /** Runs the harness with `--json`; its report and exit code. */
+  async function load(args: string[]): Promise<{ code: number; report: LoadReport; stderr: string }> {
+    let stdout = '';
+    let stderr = '';
+    const code = await runLoad([...args, '--json', '--quiet'], {
+      stdout: { write: (chunk: string) => ((stdout += chunk), true) },
+      stderr: { write: (chunk: string) => ((stderr += chunk), true) },
+    });
+    return { code, report: JSON.parse(stdout) as LoadReport, stderr };
+  }
+  const authenticated = (from: number, mechanism: string) => stack.logs.slice(from).filter((l) => l.msg === 'authenticated' && l['mechanism'] === mechanism).length;
+
+  it('token logins over POP3S (XOAUTH2) and STLS (OAUTHBEARER): every session logs in, sees the maildrop and quits', async () => {
+    const users = join(dir, 'load-tokens.tsv');
+    writeFileSync(users, `${ALICE.name}\t${aliceToken}\n`, { mode: 0o600 });
+    const from = stack.logs.length;
+    const before = (await pop3Logins()).length;
+    const implicit = await load(['pop3-session', '--target', `pop3s://127.0.0.1:${stack.pop3Port}`, '--ca', cafile, '--servername', 'localhost', '--users', users, '--count', '12', '--concurrency', '3']);
+    expect(implicit.code, implicit.stderr).toBe(0);
+    expect(implicit.report).toMatchObject({ scenario: 'pop3-session', mech: 'xoauth2', ok: 12, failed: 0 });
+    expect(Object.keys(implicit.report.steps)).toEqual(['connect', 'tls', 'greeting', 'auth', 'stat', 'list', 'quit']);
+    const stls = await load(['pop3-session', '--target', `pop3://127.0.0.1:${stack.pop3StarttlsPort}`, '--starttls', '--insecure', '--mech', 'oauthbearer', '--users', users, '--count', '4', '--concurrency', '2']);
+    expect(stls.code, stls.stderr).toBe(0);
+    expect(stls.report).toMatchObject({ ok: 4, failed: 0 });
+    expect(Object.keys(stls.report.steps)).toEqual(['connect', 'greeting', 'starttls', 'auth', 'stat', 'list', 'quit']);
+    // Each session was a login in sasl-gate's log and in Dovecot's, as alice.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(authenticated(from, 'XOAUTH2')).toBe(12);
+    expect(authenticated(from, 'OAUTHBEARER')).toBe(4);
+    const logins = (await pop3Logins()).slice(before);
+    expect(logins).toHaveLength(16);
+    expect(logins.every((l) => l.includes(`user=<${ALICE.name}>`))).toBe(true);
+  });
+
+  it('a wrong password is auth_rejected, with Dovecot’s words', async () => {
+    const users = join(dir, 'load-wrong.tsv');
+    writeFileSync(users, `${ALICE.name}\tnot-the-password\n`, { mode: 0o600 });
+    const run = await load(['pop3-session', '--target', `pop3s://127.0.0.1:${stack.pop3Port}`, '--insecure', '--mech', 'plain', '--users', users, '--count', '1', '--concurrency', '1']);
+    expect(run.code).toBe(1);
+    expect(run.report).toMatchObject({ ok: 0, failed: 1 });
+    expect(run.report.errors.auth_rejected).toBe(1);
+    expect(run.report.errorSamples.auth_rejected).toBe('AUTH PLAIN: -ERR [AUTH] Authentication failed.');
   });
 });
 
