@@ -14,7 +14,7 @@ import { openidConfigurationUrl, ProviderClient, type ProviderEndpoints } from '
 import { ValidationError } from './auth/validation-error.js';
 import type { TokenIdentity } from './auth/validator.js';
 import type { GateConfig } from './config/load.js';
-import { acceptedDomains, type ImapBackendConfig, type Pop3BackendConfig, type SmtpBackendConfig } from './config/schema.js';
+import { acceptedDomains, type ImapBackendConfig, type Pop3BackendConfig, type SieveBackendConfig, type SmtpBackendConfig } from './config/schema.js';
 import { GateError } from './errors.js';
 import { loginToBackend, type ClientOrigin } from './imap/backend-login.js';
 import { probeImapCapabilities } from './imap/capabilities.js';
@@ -24,6 +24,8 @@ import { loginToSmtpBackend, type SmtpClientOrigin } from './smtp/backend-login.
 import { probeSmtpExtensions } from './smtp/capabilities.js';
 import { loginToBackend as loginToPop3Backend } from './pop3/backend-login.js';
 import { probePop3Capabilities, saslMechanisms } from './pop3/capabilities.js';
+import { loginToSieveBackend } from './sieve/backend-login.js';
+import { mechanismsOf, probeSieveCapabilities, splitCapability } from './sieve/capabilities.js';
 
 export interface DoctorOptions {
   /** An access token to validate (and whose user the backend logins are tried for); never printed. */
@@ -115,6 +117,8 @@ export async function runDoctor(config: GateConfig, options: DoctorOptions = {})
   if (smtp) for (const check of await checkSmtp(config, smtp, user, userHint)) report(check);
   const pop3 = config.backends.pop3;
   if (pop3) for (const check of await checkPop3(config, pop3, user, userHint)) report(check);
+  const sieve = config.backends.sieve;
+  if (sieve) for (const check of await checkSieve(config, sieve, user, userHint)) report(check);
 
   report(await checkCertificate(config, now()));
   if (tokenResult) report(tokenResult.check);
@@ -571,7 +575,7 @@ function backendHint(c: Cause, what: 'Dovecot' | 'Postfix', backend: ImapBackend
       : `${what} did not answer within ${key}.responseTimeoutSeconds: does that port expect the PROXY protocol, or TLS? sasl-gate speaks plain TCP to it`;
   }
   if (/greeting|closed the connection/.test(c.text)) {
-    const port = what === 'Postfix' ? 'submission' : key === 'backends.pop3' ? 'POP3' : 'IMAP';
+    const port = what === 'Postfix' ? 'submission' : key === 'backends.pop3' ? 'POP3' : key === 'backends.sieve' ? 'ManageSieve' : 'IMAP';
     return `is ${backend.host}:${backend.port} ${what}'s plain-text ${port} port (not an implicit-TLS one)?${backend.proxyProtocol ? ` Does it expect the PROXY protocol (${key}.proxyProtocol: true)?` : ''}`;
   }
   return `is ${what} reachable from here on ${backend.host}:${backend.port}?`;
@@ -826,7 +830,7 @@ async function checkSmtp(config: GateConfig, backend: SmtpBackendConfig, user: s
   return checks;
 }
 
-/** Ends a logged-in backend connection politely, then for sure. */
+/** Dovecot's POP3: it answers, offers PLAIN to sasl-gate, and takes the master login with the client's address. */
 async function checkPop3(config: GateConfig, backend: Pop3BackendConfig, user: string | undefined, userHint: UserHint): Promise<DoctorCheck[]> {
   const where = `${backend.host}:${backend.port}`;
   const probe = ownConnection(backend);
@@ -901,6 +905,83 @@ async function checkPop3(config: GateConfig, backend: Pop3BackendConfig, user: s
   return checks;
 }
 
+/** Dovecot's ManageSieve: the same checks as for POP3. */
+async function checkSieve(config: GateConfig, backend: SieveBackendConfig, user: string | undefined, userHint: UserHint): Promise<DoctorCheck[]> {
+  const where = `${backend.host}:${backend.port}`;
+  const probe = ownConnection(backend);
+  let capabilities: string[];
+  try {
+    capabilities = await within(conversationMs(backend, 1), `ManageSieve ${where}`, probeSieveCapabilities(probe.connect, backend.responseTimeoutSeconds * 1000));
+  } catch (err) {
+    const c = cause(err);
+    return [
+      { status: 'FAIL', name: 'sieve backend', finding: `${where}: ${c.text}`, hint: backendHint(c, 'Dovecot', backend, 'backends.sieve') },
+      { status: 'WARN', name: 'sieve master', finding: 'not tried: the backend does not answer' },
+    ];
+  }
+  const checks: DoctorCheck[] = [];
+  const list = `capabilities ${capabilities.join(' ')}`;
+  checks.push(plainOffered('sieve backend', where, list, mechanismsOf(capabilities).includes('PLAIN') ? undefined : '"SASL" "PLAIN"'));
+  if (user === undefined) {
+    checks.push({
+      status: 'WARN',
+      name: 'sieve master',
+      finding: `not tried: ${userHint.why}, so there is no user to log in as`,
+      hint: userHint.then(`a master login as ${config.master.user}`),
+    });
+    return checks;
+  }
+  // Dovecot's managesieve-login offers XCLIENT only to login_trusted_networks; the login sends it when offered.
+  const xclientOffered = capabilities.some((line) => splitCapability(line).name === 'XCLIENT');
+  const connection = ownConnection(backend);
+  const origin = { ...connection.origin, sessionId: 'doctor', tls: false };
+  const connect: BackendConnector = async () => {
+    const socket = await connection.connect();
+    Object.assign(origin, connection.origin);
+    return socket;
+  };
+  try {
+    const result = await within(
+      conversationMs(backend, 3),
+      `ManageSieve login at ${where}`,
+      loginToSieveBackend({
+        connect,
+        responseTimeoutMs: backend.responseTimeoutSeconds * 1000,
+        origin,
+        credentials: { kind: 'master', user, masterUser: config.master.user, masterPassword: config.master.password },
+      }),
+    );
+    if (!result.ok) {
+      checks.push({
+        status: 'FAIL',
+        name: 'sieve master',
+        finding: `login as ${user} (master user ${config.master.user}) refused: ${result.line}`,
+        hint:
+          `check master.user / master.password and Dovecot's master passdb (master = yes); ` +
+          `${user} must exist in Dovecot's userdb; login_trusted_networks must contain this host`,
+      });
+    } else {
+      closeQuietly(result.socket, 'LOGOUT\r\n');
+      const accepted = `login as ${user} (master user ${config.master.user}) accepted`;
+      checks.push(
+        xclientOffered || backend.proxyProtocol
+          ? { status: 'PASS', name: 'sieve master', finding: `${accepted}${xclientOffered && !backend.proxyProtocol ? ', after XCLIENT with the client address' : ''}` }
+          : {
+              status: 'WARN',
+              name: 'sieve master',
+              finding: `${accepted}, but Dovecot did not offer XCLIENT, so ManageSieve clients are logged and rate-limited under sasl-gate's address`,
+              hint: "add sasl-gate's address to Dovecot's login_trusted_networks, or send a PROXY v2 header (backends.sieve.proxyProtocol: true with haproxy = yes on Dovecot's ManageSieve listener)",
+            },
+      );
+    }
+  } catch (err) {
+    const c = cause(err);
+    checks.push({ status: 'FAIL', name: 'sieve master', finding: `login as ${user} failed: ${c.text}`, hint: backendHint(c, 'Dovecot', backend, 'backends.sieve') });
+  }
+  return checks;
+}
+
+/** Ends a logged-in backend connection politely, then for sure. */
 function closeQuietly(socket: Socket, farewell: string): void {
   socket.on('error', () => undefined);
   socket.resume();

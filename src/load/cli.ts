@@ -1,6 +1,6 @@
 /**
- * `sasl-gate load`: the load-testing harness. Works against any IMAP or SMTP server (sasl-gate,
- * Dovecot, Postfix, ...). The command line is a contract: scripts outside the project use it.
+ * `sasl-gate load`: the load-testing harness. Works against any IMAP, SMTP or POP3 server
+ * (sasl-gate, Dovecot, Postfix, ...). The command line is a contract: scripts outside the project use it.
  */
 import { writeFileSync } from 'node:fs';
 import { release } from 'node:os';
@@ -13,6 +13,7 @@ import { MIX_COMMANDS, type Mix, type Scenario, type ScenarioContext, type Scena
 import { imapIdle } from './scenarios/imap-idle.js';
 import { imapLogin } from './scenarios/imap-login.js';
 import { imapSession } from './scenarios/imap-session.js';
+import { pop3Session } from './scenarios/pop3-session.js';
 import { smtpSend } from './scenarios/smtp-send.js';
 import { parseTarget, type Target } from './target.js';
 import { DEFAULT_IDP_USERS, readUsersFile, type OwnProvider, type TokenSource } from './users.js';
@@ -25,11 +26,12 @@ export const SCENARIOS: Record<string, Scenario> = {
   'imap-session': imapSession,
   'imap-idle': imapIdle,
   'smtp-send': smtpSend,
+  'pop3-session': pop3Session,
 };
 
 /** `--help` of the harness; `ownProvider` when a token source stands in for a missing `--users`. */
 export function loadHelp(ownProvider: boolean): string {
-  return `sasl-gate load: load-test an IMAP or SMTP server (sasl-gate or any other)
+  return `sasl-gate load: load-test an IMAP, SMTP or POP3 server (sasl-gate or any other)
 
 Usage:
   sasl-gate load SCENARIO --target URL ${ownProvider ? '[--users FILE]' : '--users FILE'} [--mech xoauth2|oauthbearer|plain]
@@ -42,10 +44,12 @@ Scenarios:
   imap-idle      open --concurrency connections, hold them in IDLE for --duration seconds,
                  report how many were held and memory
   smtp-send      EHLO, AUTH, a message of --size bytes to the user itself, QUIT
+  pop3-session   connect, AUTH, STAT, LIST, QUIT (what a POP3 client does on each poll)
 
 Target:
-  --target URL          imaps://host:port, imap://host:port, smtps://host:port or smtp://host:port
-  --starttls            upgrade imap:// or smtp:// with STARTTLS before logging in
+  --target URL          imaps://host:port, imap://host:port, smtps://host:port, smtp://host:port,
+                        pop3s://host:port or pop3://host:port
+  --starttls            upgrade imap://, smtp:// or pop3:// with STARTTLS (POP3: STLS) before logging in
   --insecure            do not check the server's certificate
   --ca FILE             also trust this CA (PEM; repeatable). Otherwise Node's CAs and
                         NODE_EXTRA_CA_CERTS apply
@@ -218,7 +222,7 @@ function parse(argv: string[]): Settings {
   if (positionals.length > 1) throw new UsageError(`one scenario at a time, not "${positionals.join(' ')}"`);
   const scenario = SCENARIOS[positionals[0]!];
   if (!scenario) throw new UsageError(`unknown scenario "${positionals[0]}": ${Object.keys(SCENARIOS).join(', ')}`);
-  if (v.target === undefined) throw new UsageError('--target URL is required (imaps://host:port, imap://, smtps:// or smtp://)');
+  if (v.target === undefined) throw new UsageError('--target URL is required (imaps://host:port, imap://, smtps://, smtp://, pop3s:// or pop3://)');
   let target: Target;
   try {
     target = parseTarget(v.target);
@@ -226,12 +230,12 @@ function parse(argv: string[]): Settings {
     throw new UsageError((err as Error).message);
   }
   if (target.protocol !== scenario.protocol) {
-    throw new UsageError(`${scenario.name} needs an ${scenario.protocol === 'imap' ? 'imaps:// or imap://' : 'smtps:// or smtp://'} target, not ${target.url}`);
+    throw new UsageError(`${scenario.name} needs ${scenario.protocol === 'pop3' ? 'a' : 'an'} ${scenario.protocol}s:// or ${scenario.protocol}:// target, not ${target.url}`);
   }
   const mech = (v.mech ?? 'xoauth2').toLowerCase();
   if (!(MECHS as readonly string[]).includes(mech)) throw new UsageError(`--mech must be ${MECHS.join(', ')}, not "${v.mech}"`);
   if (mech === 'plain' && v.users === undefined) throw new UsageError('--mech plain needs --users FILE with passwords');
-  if (v.starttls && target.implicitTls) throw new UsageError(`--starttls is for imap:// and smtp:// targets; ${target.url} is TLS from the start`);
+  if (v.starttls && target.implicitTls) throw new UsageError(`--starttls is for imap://, smtp:// and pop3:// targets; ${target.url} is TLS from the start`);
 
   const idle = scenario.name === 'imap-idle';
   const concurrency = integer('concurrency', v.concurrency, 1, 1_000_000) ?? 10;

@@ -1,11 +1,11 @@
 /** The `--target` URL: protocol, transport security, host and port. */
 import { isIP } from 'node:net';
 
-export type Protocol = 'imap' | 'smtp';
+export type Protocol = 'imap' | 'smtp' | 'pop3';
 
 export interface Target {
   protocol: Protocol;
-  /** `true` for imaps:// and smtps:// (TLS from the first byte). */
+  /** `true` for imaps://, smtps:// and pop3s:// (TLS from the first byte). */
   implicitTls: boolean;
   host: string;
   port: number;
@@ -18,6 +18,8 @@ const SCHEMES: Record<string, { protocol: Protocol; implicitTls: boolean; defaul
   'imap:': { protocol: 'imap', implicitTls: false, defaultPort: 143 },
   'smtps:': { protocol: 'smtp', implicitTls: true, defaultPort: 465 },
   'smtp:': { protocol: 'smtp', implicitTls: false, defaultPort: 587 },
+  'pop3s:': { protocol: 'pop3', implicitTls: true, defaultPort: 995 },
+  'pop3:': { protocol: 'pop3', implicitTls: false, defaultPort: 110 },
 };
 
 /** Parses a target URL; throws a `RangeError` with a message meant for the command line. */
@@ -26,11 +28,11 @@ export function parseTarget(text: string): Target {
   try {
     url = new URL(text);
   } catch {
-    throw new RangeError(`--target "${text}" is not a URL (imaps://host:port, imap://, smtps:// or smtp://)`);
+    throw new RangeError(`--target "${text}" is not a URL (imaps://host:port, imap://, smtps://, smtp://, pop3s:// or pop3://)`);
   }
   const scheme = SCHEMES[url.protocol];
   if (!scheme) {
-    throw new RangeError(`--target must start with imaps://, imap://, smtps:// or smtp://, not ${url.protocol}//`);
+    throw new RangeError(`--target must start with imaps://, imap://, smtps://, smtp://, pop3s:// or pop3://, not ${url.protocol}//`);
   }
   if (url.hostname === '') throw new RangeError(`--target "${text}" has no host`);
   if (url.username || url.password) {

@@ -461,8 +461,9 @@ describe('the command line', () => {
       [[], /name a scenario/],
       [['imap-logn', '--target', 'imaps://h:1'], /unknown scenario "imap-logn"/],
       [['imap-login'], /--target URL is required/],
-      [['imap-login', '--target', 'http://h:1'], /must start with imaps:\/\/, imap:\/\/, smtps:\/\/ or smtp:\/\//],
+      [['imap-login', '--target', 'http://h:1'], /must start with imaps:\/\/, imap:\/\/, smtps:\/\/, smtp:\/\/, pop3s:\/\/ or pop3:\/\//],
       [['smtp-send', '--target', 'imaps://h:993'], /smtp-send needs an smtps:\/\/ or smtp:\/\/ target/],
+      [['pop3-session', '--target', 'smtps://h:465'], /pop3-session needs a pop3s:\/\/ or pop3:\/\/ target/],
       [['imap-login', '--target', 'imaps://h:1', '--mech', 'login'], /--mech must be xoauth2, oauthbearer, plain/],
       [['imap-login', '--target', 'imaps://h:1', '--mech', 'plain'], /--mech plain needs --users/],
       [['imap-login', '--target', 'imaps://h:1', '--count', '5', '--duration', '3'], /exclude each other/],
@@ -472,7 +473,7 @@ describe('the command line', () => {
       [['imap-session', '--target', 'imaps://h:1', '--mix', 'fetch=2,jump=1'], /--mix "fetch=2,jump=1"/],
       [['imap-session', '--target', 'imaps://h:1', '--mix', 'select=0,fetch=1'], /select must be at least 1/],
       [['imap-login', '--target', 'imaps://h:1', '--size', '10'], /--size applies to smtp-send only/],
-      [['imap-login', '--target', 'imaps://h:1', '--starttls'], /--starttls is for imap:\/\/ and smtp:\/\//],
+      [['imap-login', '--target', 'imaps://h:1', '--starttls'], /--starttls is for imap:\/\/, smtp:\/\/ and pop3:\/\/ targets/],
       [['imap-login', '--target', 'imaps://h:1', '--frobnicate'], /Unknown option '--frobnicate'/],
       [['imap-login', '--target', 'imaps://h:1', '--users', join(tmpdir(), 'no-such-users-file')], /--users .*no-such-users-file/],
       // The product has no provider of its own: it needs the tokens (or passwords) in a file.
@@ -499,7 +500,7 @@ describe('the command line', () => {
   it('--help lists every scenario; the provider options only where there is a token source', async () => {
     const r = await usage(['--help']);
     expect(r.code).toBe(0);
-    for (const s of ['imap-login', 'imap-session', 'imap-idle', 'smtp-send', '--target', '--rate', '--html']) expect(r.stdout).toContain(s);
+    for (const s of ['imap-login', 'imap-session', 'imap-idle', 'smtp-send', 'pop3-session', 'pop3s://', '--target', '--rate', '--html']) expect(r.stdout).toContain(s);
     expect(r.stdout).toMatch(/--target URL --users FILE /);
     expect(r.stdout).not.toContain('--issuer-port');
     const stdout = new Collector();
@@ -536,6 +537,8 @@ describe('pure parts', () => {
 
   it('reads targets and users files', () => {
     expect(parseTarget('imaps://mail.example.org')).toMatchObject({ protocol: 'imap', implicitTls: true, port: 993 });
+    expect(parseTarget('pop3s://mail.example.org')).toMatchObject({ protocol: 'pop3', implicitTls: true, port: 995 });
+    expect(parseTarget('pop3://127.0.0.1')).toMatchObject({ protocol: 'pop3', implicitTls: false, port: 110, url: 'pop3://127.0.0.1:110' });
     expect(parseTarget('smtp://[::1]:10587')).toMatchObject({ protocol: 'smtp', implicitTls: false, host: '::1', port: 10587, url: 'smtp://[::1]:10587' });
     expect(() => parseTarget('imaps://u:p@h:1')).toThrow(/must not carry credentials/);
     expect(parseUsers('# c\n\na@x\tsecret one\r\nb@x\tt2\n', 'f')).toEqual([

@@ -5,15 +5,17 @@
  * the witness.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { runDoctor } from '../../src/doctor.js';
+import { runLoad } from '../../src/load/cli.js';
+import type { LoadReport } from '../../src/load/report.js';
 import { deliverLmtp } from '../support/lmtp.js';
 import { LineReader } from '../support/line-reader.js';
 import { poplib, type PoplibStep } from '../support/poplib.js';
@@ -146,6 +148,144 @@ describe('POP3 through sasl-gate: fetchmail', () => {
     // Kept on the server: a token client still sees all three.
     const [, , stat] = await pop3s([{ op: 'raw', arg: `AUTH XOAUTH2 ${xoauth2(ALICE.name, aliceToken)}` }, { op: 'stat' }, { op: 'quit' }]);
     expect(stat!.reply).toMatch(/^3 /);
+  });
+});
+
+describe('POP3 through sasl-gate: getmail', () => {
+  /** Bob's own messages, with lines a careless relay would break: dot lines, a long line, 8-bit text. */
+  const BOB_MESSAGES = [1, 2, 3].map((n) => ({
+    subject: `getmail message ${n}`,
+    body: `Hello ${n}.\n.\n..two dots\n${'x'.repeat(900 + n)}\nGr\u00fc\u00dfe\ttab\nEnd ${n}.`,
+  }));
+  let getmailDir: string;
+  let maildir: string;
+  let rc: string;
+
+  /** Runs getmail with the rc file; resolves with its exit code and output. */
+  const getmail = () =>
+    new Promise<{ code: number; output: string }>((resolve) => {
+      execFile('getmail', ['--rcfile', rc, '--getmaildir', getmailDir], { env: { ...process.env, HOME: dir }, timeout: 60_000 }, (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, output: `${stdout}${stderr}` });
+      });
+    });
+
+  /** The messages of a Maildir (new/ and cur/), by file contents, sorted. */
+  const maildirMessages = (path: string) =>
+    ['new', 'cur'].flatMap((sub) => readdirSync(join(path, sub)).map((file) => readFileSync(join(path, sub, file)))).sort(Buffer.compare);
+
+  beforeAll(async () => {
+    await deliverLmtp(stack.dovecot.host, stack.dovecot.lmtpPort, BOB.name, BOB_MESSAGES);
+    getmailDir = join(dir, 'getmail');
+    // As root, getmail delivers as another user (it refuses to deliver as root): the Maildir is theirs to write.
+    const asRoot = process.getuid?.() === 0;
+    maildir = join(mkdtempSync(join(tmpdir(), 'sasl-gate-getmail-')), 'Maildir');
+    for (const sub of ['cur', 'new', 'tmp']) mkdirSync(join(maildir, sub), { recursive: true });
+    if (asRoot) for (const path of [dirname(maildir), maildir, ...['cur', 'new', 'tmp'].map((sub) => join(maildir, sub))]) chmodSync(path, 0o777);
+    mkdirSync(getmailDir, { recursive: true });
+    rc = join(dir, 'getmailrc');
+    writeFileSync(
+      rc,
+      [
+        '[retriever]',
+        'type = SimplePOP3SSLRetriever',
+        'server = localhost',
+        `port = ${stack.pop3Port}`,
+        `username = ${BOB.name}`,
+        `password = ${BOB.password}`,
+        `ca_certs = ${cafile}`,
+        '',
+        '[destination]',
+        'type = Maildir',
+        `path = ${maildir}/`,
+        ...(asRoot ? ['user = nobody'] : []),
+        '',
+        '[options]',
+        'read_all = false',
+        'delete = false',
+        // The message as the server holds it, without getmail's own trace headers.
+        'delivered_to = false',
+        'received = false',
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    );
+  });
+
+  it('downloads every message with the password (pass-through) into a Maildir, byte for byte as Dovecot stored it', async () => {
+    const before = (await pop3Logins()).length;
+    const from = stack.logs.length;
+    const run = await getmail();
+    expect(run.code, run.output).toBe(0);
+    expect(run.output).toMatch(/3 messages \(\d+ bytes\) retrieved, 0 skipped/);
+    // Dovecot's own Maildir for bob holds the same bytes getmail wrote (both with LF line ends).
+    const stored = maildirMessages(join(stack.dovecot.dir, 'mail', BOB.name));
+    const downloaded = maildirMessages(maildir);
+    expect(stored).toHaveLength(3);
+    expect(downloaded).toEqual(stored);
+    for (const message of BOB_MESSAGES) {
+      const text = downloaded.map((m) => m.toString('utf8')).find((m) => m.includes(`Subject: ${message.subject}\n`));
+      expect(text).toContain(`\n\n${message.body}\n`);
+    }
+    const logins = (await pop3Logins()).slice(before);
+    expect(logins).toHaveLength(1);
+    expect(logins[0]).toContain(`user=<${BOB.name}>`);
+    expect(stack.logs.slice(from).find((l) => l.msg === 'authenticated')).toMatchObject({ user: BOB.name });
+  });
+
+  it('a second run downloads nothing new: getmail remembers what it has (read_all = false), the server keeps it', async () => {
+    const before = (await pop3Logins()).length;
+    const run = await getmail();
+    expect(run.code, run.output).toBe(0);
+    expect(run.output).toMatch(/0 messages \(0 bytes\) retrieved, 3 skipped/);
+    expect(maildirMessages(maildir)).toHaveLength(3);
+    // It did log in again, through sasl-gate, to find out.
+    expect((await pop3Logins()).slice(before)).toHaveLength(1);
+  });
+});
+
+describe('sasl-gate load pop3-session through sasl-gate', () => {
+  /** Runs the harness with `--json`; its report and exit code. */
+  async function load(args: string[]): Promise<{ code: number; report: LoadReport; stderr: string }> {
+    let stdout = '';
+    let stderr = '';
+    const code = await runLoad([...args, '--json', '--quiet'], {
+      stdout: { write: (chunk: string) => ((stdout += chunk), true) },
+      stderr: { write: (chunk: string) => ((stderr += chunk), true) },
+    });
+    return { code, report: JSON.parse(stdout) as LoadReport, stderr };
+  }
+  const authenticated = (from: number, mechanism: string) => stack.logs.slice(from).filter((l) => l.msg === 'authenticated' && l['mechanism'] === mechanism).length;
+
+  it('token logins over POP3S (XOAUTH2) and STLS (OAUTHBEARER): every session logs in, sees the maildrop and quits', async () => {
+    const users = join(dir, 'load-tokens.tsv');
+    writeFileSync(users, `${ALICE.name}\t${aliceToken}\n`, { mode: 0o600 });
+    const from = stack.logs.length;
+    const before = (await pop3Logins()).length;
+    const implicit = await load(['pop3-session', '--target', `pop3s://127.0.0.1:${stack.pop3Port}`, '--ca', cafile, '--servername', 'localhost', '--users', users, '--count', '12', '--concurrency', '3']);
+    expect(implicit.code, implicit.stderr).toBe(0);
+    expect(implicit.report).toMatchObject({ scenario: 'pop3-session', mech: 'xoauth2', ok: 12, failed: 0 });
+    expect(Object.keys(implicit.report.steps)).toEqual(['connect', 'tls', 'greeting', 'auth', 'stat', 'list', 'quit']);
+    const stls = await load(['pop3-session', '--target', `pop3://127.0.0.1:${stack.pop3StarttlsPort}`, '--starttls', '--insecure', '--mech', 'oauthbearer', '--users', users, '--count', '4', '--concurrency', '2']);
+    expect(stls.code, stls.stderr).toBe(0);
+    expect(stls.report).toMatchObject({ ok: 4, failed: 0 });
+    expect(Object.keys(stls.report.steps)).toEqual(['connect', 'greeting', 'starttls', 'auth', 'stat', 'list', 'quit']);
+    // Each session was a login in sasl-gate's log and in Dovecot's, as alice.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(authenticated(from, 'XOAUTH2')).toBe(12);
+    expect(authenticated(from, 'OAUTHBEARER')).toBe(4);
+    const logins = (await pop3Logins()).slice(before);
+    expect(logins).toHaveLength(16);
+    expect(logins.every((l) => l.includes(`user=<${ALICE.name}>`))).toBe(true);
+  });
+
+  it('a wrong password is auth_rejected, with Dovecot’s words', async () => {
+    const users = join(dir, 'load-wrong.tsv');
+    writeFileSync(users, `${ALICE.name}\tnot-the-password\n`, { mode: 0o600 });
+    const run = await load(['pop3-session', '--target', `pop3s://127.0.0.1:${stack.pop3Port}`, '--insecure', '--mech', 'plain', '--users', users, '--count', '1', '--concurrency', '1']);
+    expect(run.code).toBe(1);
+    expect(run.report).toMatchObject({ ok: 0, failed: 1 });
+    expect(run.report.errors.auth_rejected).toBe(1);
+    expect(run.report.errorSamples.auth_rejected).toBe('AUTH PLAIN: -ERR [AUTH] Authentication failed.');
   });
 });
 

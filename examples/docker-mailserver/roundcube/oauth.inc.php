@@ -34,6 +34,13 @@ $config['oauth_scope'] = 'openid email profile offline_access';
 // The IMAP/SMTP user name: the same claim sasl-gate checks.
 $config['oauth_identity_fields'] = ['email'];
 
+// Mail filters (ROUNDCUBEMAIL_PLUGINS with managesieve in compose.yaml): the managesieve plugin
+// connects to sasl-gate's ManageSieve listener, upgrades with STARTTLS and, for a user signed in
+// with OAuth, authenticates with XOAUTH2 and the same access token as IMAP; sasl-gate logs in to
+// Dovecot's managesieve as the master account. Password users go through with PLAIN.
+// $config['managesieve_host'] = 'tls://mail.example.com';
+// $config['managesieve_port'] = 4190;
+
 // Keep certificate checks on (the default); never turn them off in production.
 $config['oauth_verify_peer'] = true;
 // Send users to the provider straight away instead of showing Roundcube's login form.

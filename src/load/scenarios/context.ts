@@ -2,6 +2,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Plan } from '../engine.js';
 import { ImapClient } from '../imap.js';
+import { Pop3Client } from '../pop3.js';
 import type { Recorder, Writer } from '../recorder.js';
 import type { Credential, Mech } from '../sasl.js';
 import { SmtpClient } from '../smtp.js';
@@ -35,7 +36,7 @@ export interface ScenarioOptions {
 export interface ScenarioContext {
   target: Target;
   tls: TlsSettings;
-  /** Upgrade plain imap:// or smtp:// connections with STARTTLS. */
+  /** Upgrade plain imap://, smtp:// or pop3:// connections with STARTTLS (POP3: STLS). */
   starttls: boolean;
   /** Limit of every wait for the server. */
   timeoutMs: number;
@@ -160,6 +161,31 @@ export async function openSmtp(ctx: ScenarioContext, credential: Credential, lap
     await smtp.authenticate(ctx.mech, credential, ctx.target.host, ctx.target.port);
     lap('auth');
     return smtp;
+  } catch (err) {
+    wire.close();
+    throw err;
+  }
+}
+
+/** Connects, secures (TLS, or STLS), reads the greeting and logs in over POP3. */
+export async function openPop3(ctx: ScenarioContext, credential: Credential, lap: Lap): Promise<Pop3Client> {
+  const wire = await Wire.connect(ctx.target.host, ctx.target.port, ctx.timeoutMs);
+  lap('connect');
+  try {
+    if (ctx.target.implicitTls) {
+      await wire.secure(ctx.tls);
+      lap('tls');
+    }
+    const pop3 = new Pop3Client(wire);
+    await pop3.greeting();
+    lap('greeting');
+    if (ctx.starttls) {
+      await pop3.startTls(ctx.tls);
+      lap('starttls');
+    }
+    await pop3.authenticate(ctx.mech, credential, ctx.target.host, ctx.target.port);
+    lap('auth');
+    return pop3;
   } catch (err) {
     wire.close();
     throw err;
