@@ -11,6 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { loadConfig } from '../../src/config/load.js';
+import { runDoctor } from '../../src/doctor.js';
 import { secret } from '../support/evidence.js';
 import { deliverLmtp } from '../support/lmtp.js';
 import { netSieve } from '../support/net-sieve.js';
@@ -418,5 +421,33 @@ describe('ManageSieve with a PROXY v2 header to Dovecot instead of XCLIENT', () 
       expect(line).toContain(`user=<${BOB.name}>`);
       expect(line).toContain('rip=127.0.0.3');
     }
+  });
+});
+
+describe('sasl-gate doctor with a ManageSieve backend', () => {
+  it('probes Dovecot’s managesieve and tries the master login for the token’s user, which Dovecot logs', async () => {
+    const path = join(dir, 'doctor.yaml');
+    writeFileSync(
+      path,
+      stringify({
+        listeners: [{ protocol: 'sieve', bind: '127.0.0.1:0', tls: 'starttls' }],
+        tls: stack.tlsPaths,
+        backends: { sieve: { host: stack.dovecot.host, port: stack.dovecot.sievePort } },
+        master: MASTER,
+        oauth: { issuer: stack.idp.issuer, audience: ['mail'], validation: ['jwt'], clientId: stack.idp.clientId, allowedEmailDomains: ['example.test'] },
+      }),
+    );
+    const { config } = loadConfig({ file: path, env: {} });
+    const before = (await sieveLogins()).length;
+    const lines: string[] = [];
+    const code = await runDoctor(config, { token: aliceToken, out: (line) => lines.push(line) });
+    expect(code, lines.join('\n')).toBe(0);
+    expect(lines.find((l) => l.includes('sieve backend'))).toMatch(/^PASS  sieve backend +127\.0\.0\.1:\d+ /);
+    expect(lines.find((l) => l.includes('sieve master'))).toMatch(
+      new RegExp(`^PASS  sieve master +login as ${ALICE.name.replace('.', '\\.')} \\(master user ${MASTER.user}\\) accepted, after XCLIENT with the client address$`),
+    );
+    const logins = (await sieveLogins()).slice(before);
+    expect(logins).toHaveLength(1);
+    expect(logins[0]).toContain(`user=<${ALICE.name}>`);
   });
 });
