@@ -226,7 +226,7 @@ li.password form button{margin-top:.5rem}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.1rem .75rem;margin:0}
 dt{color:#566070}
 dd{margin:0;word-break:break-word}
-.secret{display:inline-block;padding:.6rem .8rem;background:#fff;border:2px dashed #2458a6;border-radius:.4rem;font:1.25rem/1.4 ui-monospace,Menlo,Consolas,monospace;user-select:all;word-break:break-all}
+.secret{display:inline-block;padding:.6rem .8rem;background:#fff;border:2px dashed #2458a6;border-radius:.4rem;font:1.25rem/1.4 ui-monospace,Menlo,Consolas,monospace;user-select:all;overflow-wrap:anywhere}
 .notice{padding:.6rem .8rem;background:#e4effd;border-radius:.3rem}
 .error{padding:.6rem .8rem;background:#fde4e4;border-radius:.3rem}
 table{border-collapse:collapse;width:100%;background:#fff}
