@@ -393,7 +393,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   let portal: RunningPortal | undefined;
   if (config.portal) {
     if (!deps.appPasswords) {
-      log.warn('portal is configured but app passwords are not enabled: the self-service page is not started');
+      log.warn('portal is configured but there is no app-password store to manage: the self-service page is not started');
     } else {
       portal = await startPortal(config, {
         log,

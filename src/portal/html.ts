@@ -182,14 +182,14 @@ export function createdPage(
     html`<h1>Your new app password</h1>
 <p class="notice" role="status">Type or paste it into the mail app now: it is shown only this once.</p>
 <p><label for="new-password">App password for ${view.record.label}</label></p>
-<p><output id="new-password" class="secret">${view.password}</output>
-<button type="button" class="copy" data-copy="new-password" hidden>Copy</button></p>
+<output id="new-password" class="secret">${view.password}</output>
+<button type="button" class="copy" data-copy="new-password" hidden>Copy</button>
 <h2>Settings for your mail app</h2>
 <p>User name: your address, <strong>${view.record.user}</strong></p>
-<table>
+<div class="scroll"><table>
 <thead><tr><th scope="col">Service</th><th scope="col">Server</th><th scope="col">Port</th><th scope="col">Security</th></tr></thead>
 <tbody>${servers}</tbody>
-</table>
+</table></div>
 <p><a class="button" href="${ctx.base}/">Done</a></p>`,
     { user: view.user, csrf: view.csrf },
   );
@@ -213,7 +213,7 @@ h3{margin:0 0 .25rem;font-size:1.05rem;word-break:break-all}
 a.button,button{display:inline-block;min-height:2.75rem;padding:.6rem 1.1rem;border:0;border-radius:.4rem;background:#2458a6;color:#fff;font:inherit;text-decoration:none;cursor:pointer}
 button.danger{background:#a62424}
 button.link{min-height:auto;padding:0;background:none;color:#fff;text-decoration:underline}
-button.copy{margin-left:.5rem}
+button.copy{margin-top:.5rem}
 label{display:block;margin:.75rem 0 .25rem;font-weight:600}
 label.check{display:inline-flex;align-items:center;gap:.3rem;margin-right:1rem;font-weight:400}
 input[type=checkbox]{width:1.2rem;height:1.2rem}
@@ -226,11 +226,12 @@ li.password form button{margin-top:.5rem}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.1rem .75rem;margin:0}
 dt{color:#566070}
 dd{margin:0;word-break:break-word}
-.secret{display:inline-block;padding:.6rem .8rem;background:#fff;border:2px dashed #2458a6;border-radius:.4rem;font:1.25rem/1.4 ui-monospace,Menlo,Consolas,monospace;user-select:all;overflow-wrap:anywhere}
+.secret{display:block;padding:.6rem .8rem;background:#fff;border:2px dashed #2458a6;border-radius:.4rem;font:1.25rem/1.4 ui-monospace,Menlo,Consolas,monospace;user-select:all;overflow-wrap:anywhere}
 .notice{padding:.6rem .8rem;background:#e4effd;border-radius:.3rem}
 .error{padding:.6rem .8rem;background:#fde4e4;border-radius:.3rem}
-table{border-collapse:collapse;width:100%;background:#fff}
-th,td{padding:.4rem .5rem;border-bottom:1px solid #d8dce2;text-align:left}
+div.scroll{overflow-x:auto}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:.95rem}
+th,td{padding:.4rem .35rem;border-bottom:1px solid #d8dce2;text-align:left}
 `;
 
 /** The only script: shows a Copy button beside the new password (without it the text is selectable). */
