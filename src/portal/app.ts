@@ -296,7 +296,8 @@ export function createPortalApp(settings: PortalSettings, deps: PortalDependenci
     const url = new URL(request.url, origin);
     if (base !== '' && url.pathname !== base && !url.pathname.startsWith(`${base}/`)) return respond(404, problemPage(page, 'Not found', 'There is no such page.'));
     const path = url.pathname.slice(base.length) || '/';
-    const method = request.method.toUpperCase();
+    // HEAD is answered as GET; the server leaves the body out.
+    const method = request.method.toUpperCase() === 'HEAD' ? 'GET' : request.method.toUpperCase();
 
     if (method === 'GET' && path === '/static/portal.css') {
       return respond(200, STYLESHEET, { 'content-type': 'text/css; charset=utf-8' });

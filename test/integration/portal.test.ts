@@ -6,11 +6,13 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { copyFileSync, mkdtempSync } from 'node:fs';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureDevCertificate } from '../../src/tls/devcert.js';
 import { freePort } from '../../tools/ports.js';
 import { hasChromium, launchBrowser, screenshot, signInAtDevIdp } from '../support/browser.js';
 import { secret } from '../support/evidence.js';
@@ -177,6 +179,27 @@ describe.skipIf(!hasChromium())('the self-service page in a browser', () => {
     const password = secret((await page.$eval('#new-password', (e) => e.textContent ?? '')).trim(), 'app password');
     expect(await service.verify('alice@example.test', password, 'imap', '127.0.0.1')).toBeDefined();
     expect(await service.verify('alice@example.test', password, 'smtp', '127.0.0.1')).toBeUndefined();
+  });
+
+  it('presents a renewed certificate to new connections without a restart', async () => {
+    const fingerprint = () =>
+      new Promise<string>((resolve, reject) => {
+        const socket = tlsConnect({ host: '127.0.0.1', port: stack.gate.portal!.port, rejectUnauthorized: false }, () => {
+          resolve(socket.getPeerX509Certificate()!.fingerprint256);
+          socket.end();
+        });
+        socket.once('error', reject);
+      });
+    const before = await fingerprint();
+    const renewed = await ensureDevCertificate(join(mkdtempSync(join(tmpdir(), 'sasl-gate-portal-renewed-')), 'certs'));
+    copyFileSync(renewed.certPath, stack.tlsPaths.cert);
+    copyFileSync(renewed.keyPath, stack.tlsPaths.key);
+    expect(stack.gate.reloadCertificates()).toBe(true);
+    const after = await fingerprint();
+    expect(after).not.toBe(before);
+    // The browser's session goes on over the new certificate.
+    const res = await page.goto(`${portalUrl}/`);
+    expect(res?.status()).toBe(200);
   });
 
   it('signs out, and logs none of the secrets it handled', async () => {

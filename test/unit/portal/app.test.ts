@@ -405,6 +405,7 @@ describe('the self-service page', () => {
     expect((await h.request('GET', '/nope')).status).toBe(404);
     expect((await h.request('GET', '/create')).status).toBe(405);
     expect((await h.request('PUT', '/')).status).toBe(405);
+    expect((await h.request('HEAD', '/')).status).toBe(200);
     const prefixed = harness({ publicUrl: `${ORIGIN}/apps/` });
     expect((await prefixed.request('GET', '/')).status).toBe(404);
     const page = await prefixed.request('GET', '/apps/');
