@@ -5,6 +5,7 @@ import { escapeHtml } from '../../../src/portal/html.js';
 import { CookieSigner, SESSION_COOKIE, SIGNIN_COOKIE } from '../../../src/portal/session.js';
 import type { SignInClient } from '../../../src/portal/signin.js';
 import { configSchema } from '../../../src/config/schema.js';
+import { GateError } from '../../../src/errors.js';
 import { createLogger } from '../../../src/observe/logger.js';
 import { MemoryAppPasswords } from '../../support/memory-app-passwords.js';
 
@@ -412,6 +413,36 @@ describe('the self-service page', () => {
     expect(page.status).toBe(200);
     expect(page.body).toContain('href="/apps/signin"');
     expect(page.body).toContain('href="/apps/static/portal.css"');
+  });
+
+  it('says the provider cannot be reached, with a temporary status, when its discovery fails', async () => {
+    const h = harness();
+    const down = createPortalApp(
+      {
+        publicUrl: ORIGIN,
+        providerName: 'Example ID',
+        sessionIdleSeconds: 1800,
+        recentSignInSeconds: 300,
+        identity: { claims: ['email'], masterSeparator: '*', domains: [] },
+        oauth,
+        defaultProtocols: ['imap'],
+        servers: [],
+      },
+      {
+        service: h.service,
+        signIn: {
+          authorizationUrl: () => Promise.reject(new GateError('provider_unavailable', 'discovery failed: ECONNREFUSED', { temporary: true })),
+          complete: () => Promise.reject(new Error('not reached')),
+          origins: () => [],
+        },
+        signer: new CookieSigner(Buffer.alloc(32, 3)),
+        log: createLogger({ level: 'silent' }),
+      },
+    );
+    const res = await down.handle({ method: 'GET', url: '/signin', headers: {}, body: '' });
+    expect(res.status).toBe(503);
+    expect(res.body).toContain('Example ID cannot be reached just now');
+    expect(res.headers['set-cookie']).toBeUndefined();
   });
 
   it('tells a form of this page from a foreign one by Origin, else Referer', () => {
