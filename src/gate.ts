@@ -25,6 +25,9 @@ import { Metrics } from './observe/metrics.js';
 import { canonicalAddress, parseNetworks, type NetworkList } from './net/networks.js';
 import { readProxyHeader } from './net/proxy-reader.js';
 import type { ConnectionParameters, SessionOptions } from './login/options.js';
+import type { AppPasswordService } from './auth/app-passwords.js';
+import { startPortal, type RunningPortal } from './portal/server.js';
+import type { SignInClient } from './portal/signin.js';
 
 /** Seams a caller (tests, the demo) may replace. */
 export interface GateDependencies {
@@ -32,6 +35,10 @@ export interface GateDependencies {
   validator?: TokenValidator;
   /** Backend connectors by protocol, in place of TCP to the configured backend. */
   connectors?: Partial<Record<Protocol, BackendConnector>>;
+  /** The app-password store the self-service page manages. */
+  appPasswords?: AppPasswordService;
+  /** In place of the provider for the self-service page's sign-in. */
+  portalSignIn?: SignInClient;
 }
 
 export interface RunningGate {
@@ -40,6 +47,8 @@ export interface RunningGate {
   /** Bound addresses of the listeners, in configuration order. */
   listeners: Array<{ protocol: ListenerConfig['protocol']; host: string; port: number }>;
   admin: { host: string; port: number } | undefined;
+  /** The self-service page's bound address, when `portal` is configured. */
+  portal: { host: string; port: number } | undefined;
   /** Reads the certificate files again (SIGHUP); open connections keep theirs. */
   reloadCertificates(): boolean;
   /**
@@ -381,16 +390,34 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     log.info({ address: `${address.address}:${address.port}` }, 'admin endpoint listening');
   }
 
+  let portal: RunningPortal | undefined;
+  if (config.portal) {
+    if (!deps.appPasswords) {
+      log.warn('portal is configured but there is no app-password store to manage: the self-service page is not started');
+    } else {
+      portal = await startPortal(config, {
+        log,
+        certificates,
+        service: deps.appPasswords,
+        servers: bound.map((b, i) => ({ protocol: b.protocol, port: b.port, tls: resolvedListeners[i]!.listener.tls })),
+        directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
+        ...(deps.portalSignIn ? { signIn: deps.portalSignIn } : {}),
+      });
+    }
+  }
+
   return {
     directory,
     listeners: bound,
     admin: adminAddress,
+    portal: portal ? { host: portal.host, port: portal.port } : undefined,
     reloadCertificates: () => certificates.reload('reload requested'),
     async close(graceMs = config.limits.shutdownGraceSeconds * 1000) {
       for (const cache of caches) cache.stop();
       clearInterval(probeTimer);
       certificates.stop();
       await directory?.close();
+      await portal?.close();
       const closing = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
       if (sessions.size > 0 && graceMs > 0) {
         log.info({ sessions: sessions.size, graceMs }, 'letting open sessions finish');

@@ -114,9 +114,16 @@ async function startDemo(say: (text: string) => void, started: Array<() => Promi
   await ensurePostfixInstalled();
   if (interrupted()) return false;
   const master = { user: 'sasl-gate', password: `demo-master-${process.pid}-${Date.now()}` };
+  // The self-service page's address is registered with the provider before either starts.
+  const portalPort = await portOr(8443);
+  const portalUrl = `https://localhost:${portalPort}`;
   const starting = [
     startDovecot({ users: USERS, master }),
-    startDevIdp({ users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })), audience: 'mail' }),
+    startDevIdp({
+      users: USERS.map((u) => ({ id: u.name.split('@')[0]!, email: u.name })),
+      audience: 'mail',
+      webClient: { clientId: 'mail-portal', redirectUris: [`${portalUrl}/callback`] },
+    }),
   ] as const;
   // Whichever started is stopped again, even when the other failed.
   const [dovecotResult, idpResult] = await Promise.allSettled(starting);
@@ -156,6 +163,15 @@ async function startDemo(say: (text: string) => void, started: Array<() => Promi
         allowedEmailDomains: ['example.test'],
       },
       admin: { bind: `127.0.0.1:${await portOr(9090)}` },
+      storage: { dir: join(work, 'state') },
+      appPasswords: { enabled: true },
+      portal: {
+        bind: `127.0.0.1:${portalPort}`,
+        publicUrl: portalUrl,
+        clientId: idp.webClient!.clientId,
+        clientSecret: idp.webClient!.clientSecret,
+        providerName: 'the demo provider',
+      },
     }),
     { mode: 0o600 },
   );
@@ -180,11 +196,14 @@ async function startDemo(say: (text: string) => void, started: Array<() => Promi
   const url = `imaps://localhost:${imapPort}`;
   const alice = USERS[0]!.name;
   const admin = gate.admin ? `http://${gate.admin.host}:${gate.admin.port}` : undefined;
+  const portal = gate.portal
+    ? `\n  app passwords     ${portalUrl}/   (sign in as alice, any password; the browser will warn about the development certificate)`
+    : '';
   const tokenRequest = `curl -s -u ${shellQuote(`${idp.clientId}:${idp.clientSecret}`)} -d grant_type=${devGrantType} -d username=bob@example.test ${idp.tokenEndpoint}`;
   say(`
 Ready.
   sasl-gate IMAPS   ${url}          (config ${configPath}, log ${logPath})
-  sasl-gate SMTPS   smtps://localhost:${smtpPort}${admin ? `\n  sasl-gate admin   ${admin}/readyz, ${admin}/metrics` : ''}
+  sasl-gate SMTPS   smtps://localhost:${smtpPort}${admin ? `\n  sasl-gate admin   ${admin}/readyz, ${admin}/metrics` : ''}${portal}
   OpenID provider   ${idp.issuer}
   Dovecot           127.0.0.1:${dovecot.imapPort} (private instance, log ${dovecot.logPath})
   Postfix           127.0.0.1:${postfix.submissionPort} (private instance, log ${postfix.logPath})

@@ -81,6 +81,12 @@ export interface DevIdpOptions {
    * flows without a `resource` parameter get tokens for the userinfo endpoint (no `aud`).
    */
   accessTokenFormat?: AccessTokenFormat;
+  /**
+   * A second client, for a web sign-in page such as sasl-gate's portal: authorization code with
+   * PKCE to these redirect URIs, `auth_time` in every ID token. Users sign in on the provider's
+   * development login page (any password; the login is a user id or address of `users`).
+   */
+  webClient?: { clientId: string; clientSecret?: string; redirectUris: string[] };
 }
 
 /** Options of {@link DevIdp.mintAccessToken}. */
@@ -158,6 +164,8 @@ export interface DevIdp {
   /** RFC 7009 endpoint. */
   revocationEndpoint: string;
   userinfoEndpoint: string;
+  /** The web client's id and secret, when one was asked for. */
+  webClient: { clientId: string; clientSecret: string } | undefined;
   /** `kid` of the provider's current signing key. */
   readonly kid: string;
   /** Live request counts per endpoint. */
@@ -215,6 +223,10 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
   const host = opts.host ?? '127.0.0.1';
   const clientId = opts.clientId ?? 'mail';
   const clientSecret = opts.clientSecret ?? randomBytes(24).toString('base64url');
+  const webClient = opts.webClient
+    ? { ...opts.webClient, clientSecret: opts.webClient.clientSecret ?? randomBytes(24).toString('base64url') }
+    : undefined;
+  if (webClient && webClient.clientId === clientId) throw new Error('the web client needs a client id of its own');
   const audience = opts.audience ?? clientId;
   const defaultTtl = opts.accessTokenTtlSeconds ?? 3600;
   checkTtl(defaultTtl, 'accessTokenTtlSeconds');
@@ -379,6 +391,21 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
           // The provider accepts client_secret_post from this client as well.
           token_endpoint_auth_method: 'client_secret_basic',
         },
+        ...(webClient
+          ? [
+              {
+                client_id: webClient.clientId,
+                client_secret: webClient.clientSecret,
+                application_type: 'web' as const,
+                grant_types: ['authorization_code'],
+                response_types: ['code'],
+                redirect_uris: webClient.redirectUris,
+                token_endpoint_auth_method: 'client_secret_basic',
+                // The page asks for a recent sign-in before it creates a password.
+                require_auth_time: true,
+              },
+            ]
+          : []),
       ],
       responseTypes: ['code'],
       claims: {
@@ -599,6 +626,7 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
       issuer,
       clientId,
       clientSecret,
+      webClient: webClient ? { clientId: webClient.clientId, clientSecret: webClient.clientSecret } : undefined,
       audience,
       discoveryUrl,
       tokenEndpoint,

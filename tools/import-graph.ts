@@ -13,7 +13,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['net', 'tls', 'sasl'],
   ['auth', 'relay'],
   ['login'],
-  ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load'],
+  ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load', 'portal'],
   ['doctor.ts', 'gate.ts'],
   ['cli.ts'],
 ];

@@ -680,6 +680,9 @@ const portalSchema = z
       .describe('That client\'s secret, if it is a confidential client; unset with `portal.clientId` unset, `oauth.clientSecret`. Better set from the environment or `portal.clientSecretFile`.'),
     clientSecretFile: text().optional().describe('A file holding `portal.clientSecret`, read once at start.'),
     scope: text().default('openid email profile').describe('The scopes the page asks for at sign-in.'),
+    providerName: text()
+      .optional()
+      .describe('The provider\'s name on the page\'s "Sign in with ..." button (`Authentik`, `Keycloak`); unset, the host name of `oauth.issuer`.'),
     sessionIdleSeconds: integer(60, 86_400).default(1800).describe('How long a sign-in to the page lasts without activity.'),
     recentSignInSeconds: integer(30, 3600)
       .default(300)

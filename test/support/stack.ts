@@ -15,7 +15,7 @@ import { startDevIdp, type DevIdp, type DevIdpOptions } from '../../tools/idp.js
 import { startPostfix, type PostfixInstance } from '../../tools/postfix.js';
 import { createLogger } from '../../src/observe/logger.js';
 import { ensureDevCertificate } from '../../src/tls/devcert.js';
-import { startGate, type RunningGate } from '../../src/gate.js';
+import { startGate, type GateDependencies, type RunningGate } from '../../src/gate.js';
 import { keepLog, secret } from './evidence.js';
 import { LineReader } from './line-reader.js';
 
@@ -90,6 +90,8 @@ export interface StackOptions {
    * PROXY v2 header instead of XCLIENT.
    */
   sieve?: boolean | { proxyProtocol: true };
+  /** Seams of the gate besides its logger (e.g. the app-password service). */
+  deps?: Omit<GateDependencies, 'log'>;
 }
 
 /** Starts Dovecot, the development IdP and sasl-gate, configured through the YAML loader. */
@@ -178,7 +180,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
   });
   const log = createLogger({ level: 'debug', destination: sink });
-  const gate = await startGate(config, { log });
+  const gate = await startGate(config, { ...options.deps, log });
   const imap = gate.listeners.find((l) => l.protocol === 'imap')!;
   const smtp = gate.listeners.find((l) => l.protocol === 'smtp');
   const [pop3s, pop3Stls] = gate.listeners.filter((l) => l.protocol === 'pop3');

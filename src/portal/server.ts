@@ -1,0 +1,165 @@
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { AppPasswordService } from '../auth/app-passwords.js';
+import { acceptedDomains } from '../config/schema.js';
+import type { GateConfig } from '../config/load.js';
+import { readSecret } from '../config/secrets.js';
+import type { CertificateStore } from '../tls/certificates.js';
+import { createPortalApp, type DirectoryVerdict, type PortalApp } from './app.js';
+import type { ServerSetting } from './html.js';
+import { CookieSigner, loadCookieKey } from './session.js';
+import { openIdSignIn, type SignInClient } from './signin.js';
+
+/** The page, listening. */
+export interface RunningPortal {
+  host: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** What the page needs from the rest of sasl-gate. */
+export interface PortalParts {
+  log: Logger;
+  certificates: CertificateStore;
+  service: AppPasswordService;
+  /** The listeners users' mail apps connect to (bound ports). */
+  servers: ServerSetting[];
+  directoryVerdict?: DirectoryVerdict | undefined;
+  /** In place of the provider (tests). */
+  signIn?: SignInClient;
+  now?: () => number;
+}
+
+/** Forms are a label, a few checkboxes and a token. */
+const MAX_BODY_BYTES = 16 * 1024;
+const HEADERS_TIMEOUT_MS = 20_000;
+
+function readBody(req: IncomingMessage): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        resolve(undefined);
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+/** The provider's name for the sign-in button: `portal.providerName`, else the issuer's host. */
+function providerName(config: GateConfig): string {
+  return config.portal?.providerName ?? new URL(config.oauth.issuer).hostname;
+}
+
+/** Builds the page's handler from the configuration. */
+export function portalApp(config: GateConfig, parts: PortalParts): PortalApp {
+  const portal = config.portal!;
+  const clientId = portal.clientId ?? config.oauth.clientId!;
+  const clientSecret =
+    portal.clientId === undefined
+      ? config.oauth.clientSecret
+      : readSecret(portal.clientSecret, portal.clientSecretFile, 'portal.clientSecret');
+  const signIn =
+    parts.signIn ??
+    openIdSignIn({
+      issuer: config.oauth.issuer,
+      clientId,
+      clientSecret,
+      redirectUri: `${portal.publicUrl.replace(/\/+$/, '')}/callback`,
+      scope: portal.scope,
+      timeoutSeconds: config.oauth.requestTimeoutSeconds,
+      usernameClaims: config.oauth.usernameClaims,
+    });
+  return createPortalApp(
+    {
+      publicUrl: portal.publicUrl,
+      providerName: providerName(config),
+      sessionIdleSeconds: portal.sessionIdleSeconds,
+      recentSignInSeconds: portal.recentSignInSeconds,
+      identity: { claims: config.oauth.usernameClaims, masterSeparator: config.master.separator, domains: acceptedDomains(config) },
+      oauth: config.oauth,
+      defaultProtocols: config.appPasswords.defaultProtocols,
+      servers: parts.servers,
+    },
+    {
+      service: parts.service,
+      signIn,
+      signer: new CookieSigner(loadCookieKey(config.storage.dir)),
+      log: parts.log,
+      directoryVerdict: parts.directoryVerdict,
+      ...(parts.now ? { now: parts.now } : {}),
+    },
+  );
+}
+
+/**
+ * Starts the self-service page on `portal.bind`: HTTPS with the certificate store's current
+ * certificate for each new connection (so a renewal counts without a restart), HTTP/1.1 inside.
+ */
+export async function startPortal(config: GateConfig, parts: PortalParts): Promise<RunningPortal> {
+  const portal = config.portal!;
+  const { log } = parts;
+  const app = portalApp(config, parts);
+  const sockets = new Set<Socket>();
+
+  const http = createHttpServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: HEADERS_TIMEOUT_MS }, (req: IncomingMessage, res: ServerResponse) => {
+    void (async () => {
+      const body = req.method === 'POST' ? await readBody(req) : '';
+      if (body === undefined) {
+        res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end('request too large\n');
+        return;
+      }
+      const response = await app.handle({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body });
+      res.writeHead(response.status, response.headers).end(response.body);
+    })().catch((err: unknown) => {
+      log.error({ err: (err as Error).message }, 'portal response failed');
+      if (!res.headersSent) res.writeHead(500).end();
+      else res.destroy();
+    });
+  });
+  http.on('clientError', (err: Error, socket: Socket) => {
+    log.debug({ err: err.message }, 'portal client error');
+    socket.destroy();
+  });
+
+  const server = createNetServer((raw) => {
+    sockets.add(raw);
+    raw.once('close', () => sockets.delete(raw));
+    raw.on('error', (err) => log.debug({ err: err.message }, 'portal connection error'));
+    const secure = new TLSSocket(raw, { isServer: true, secureContext: parts.certificates.current(), ALPNProtocols: ['http/1.1'] });
+    secure.on('error', (err) => {
+      log.debug({ err: err.message }, 'portal TLS error');
+      secure.destroy();
+    });
+    // A handshake must not hold a socket forever.
+    secure.setTimeout(HEADERS_TIMEOUT_MS, () => secure.destroy());
+    secure.once('secure', () => secure.setTimeout(0));
+    http.emit('connection', secure);
+  });
+  const address = await new Promise<AddressInfo>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: portal.bind.host, port: portal.bind.port }, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+  log.info({ address: `${address.address}:${address.port}`, publicUrl: portal.publicUrl }, 'portal listening');
+  return {
+    host: address.address,
+    port: address.port,
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      http.closeAllConnections();
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
