@@ -6,6 +6,7 @@
  */
 import { connect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LineReader } from '../support/line-reader.js';
 import { MASTER, oauthbearer, plain, startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
@@ -57,12 +58,16 @@ describe('POP3: commands pipelined behind AUTH', () => {
     const before = (await pop3Logins()).length;
     const ok = await pop3s('127.0.0.21');
     try {
-      ok.socket.write(`AUTH XOAUTH2 ${xoauth2(ALICE.name, aliceToken)}\r\nSTAT\r\nUSER ${BOB.name}\r\nPASS ${BOB.password}\r\n`);
+      // From sasl-gate's trusted address, XCLIENT or a master login would forge the address or the user.
+      ok.socket.write(
+        `AUTH XOAUTH2 ${xoauth2(ALICE.name, aliceToken)}\r\nSTAT\r\nUSER ${BOB.name}\r\nPASS ${BOB.password}\r\nXCLIENT ADDR=192.0.2.99 PORT=1\r\nAUTH PLAIN ${plain('', `${BOB.name}*${MASTER.user}`, MASTER.password)}\r\nSTAT\r\n`,
+      );
       expect(await ok.reader.next(10_000)).toMatch(/^\+OK /);
-      expect(await ok.reader.next(10_000)).toMatch(/^\+OK \d+ \d+$/);
-      // Dovecot, already logged in as alice, knows no USER any more.
-      expect(await ok.reader.next(10_000)).toMatch(/^-ERR /);
-      expect(await ok.reader.next(10_000)).toMatch(/^-ERR /);
+      const stat = await ok.reader.next(10_000);
+      expect(stat).toMatch(/^\+OK \d+ \d+$/);
+      // Dovecot, already logged in as alice, knows none of them any more.
+      for (let i = 0; i < 4; i++) expect(await ok.reader.next(10_000)).toMatch(/^-ERR /);
+      expect(await ok.reader.next(10_000)).toBe(stat);
     } finally {
       ok.socket.destroy();
     }
@@ -80,6 +85,8 @@ describe('POP3: commands pipelined behind AUTH', () => {
     const logins = (await pop3Logins()).slice(before);
     expect(logins).toHaveLength(1);
     expect(logins[0]).toContain(`user=<${ALICE.name}>`);
+    expect(logins[0]).toContain('rip=127.0.0.21');
+    expect(await stack.dovecot.readLog()).not.toContain('192.0.2.99');
   });
 });
 
@@ -213,4 +220,75 @@ describe('POP3: over-long input', () => {
     expect(logins[0]).toContain(`user=<${ALICE.name}>`);
     expect(logins[0]).toContain('rip=127.0.0.25');
   });
+});
+
+describe('generated pre-login POP3 sessions against the real server', () => {
+  it('never a login other than the credential’s user, never one without a credential, and sasl-gate keeps serving', async () => {
+    const runs = Number(process.env['ATTACK_POP3_RUNS'] ?? 10);
+    const seed = Number(process.env['ATTACK_POP3_SEED'] ?? Date.now() % 2 ** 31);
+    const separated = `${ALICE.name}*${MASTER.user}`;
+    const names = [BOB.name, separated, MASTER.user, `*${MASTER.user}`, MASTER.user.toUpperCase(), `${BOB.name}\r\n`, `\uff53asl-gate-master`];
+    const refusedNames = [separated, MASTER.user, `*${MASTER.user}`, MASTER.user.toUpperCase(), `${BOB.name}*${MASTER.user}`];
+    const ends = fc.constantFrom('\r\n', '\n', '\r\r\n');
+    const attack = fc.oneof(
+      fc.constantFrom('CAPA', 'STLS', 'STAT', 'LIST', 'RETR 1', 'QUIT x', 'APOP a b', 'AUTH', 'XCLIENT ADDR=192.0.2.99', 'PASS', 'USER').chain((c) => ends.map((e) => `${c}${e}`)),
+      fc.constantFrom(...refusedNames).map((name) => `USER ${name}\r\nPASS ${MASTER.password}\r\n`),
+      fc.tuple(fc.constantFrom(...names), fc.constantFrom('XOAUTH2', 'OAUTHBEARER'), fc.boolean()).map(([name, mech, inline]) => {
+        const response = mech === 'XOAUTH2' ? xoauth2(name, aliceToken) : oauthbearer(name, aliceToken, 'localhost', stack.pop3Port);
+        return inline ? `AUTH ${mech} ${response}\r\n` : `AUTH ${mech}\r\n${response}\r\n`;
+      }),
+      fc.constantFrom(...refusedNames).map((name) => `AUTH PLAIN ${plain('', name, MASTER.password)}\r\n`),
+      fc.constantFrom(...refusedNames).map((name) => `AUTH LOGIN\r\n${b64(name)}\r\n${b64(MASTER.password)}\r\n`),
+      fc.constantFrom(`AUTH PLAIN ${plain(BOB.name, ALICE.name, ALICE.password)}\r\n`, `AUTH PLAIN\r\n${plain(MASTER.user, ALICE.name, ALICE.password)}\r\n`),
+      fc.constantFrom('AQ==\r\n', '*\r\n', '\r\n', '=\r\n', '\x01', ' \r\n', 'AUTH PLAIN =\r\n', 'AUTH XOAUTH2  x\r\n', '\x00USER a\r\n', '\xff\xfe\r\n'),
+      fc.nat({ max: 3000 }).map((n) => `NOOP ${'z'.repeat(66_000 + n)}\r\nAUTH PLAIN ${plain('', ALICE.name, ALICE.password)}x\r\n`),
+    );
+    const validPiece = fc.constantFrom(`AUTH XOAUTH2 ${xoauth2(ALICE.name, aliceToken)}\r\n`, `USER ${ALICE.name}\r\nPASS ${ALICE.password}\r\n`);
+    const session = fc.record({
+      pieces: fc.array(attack, { minLength: 1, maxLength: 10 }),
+      credential: fc.option(fc.tuple(validPiece, fc.nat({ max: 10 })), { freq: 3 }),
+      cuts: fc.array(fc.integer({ min: 1, max: 200 }), { minLength: 1, maxLength: 8 }),
+    });
+    const before = (await pop3Logins()).length;
+    let withCredential = 0;
+    await fc.assert(
+      fc.asyncProperty(session, async ({ pieces, credential, cuts }) => {
+        const script = [...pieces];
+        if (credential) {
+          withCredential += 1;
+          script.splice(Math.min(credential[1], script.length), 0, credential[0]);
+        }
+        const bytes = Buffer.from(`${script.join('')}*\r\nQUIT\r\n`, 'latin1');
+        const { socket, reader } = await pop3s(credential ? '127.0.0.28' : '127.0.0.27');
+        try {
+          let at = 0;
+          for (let i = 0; at < bytes.length; i++) {
+            const n = i < cuts.length ? cuts[i]! : bytes.length;
+            socket.write(bytes.subarray(at, at + n));
+            at += n;
+          }
+          await reader.waitEnded(1500);
+        } finally {
+          socket.destroy();
+        }
+      }),
+      { numRuns: runs, seed, endOnFailure: true },
+    );
+    // A fresh login still works: the process and its listener survived every session.
+    const fresh = await pop3s('127.0.0.29');
+    try {
+      fresh.socket.write(`AUTH XOAUTH2 ${xoauth2(ALICE.name, aliceToken)}\r\n`);
+      expect(await fresh.reader.next(10_000)).toMatch(/^\+OK /);
+    } finally {
+      fresh.socket.destroy();
+    }
+    await sleep(300);
+    const logins = (await pop3Logins()).slice(before);
+    const context = `seed ${seed}, ${runs} runs`;
+    expect(logins.filter((l) => !l.includes(`user=<${ALICE.name}>`)), context).toEqual([]);
+    expect(logins.filter((l) => l.includes('rip=127.0.0.27')), context).toEqual([]);
+    expect(logins.filter((l) => l.includes('rip=127.0.0.28')).length, context).toBeLessThanOrEqual(withCredential);
+    expect(logins.filter((l) => l.includes('rip=127.0.0.29')), context).toHaveLength(1);
+    expect(await stack.dovecot.readLog(), context).not.toContain('192.0.2.99');
+  }, 120_000);
 });

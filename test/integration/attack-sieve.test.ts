@@ -344,6 +344,34 @@ describe('ManageSieve framing: what is data stays data', () => {
   });
 });
 
+describe('after a token login, the way back to Dovecot’s pre-login stays shut', () => {
+  it('UNAUTHENTICATE, XCLIENT and a second AUTHENTICATE with the master password reach a logged-in Dovecot, which refuses them', async () => {
+    const logBefore = (await stack.dovecot.readLog()).length;
+    const before = (await sieveLogins()).length;
+    const c = await tls('127.0.0.26');
+    try {
+      expect((await c.command(authenticate('XOAUTH2', xoauth2(ALICE.name, aliceToken), 'quoted'))).status).toMatch(/^OK/);
+      // From sasl-gate's trusted address these would re-open a login with the master password, or forge the client's address.
+      expect((await c.command('UNAUTHENTICATE')).status).toMatch(/^NO/);
+      expect((await c.command('XCLIENT ADDR=192.0.2.99 PORT=1')).status).toMatch(/^NO/);
+      expect((await c.command(`AUTHENTICATE "PLAIN" ${quoted(plain('', `${BOB.name}*${MASTER.user}`, MASTER.password))}`)).status).toMatch(/^NO/);
+      expect((await c.command(`AUTHENTICATE "PLAIN" ${quoted(plain(BOB.name, MASTER.user, MASTER.password))}`)).status).toMatch(/^NO/);
+      // Still alice's session.
+      expect((await c.command('LISTSCRIPTS')).status).toMatch(/^OK/);
+    } finally {
+      c.close();
+    }
+    await sleep(200);
+    const logins = (await sieveLogins()).slice(before);
+    expect(logins).toHaveLength(1);
+    expect(logins[0]).toContain(`user=<${ALICE.name}>`);
+    expect(logins[0]).toContain('rip=127.0.0.26');
+    const log = (await stack.dovecot.readLog()).slice(logBefore);
+    expect(log).not.toContain('192.0.2.99');
+    expect(await masterMentions(logBefore)).toEqual([]);
+  });
+});
+
 describe('generated pre-login ManageSieve sessions against the real server', () => {
   it('never a login other than the credential’s user, never one without a credential, and sasl-gate keeps serving', async () => {
     const runs = Number(process.env['ATTACK_SIEVE_RUNS'] ?? 12);
