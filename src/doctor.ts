@@ -22,9 +22,9 @@ import { tcpConnector, type BackendConnector } from './net/connector.js';
 import { DEV_CA_COMMON_NAME } from './tls/devcert.js';
 import { loginToSmtpBackend, type SmtpClientOrigin } from './smtp/backend-login.js';
 import { probeSmtpExtensions } from './smtp/capabilities.js';
-import { loginToBackend as loginToPop3Backend } from './pop3/backend-login.js';
+import { loginToBackend as loginToPop3Backend, type ClientOrigin as Pop3ClientOrigin } from './pop3/backend-login.js';
 import { probePop3Capabilities, saslMechanisms } from './pop3/capabilities.js';
-import { loginToSieveBackend } from './sieve/backend-login.js';
+import { loginToSieveBackend, type SieveClientOrigin } from './sieve/backend-login.js';
 import { mechanismsOf, probeSieveCapabilities, splitCapability } from './sieve/capabilities.js';
 
 export interface DoctorOptions {
@@ -116,9 +116,9 @@ export async function runDoctor(config: GateConfig, options: DoctorOptions = {})
   const smtp = config.backends.smtp;
   if (smtp) for (const check of await checkSmtp(config, smtp, user, userHint)) report(check);
   const pop3 = config.backends.pop3;
-  if (pop3) for (const check of await checkPop3(config, pop3, user, userHint)) report(check);
+  if (pop3) for (const check of await checkDovecotLogin(POP3_CHECKS, config, pop3, user, userHint)) report(check);
   const sieve = config.backends.sieve;
-  if (sieve) for (const check of await checkSieve(config, sieve, user, userHint)) report(check);
+  if (sieve) for (const check of await checkDovecotLogin(SIEVE_CHECKS, config, sieve, user, userHint)) report(check);
 
   report(await checkCertificate(config, now()));
   if (tokenResult) report(tokenResult.check);
@@ -830,109 +830,105 @@ async function checkSmtp(config: GateConfig, backend: SmtpBackendConfig, user: s
   return checks;
 }
 
-/** Dovecot's POP3: it answers, offers PLAIN to sasl-gate, and takes the master login with the client's address. */
-async function checkPop3(config: GateConfig, backend: Pop3BackendConfig, user: string | undefined, userHint: UserHint): Promise<DoctorCheck[]> {
-  const where = `${backend.host}:${backend.port}`;
-  const probe = ownConnection(backend);
-  let capabilities: string[];
-  try {
-    capabilities = await within(conversationMs(backend, 2), `POP3 ${where}`, probePop3Capabilities(probe.connect, backend.responseTimeoutSeconds * 1000));
-  } catch (err) {
-    const c = cause(err);
-    return [
-      { status: 'FAIL', name: 'pop3 backend', finding: `${where}: ${c.text}`, hint: backendHint(c, 'Dovecot', backend, 'backends.pop3') },
-      { status: 'WARN', name: 'pop3 master', finding: 'not tried: the backend does not answer' },
-    ];
-  }
-  const checks: DoctorCheck[] = [];
-  const list = `capabilities ${capabilities.join(', ')}`;
-  checks.push(plainOffered('pop3 backend', where, list, saslMechanisms(capabilities).includes('PLAIN') ? undefined : 'SASL PLAIN'));
-  if (user === undefined) {
-    checks.push({
-      status: 'WARN',
-      name: 'pop3 master',
-      finding: `not tried: ${userHint.why}, so there is no user to log in as`,
-      hint: userHint.then(`a master login as ${config.master.user}`),
-    });
-    return checks;
-  }
-  const connection = ownConnection(backend);
-  const origin = { ...connection.origin, tls: false };
-  const connect: BackendConnector = async () => {
-    const socket = await connection.connect();
-    Object.assign(origin, connection.origin);
-    return socket;
-  };
-  try {
-    const result = await within(
-      conversationMs(backend, 3),
-      `POP3 login at ${where}`,
-      loginToPop3Backend({
-        connect,
-        responseTimeoutMs: backend.responseTimeoutSeconds * 1000,
-        origin,
-        credentials: { kind: 'master', user, masterUser: config.master.user, masterPassword: config.master.password },
-        xclient: !backend.proxyProtocol,
-      }),
-    );
-    if (!result.ok) {
-      checks.push({
-        status: 'FAIL',
-        name: 'pop3 master',
-        finding: `login as ${user} (master user ${config.master.user}) refused: -ERR ${result.text}`.trimEnd(),
-        hint:
-          `check master.user / master.password and Dovecot's master passdb (master = yes); ` +
-          `${user} must exist in Dovecot's userdb; login_trusted_networks must contain this host`,
-      });
-    } else {
-      closeQuietly(result.socket, 'QUIT\r\n');
-      const accepted = `login as ${user} (master user ${config.master.user}) accepted`;
-      checks.push(
-        result.xclientSent || backend.proxyProtocol
-          ? { status: 'PASS', name: 'pop3 master', finding: `${accepted}${result.xclientSent ? ', after XCLIENT with the client address' : ''}` }
-          : {
-              status: 'WARN',
-              name: 'pop3 master',
-              finding: `${accepted}, but Dovecot did not offer XCLIENT, so POP3 clients are logged and rate-limited under sasl-gate's address`,
-              hint: "add sasl-gate's address to Dovecot's login_trusted_networks, or send a PROXY v2 header (backends.pop3.proxyProtocol: true with haproxy = yes on Dovecot's POP3 listener)",
-            },
-      );
-    }
-  } catch (err) {
-    const c = cause(err);
-    checks.push({ status: 'FAIL', name: 'pop3 master', finding: `login as ${user} failed: ${c.text}`, hint: backendHint(c, 'Dovecot', backend, 'backends.pop3') });
-  }
-  return checks;
+/** What differs between Dovecot's POP3 and ManageSieve for the checks they share. */
+interface DovecotLoginDialect<B extends Pop3BackendConfig | SieveBackendConfig> {
+  /** Check names start with it, and the hints name `backends.<key>`. */
+  key: 'pop3' | 'sieve';
+  /** The protocol as an admin calls it. */
+  label: string;
+  /** Replies the capability probe waits for. */
+  probeReplies: number;
+  probe(connect: BackendConnector, timeoutMs: number): Promise<string[]>;
+  /** The capabilities as printed, and the missing PLAIN as the protocol spells it (unset: PLAIN is offered). */
+  describe(capabilities: string[]): { list: string; missingPlain: string | undefined };
+  /** The master login for `user`; `xclient` tells whether the client's address went with it. */
+  login(
+    options: { connect: BackendConnector; origin: Pop3ClientOrigin & SieveClientOrigin; credentials: MasterCredentials; backend: B },
+    capabilities: string[],
+  ): Promise<{ ok: true; socket: Socket; xclient: boolean } | { ok: false; refusal: string }>;
+  farewell: string;
 }
 
-/** Dovecot's ManageSieve: the same checks as for POP3. */
-async function checkSieve(config: GateConfig, backend: SieveBackendConfig, user: string | undefined, userHint: UserHint): Promise<DoctorCheck[]> {
+type MasterCredentials = { kind: 'master'; user: string; masterUser: string; masterPassword: string };
+
+const POP3_CHECKS: DovecotLoginDialect<Pop3BackendConfig> = {
+  key: 'pop3',
+  label: 'POP3',
+  probeReplies: 2,
+  probe: probePop3Capabilities,
+  describe: (capabilities) => ({
+    list: `capabilities ${capabilities.join(', ')}`,
+    missingPlain: saslMechanisms(capabilities).includes('PLAIN') ? undefined : 'SASL PLAIN',
+  }),
+  login: async ({ connect, origin, credentials, backend }) => {
+    const result = await loginToPop3Backend({
+      connect,
+      responseTimeoutMs: backend.responseTimeoutSeconds * 1000,
+      origin,
+      credentials,
+      xclient: !backend.proxyProtocol,
+    });
+    return result.ok ? { ok: true, socket: result.socket, xclient: result.xclientSent } : { ok: false, refusal: `-ERR ${result.text}`.trimEnd() };
+  },
+  farewell: 'QUIT\r\n',
+};
+
+const SIEVE_CHECKS: DovecotLoginDialect<SieveBackendConfig> = {
+  key: 'sieve',
+  label: 'ManageSieve',
+  probeReplies: 1,
+  probe: probeSieveCapabilities,
+  describe: (capabilities) => ({
+    list: `capabilities ${capabilities.join(' ')}`,
+    missingPlain: mechanismsOf(capabilities).includes('PLAIN') ? undefined : '"SASL" "PLAIN"',
+  }),
+  login: async ({ connect, origin, credentials, backend }, capabilities) => {
+    const result = await loginToSieveBackend({ connect, responseTimeoutMs: backend.responseTimeoutSeconds * 1000, origin, credentials });
+    // Dovecot's managesieve-login offers XCLIENT only to login_trusted_networks; the login sends it when offered.
+    const xclient = !backend.proxyProtocol && capabilities.some((line) => splitCapability(line).name === 'XCLIENT');
+    return result.ok ? { ok: true, socket: result.socket, xclient } : { ok: false, refusal: result.line };
+  },
+  farewell: 'LOGOUT\r\n',
+};
+
+/** Dovecot's POP3 or ManageSieve: it answers, offers PLAIN to sasl-gate, and takes the master login with the client's address. */
+async function checkDovecotLogin<B extends Pop3BackendConfig | SieveBackendConfig>(
+  dialect: DovecotLoginDialect<B>,
+  config: GateConfig,
+  backend: B,
+  user: string | undefined,
+  userHint: UserHint,
+): Promise<DoctorCheck[]> {
   const where = `${backend.host}:${backend.port}`;
+  const backendName = `${dialect.key} backend`;
+  const masterName = `${dialect.key} master`;
+  const section = `backends.${dialect.key}`;
   const probe = ownConnection(backend);
   let capabilities: string[];
   try {
-    capabilities = await within(conversationMs(backend, 1), `ManageSieve ${where}`, probeSieveCapabilities(probe.connect, backend.responseTimeoutSeconds * 1000));
+    capabilities = await within(
+      conversationMs(backend, dialect.probeReplies),
+      `${dialect.label} ${where}`,
+      dialect.probe(probe.connect, backend.responseTimeoutSeconds * 1000),
+    );
   } catch (err) {
     const c = cause(err);
     return [
-      { status: 'FAIL', name: 'sieve backend', finding: `${where}: ${c.text}`, hint: backendHint(c, 'Dovecot', backend, 'backends.sieve') },
-      { status: 'WARN', name: 'sieve master', finding: 'not tried: the backend does not answer' },
+      { status: 'FAIL', name: backendName, finding: `${where}: ${c.text}`, hint: backendHint(c, 'Dovecot', backend, section) },
+      { status: 'WARN', name: masterName, finding: 'not tried: the backend does not answer' },
     ];
   }
-  const checks: DoctorCheck[] = [];
-  const list = `capabilities ${capabilities.join(' ')}`;
-  checks.push(plainOffered('sieve backend', where, list, mechanismsOf(capabilities).includes('PLAIN') ? undefined : '"SASL" "PLAIN"'));
+  const { list, missingPlain } = dialect.describe(capabilities);
+  const checks: DoctorCheck[] = [plainOffered(backendName, where, list, missingPlain)];
   if (user === undefined) {
     checks.push({
       status: 'WARN',
-      name: 'sieve master',
+      name: masterName,
       finding: `not tried: ${userHint.why}, so there is no user to log in as`,
       hint: userHint.then(`a master login as ${config.master.user}`),
     });
     return checks;
   }
-  // Dovecot's managesieve-login offers XCLIENT only to login_trusted_networks; the login sends it when offered.
-  const xclientOffered = capabilities.some((line) => splitCapability(line).name === 'XCLIENT');
   const connection = ownConnection(backend);
   const origin = { ...connection.origin, sessionId: 'doctor', tls: false };
   const connect: BackendConnector = async () => {
@@ -940,43 +936,39 @@ async function checkSieve(config: GateConfig, backend: SieveBackendConfig, user:
     Object.assign(origin, connection.origin);
     return socket;
   };
+  const credentials: MasterCredentials = { kind: 'master', user, masterUser: config.master.user, masterPassword: config.master.password };
   try {
     const result = await within(
       conversationMs(backend, 3),
-      `ManageSieve login at ${where}`,
-      loginToSieveBackend({
-        connect,
-        responseTimeoutMs: backend.responseTimeoutSeconds * 1000,
-        origin,
-        credentials: { kind: 'master', user, masterUser: config.master.user, masterPassword: config.master.password },
-      }),
+      `${dialect.label} login at ${where}`,
+      dialect.login({ connect, origin, credentials, backend }, capabilities),
     );
     if (!result.ok) {
       checks.push({
         status: 'FAIL',
-        name: 'sieve master',
-        finding: `login as ${user} (master user ${config.master.user}) refused: ${result.line}`,
+        name: masterName,
+        finding: `login as ${user} (master user ${config.master.user}) refused: ${result.refusal}`,
         hint:
           `check master.user / master.password and Dovecot's master passdb (master = yes); ` +
           `${user} must exist in Dovecot's userdb; login_trusted_networks must contain this host`,
       });
     } else {
-      closeQuietly(result.socket, 'LOGOUT\r\n');
+      closeQuietly(result.socket, dialect.farewell);
       const accepted = `login as ${user} (master user ${config.master.user}) accepted`;
       checks.push(
-        xclientOffered || backend.proxyProtocol
-          ? { status: 'PASS', name: 'sieve master', finding: `${accepted}${xclientOffered && !backend.proxyProtocol ? ', after XCLIENT with the client address' : ''}` }
+        result.xclient || backend.proxyProtocol
+          ? { status: 'PASS', name: masterName, finding: `${accepted}${result.xclient ? ', after XCLIENT with the client address' : ''}` }
           : {
               status: 'WARN',
-              name: 'sieve master',
-              finding: `${accepted}, but Dovecot did not offer XCLIENT, so ManageSieve clients are logged and rate-limited under sasl-gate's address`,
-              hint: "add sasl-gate's address to Dovecot's login_trusted_networks, or send a PROXY v2 header (backends.sieve.proxyProtocol: true with haproxy = yes on Dovecot's ManageSieve listener)",
+              name: masterName,
+              finding: `${accepted}, but Dovecot did not offer XCLIENT, so ${dialect.label} clients are logged and rate-limited under sasl-gate's address`,
+              hint: `add sasl-gate's address to Dovecot's login_trusted_networks, or send a PROXY v2 header (${section}.proxyProtocol: true with haproxy = yes on Dovecot's ${dialect.label} listener)`,
             },
       );
     }
   } catch (err) {
     const c = cause(err);
-    checks.push({ status: 'FAIL', name: 'sieve master', finding: `login as ${user} failed: ${c.text}`, hint: backendHint(c, 'Dovecot', backend, 'backends.sieve') });
+    checks.push({ status: 'FAIL', name: masterName, finding: `login as ${user} failed: ${c.text}`, hint: backendHint(c, 'Dovecot', backend, section) });
   }
   return checks;
 }
