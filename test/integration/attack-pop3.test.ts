@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dovecotLogins, masterMentions as masterMentionsIn } from '../support/dovecot-log.js';
 import { LineReader } from '../support/line-reader.js';
 import { MASTER, oauthbearer, plain, startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
 import { sleep } from '../support/wait.js';
@@ -26,18 +27,11 @@ afterAll(async () => {
   await stack?.close();
 });
 
-/** Dovecot's POP3 login lines so far. */
-async function pop3Logins(): Promise<string[]> {
-  return (await stack.dovecot.readLog()).split('\n').filter((l) => /pop3-login: Info: Login: /.test(l));
-}
+/** Dovecot's pop3 login lines so far. */
+const pop3Logins = () => dovecotLogins(stack.dovecot, 'pop3');
 
 /** Dovecot's log lines, after `from` characters, that name the master user (other than idle disconnects). */
-async function masterMentions(from: number): Promise<string[]> {
-  return (await stack.dovecot.readLog())
-    .slice(from)
-    .split('\n')
-    .filter((l) => l.includes(MASTER.user) && !/no auth attempts/.test(l));
-}
+const masterMentions = (from: number) => masterMentionsIn(stack.dovecot, MASTER.user, from);
 
 /** A POP3S connection from `localAddress`, past the greeting. */
 async function pop3s(localAddress: string): Promise<{ socket: TLSSocket; reader: LineReader }> {

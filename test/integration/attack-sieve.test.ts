@@ -7,6 +7,7 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dovecotLogins, masterMentions as masterMentionsIn } from '../support/dovecot-log.js';
 import { secret } from '../support/evidence.js';
 import { literal, quoted, RawSieve } from '../support/sieve-raw.js';
 import { MASTER, oauthbearer, plain, startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
@@ -26,18 +27,11 @@ afterAll(async () => {
   await stack?.close();
 });
 
-/** Dovecot's ManageSieve login lines so far. */
-async function sieveLogins(): Promise<string[]> {
-  return (await stack.dovecot.readLog()).split('\n').filter((l) => /managesieve-login: Info: Login: /.test(l));
-}
+/** Dovecot's managesieve login lines so far. */
+const sieveLogins = () => dovecotLogins(stack.dovecot, 'managesieve');
 
 /** Dovecot's log lines, after `from` characters, that name the master user (other than idle disconnects). */
-async function masterMentions(from: number): Promise<string[]> {
-  return (await stack.dovecot.readLog())
-    .slice(from)
-    .split('\n')
-    .filter((l) => l.includes(MASTER.user) && !/no auth attempts/.test(l));
-}
+const masterMentions = (from: number) => masterMentionsIn(stack.dovecot, MASTER.user, from);
 
 /** A raw client on the implicit-TLS listener, past the greeting. */
 async function tls(localAddress = '127.0.0.1'): Promise<RawSieve> {

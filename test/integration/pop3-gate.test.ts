@@ -16,8 +16,9 @@ import { loadConfig } from '../../src/config/load.js';
 import { runDoctor } from '../../src/doctor.js';
 import { runLoad } from '../../src/load/cli.js';
 import type { LoadReport } from '../../src/load/report.js';
-import { deliverLmtp } from '../support/lmtp.js';
+import { dovecotLogins, masterMentions as masterMentionsIn } from '../support/dovecot-log.js';
 import { LineReader } from '../support/line-reader.js';
+import { deliverLmtp } from '../support/lmtp.js';
 import { poplib, type PoplibStep } from '../support/poplib.js';
 import { MASTER, oauthbearer, plain, startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
 
@@ -44,15 +45,11 @@ afterAll(async () => {
 
 const pop3s = (steps: PoplibStep[], source?: string) => poplib({ port: stack.pop3Port, tls: 'implicit', cafile, steps, ...(source ? { source } : {}) });
 
-/** Dovecot's POP3 login lines so far. */
-async function pop3Logins(): Promise<string[]> {
-  return (await stack.dovecot.readLog()).split('\n').filter((l) => /pop3-login: Info: Login: /.test(l));
-}
+/** Dovecot's pop3 login lines so far. */
+const pop3Logins = () => dovecotLogins(stack.dovecot, 'pop3');
 
 /** Dovecot's log lines that mention a login of the master user (successful or not). */
-async function masterMentions(): Promise<string[]> {
-  return (await stack.dovecot.readLog()).split('\n').filter((l) => l.includes(MASTER.user) && !/Disconnected \(no auth attempts/.test(l));
-}
+const masterMentions = () => masterMentionsIn(stack.dovecot, MASTER.user);
 
 describe('POP3 through sasl-gate: downloads', () => {
   it('lists capabilities: Dovecot’s, with the token mechanisms, and STLS only before TLS', async () => {

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { runDoctor } from '../../src/doctor.js';
+import { dovecotLogins } from '../support/dovecot-log.js';
 import { secret } from '../support/evidence.js';
 import { deliverLmtp } from '../support/lmtp.js';
 import { netSieve } from '../support/net-sieve.js';
@@ -44,10 +45,8 @@ afterAll(async () => {
   await stack?.close();
 });
 
-/** Dovecot's ManageSieve login lines so far. */
-async function sieveLogins(): Promise<string[]> {
-  return (await stack.dovecot.readLog()).split('\n').filter((l) => /managesieve-login: Info: Login: /.test(l));
-}
+/** Dovecot's managesieve login lines so far. */
+const sieveLogins = () => dovecotLogins(stack.dovecot, 'managesieve');
 
 /** Subjects of the messages in one of `user`'s folders, read through sasl-gate's IMAPS with a token. */
 async function subjectsIn(user: string, token: string, folder: string): Promise<string[]> {
