@@ -10,7 +10,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['errors.ts', 'version.ts'],
   ['config'],
   ['observe'],
-  ['net', 'tls', 'sasl'],
+  ['net', 'tls', 'sasl', 'storage'],
   ['auth', 'relay'],
   ['login'],
   ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load'],
