@@ -25,6 +25,8 @@ import { Metrics } from './observe/metrics.js';
 import { canonicalAddress, parseNetworks, type NetworkList } from './net/networks.js';
 import { readProxyHeader } from './net/proxy-reader.js';
 import type { ConnectionParameters, SessionOptions } from './login/options.js';
+import type { AppPasswordService } from './auth/app-passwords.js';
+import { openConfiguredAppPasswords } from './auth/app-passwords-sqlite.js';
 
 /** Seams a caller (tests, the demo) may replace. */
 export interface GateDependencies {
@@ -32,11 +34,15 @@ export interface GateDependencies {
   validator?: TokenValidator;
   /** Backend connectors by protocol, in place of TCP to the configured backend. */
   connectors?: Partial<Record<Protocol, BackendConnector>>;
+  /** In place of the SQLite store in storage.dir (with `appPasswords.enabled`). */
+  appPasswords?: AppPasswordService;
 }
 
 export interface RunningGate {
   /** The user directory, when one is configured. */
   directory: RunningDirectory | undefined;
+  /** The app-password store logins check (the self-service page shares it), with `appPasswords.enabled`. */
+  appPasswords: AppPasswordService | undefined;
   /** Bound addresses of the listeners, in configuration order. */
   listeners: Array<{ protocol: ListenerConfig['protocol']; host: string; port: number }>;
   admin: { host: string; port: number } | undefined;
@@ -128,7 +134,9 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     );
   }
 
-  const directory = config.directory ? await startDirectory(config.directory, { log, certificates }) : undefined;
+  // App passwords: one store for logins, the directory's revocations and the page; closed last.
+  const appPasswords = config.appPasswords.enabled ? (deps.appPasswords ?? openConfiguredAppPasswords(config, { flushTimer: true })) : undefined;
+  const directory = config.directory ? await startDirectory(config.directory, { log, certificates, appPasswords }) : undefined;
 
   const servers: NetServer[] = [];
   const sessions = new Set<Closable>();
@@ -151,6 +159,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     failures,
     metrics,
     directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
+    appPasswords,
+    appPasswordsOnly: config.appPasswords.only,
   };
   /** One session factory per protocol, sharing a backend connector and capability cache across its listeners. */
   const factories = new Map<Protocol, ProtocolEntry>();
@@ -383,6 +393,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
 
   return {
     directory,
+    appPasswords,
     listeners: bound,
     admin: adminAddress,
     reloadCertificates: () => certificates.reload('reload requested'),
@@ -408,6 +419,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         closing.push(new Promise<void>((resolve) => admin!.close(() => resolve())));
       }
       await Promise.all(closing);
+      await appPasswords?.close();
     },
   };
 }

@@ -1,9 +1,9 @@
 /** The app-password service on the embedded SQLite database in `storage.dir`. */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { PROTOCOLS, type MailProtocol } from '../config/schema.js';
+import { PROTOCOLS, type AppPasswordsConfig, type MailProtocol, type StorageConfig } from '../config/schema.js';
 import { GateError } from '../errors.js';
-import { openDatabase, type Migration } from '../storage/database.js';
+import { openDatabase, StorageError, type Migration } from '../storage/database.js';
 import { loadOrCreateKey } from '../storage/key-file.js';
 import {
   AppPasswordError,
@@ -91,6 +91,17 @@ interface Row {
 /** The spelling-insensitive form of a user name the passwords are found by. */
 export function userKey(user: string): string {
   return user.normalize('NFKC').trim().toLowerCase();
+}
+
+/** The service as the configuration sets it up (`storage.dir`, `appPasswords.*`); throws StorageError when it cannot be opened. */
+export function openConfiguredAppPasswords(
+  config: { storage: StorageConfig; appPasswords: AppPasswordsConfig },
+  options: { flushTimer: boolean },
+): SqliteAppPasswordService {
+  const { dir } = config.storage;
+  if (dir === undefined) throw new StorageError('app passwords are kept in a database: set storage.dir');
+  const { keyFile, defaultProtocols, maxPerUser, lastUseWriteSeconds } = config.appPasswords;
+  return openAppPasswordService({ dir, keyFile, defaultProtocols, maxPerUser, lastUseWriteSeconds, flushTimer: options.flushTimer });
 }
 
 /** Opens the database and the key; throws StorageError when either cannot be had. */
