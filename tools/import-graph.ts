@@ -14,7 +14,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['auth', 'relay'],
   ['login'],
   ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load'],
-  ['doctor.ts', 'gate.ts'],
+  ['doctor.ts', 'gate.ts', 'app-passwords-cli.ts'],
   ['cli.ts'],
 ];
 
