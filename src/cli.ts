@@ -216,9 +216,9 @@ Exit status:
   2   usage error
 
 Examples:
-  sasl-gate app-passwords create -c /etc/sasl-gate/config.yaml --user alice@example.com --label printer --protocols smtp
-  sasl-gate app-passwords list -c /etc/sasl-gate/config.yaml --user alice@example.com --json
-  sasl-gate app-passwords revoke -c /etc/sasl-gate/config.yaml --user alice@example.com --label printer
+  sasl-gate app-passwords create -c config.yaml --user alice@example.com --label printer --protocols smtp
+  sasl-gate app-passwords list -c config.yaml --user alice@example.com --json
+  sasl-gate app-passwords revoke -c config.yaml --user alice@example.com --label printer
 `,
   },
 };
