@@ -216,7 +216,7 @@ Exit status:
   2   usage error
 
 Examples:
-  sasl-gate app-passwords create -c config.yaml --user alice@example.com --label printer --protocols smtp
+  sasl-gate app-passwords create -c config.yaml -u alice@example.com -l printer --protocols smtp
   sasl-gate app-passwords list -c config.yaml --user alice@example.com --json
   sasl-gate app-passwords revoke -c config.yaml --user alice@example.com --label printer
 `,

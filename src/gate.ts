@@ -134,8 +134,10 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     );
   }
 
-  // App passwords: one store for logins, the directory's revocations and the page; closed last.
-  const appPasswords = config.appPasswords.enabled ? (deps.appPasswords ?? openConfiguredAppPasswords(config, { flushTimer: true })) : undefined;
+  // App passwords: one store for logins, the directory's revocations and the page; closed last
+  // when the gate opened it (an injected one is its owner's to close).
+  const ownAppPasswords = config.appPasswords.enabled && !deps.appPasswords ? openConfiguredAppPasswords(config, { flushTimer: true }) : undefined;
+  const appPasswords = config.appPasswords.enabled ? (deps.appPasswords ?? ownAppPasswords) : undefined;
   const directory = config.directory ? await startDirectory(config.directory, { log, certificates, appPasswords }) : undefined;
 
   const servers: NetServer[] = [];
@@ -419,7 +421,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         closing.push(new Promise<void>((resolve) => admin!.close(() => resolve())));
       }
       await Promise.all(closing);
-      await appPasswords?.close();
+      await ownAppPasswords?.close();
     },
   };
 }

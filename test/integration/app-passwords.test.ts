@@ -314,4 +314,29 @@ describe('app passwords with real Dovecot and Postfix', () => {
     for (const ms of times) expect(ms).toBeGreaterThanOrEqual(FAILURE_DELAY_SECONDS * 1000);
     expect((await dovecot.readLog()).slice(dovecotBefore)).not.toContain('dave@example.test');
   });
+
+  it('the command line says what is wrong with a call, with exit status 2, before it opens anything', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [[], /name an action: create, list, revoke/],
+      [['remove', '--user', DAVE, '--label', 'x'], /unknown action "remove"/],
+      [['create', '--user', DAVE], /create needs --label LABEL/],
+      [['revoke', '--label', 'x'], /revoke needs --user USER/],
+      [['create', '--user', DAVE, '--label', 'x', '--expires', '0'], /--expires takes a number of days/],
+      [['create', '--user', DAVE, '--label', 'x', '--protocols', 'imap,ftp'], /--protocols takes one or more of imap, smtp, pop3, sieve/],
+      [['create', '--user', DAVE, '--label', 'x', '--json'], /--json is an option of list, not of create/],
+      [['create', '--user', 'bad\u0001name', '--label', 'x'], /is not a user name/],
+    ];
+    for (const [argv, message] of cases) {
+      const r = await cli(argv);
+      expect({ argv, code: r.code, stdout: r.stdout }).toEqual({ argv, code: 2, stdout: '' });
+      expect(r.stderr).toMatch(message);
+    }
+    const refused = await cli(['create', '--user', DAVE, '--label', 'phone']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/not created \(duplicate_label\)/);
+    const help = await cli(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: sasl-gate app-passwords create --config FILE --user USER --label LABEL\n/);
+    expect(help.stdout.split('\n').every((line) => line.length <= 100)).toBe(true);
+  });
 });
