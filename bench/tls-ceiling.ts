@@ -16,7 +16,12 @@
  *                          in front of an instant backend (a Node process that answers ID, the master
  *                          login and LOGOUT at once): connect, TLS, greeting, AUTHENTICATE (the token is
  *                          in sasl-gate's cache after the first login), backend login, LOGOUT;
- *   login, concurrency N   the same with N at a time, so that sasl-gate's one thread is saturated.
+ *   login, concurrency N   the same with N at a time, so that sasl-gate's one thread is saturated;
+ *   app password, 1 / N    the same two with `--mech plain` and an app password per user (made
+ *                          before the start in the gate's storage.dir, appPasswords.enabled): the
+ *                          lookup and HMAC of the password instead of the (cached) token, then the
+ *                          same master login. Its cost against the token login's is the ratio of
+ *                          the token login rate over the app-password rate of the same round.
  * Ratios are per round against the s_server sample of the same round, then the median. The CPU
  * time each server used per connection is measured too (/proc): it is less moved by the load of
  * other processes than the rates.
@@ -47,6 +52,7 @@ import { gateCommandNote, startGateProcess } from './lib/gate.js';
 import { startInstantBackend } from './lib/instant-backend.js';
 import { profileText, summarizeProfile } from './lib/profile.js';
 import { certificate, errorsOf, gateConfig, harness, scratchDir, startBenchIdp, tokensFor, usersFile } from './lib/stack.js';
+import { openAppPasswordService } from '../src/auth/app-passwords-sqlite.js';
 
 const ROUNDS = numberOption(args, '--rounds', 5, 1, 50);
 const SECONDS = numberOption(args, '--seconds', 5, 2, 60);
@@ -54,12 +60,14 @@ const CONCURRENCY = numberOption(args, '--concurrency', 8, 2, 1000);
 const PROFILE = args.includes('--profile');
 const OPENSSL = '/usr/bin/openssl';
 
-type Side = 'sServer' | 'sTimeGate' | 'login1' | 'loginN';
+type Side = 'sServer' | 'sTimeGate' | 'login1' | 'loginN' | 'appLogin1' | 'appLoginN';
 const LABELS: Record<Side, string> = {
   sServer: 's_time -> openssl s_server (handshakes)',
   sTimeGate: 's_time -> sasl-gate (handshakes)',
   login1: 'sasl-gate login, instant backend, 1 at a time',
   loginN: `sasl-gate login, instant backend, ${CONCURRENCY} at a time`,
+  appLogin1: 'app-password login, instant backend, 1 at a time',
+  appLoginN: `app-password login, instant backend, ${CONCURRENCY} at a time`,
 };
 
 interface Sample {
@@ -129,12 +137,20 @@ runBench('tls-ceiling', 10 * 60_000, async () => {
   const backend = await startInstantBackend();
   const idp = await startBenchIdp();
   const profileDir = PROFILE ? scratchDir('profile') : undefined;
+  const scratch = scratchDir('tls-ceiling');
+  const tokens = await tokensFor(idp);
+  // One app password per token user, made in the storage.dir the gate will open (same generated key).
+  const storageDir = `${scratch}/state`;
+  const store = openAppPasswordService({ dir: storageDir, keyFile: undefined, defaultProtocols: ['imap'], maxPerUser: 10, lastUseWriteSeconds: 300 });
+  const appPasswords = [];
+  for (const { user } of tokens) appPasswords.push({ user, secret: (await store.create({ user, label: 'bench', createdBy: 'admin' })).password });
+  await store.close();
   const gate = await startGateProcess({
-    config: gateConfig(cert, backend, idp),
+    config: { ...gateConfig(cert, backend, idp), storage: { dir: storageDir }, appPasswords: { enabled: true } },
     ...(profileDir ? { cpuProfileDir: profileDir } : {}),
   });
-  const tokens = await tokensFor(idp);
-  const users = usersFile(scratchDir('tls-ceiling'), 'tokens.tsv', tokens.map((t) => ({ user: t.user, secret: t.token })));
+  const users = usersFile(scratch, 'tokens.tsv', tokens.map((t) => ({ user: t.user, secret: t.token })));
+  const appUsers = usersFile(scratch, 'app-passwords.tsv', appPasswords);
   const gateTarget = `imaps://127.0.0.1:${gate.port}`;
 
   const sTime = async (port: number, serverPid: number, seconds: number): Promise<Sample> => {
@@ -154,10 +170,11 @@ runBench('tls-ceiling', 10 * 60_000, async () => {
       errors: '',
     };
   };
-  const login = async (concurrency: number, seconds: number): Promise<Sample> => {
+  const login = async (concurrency: number, seconds: number, credential: 'token' | 'app_password' = 'token'): Promise<Sample> => {
     const g0 = gate.cpuSeconds();
     const h0 = ownCpuSeconds();
-    const r = await harness(['imap-login', '--target', gateTarget, '--mech', 'xoauth2', '--users', users, '--ca', cert.caPath, '--concurrency', String(concurrency), '--duration', String(seconds)]);
+    const [mech, file] = credential === 'token' ? ['xoauth2', users] : ['plain', appUsers];
+    const r = await harness(['imap-login', '--target', gateTarget, '--mech', mech, '--users', file, '--ca', cert.caPath, '--concurrency', String(concurrency), '--duration', String(seconds)]);
     return {
       rate: r.ratePerSecond,
       count: r.ok,
@@ -179,16 +196,22 @@ runBench('tls-ceiling', 10 * 60_000, async () => {
         return login(1, seconds);
       case 'loginN':
         return login(CONCURRENCY, seconds);
+      case 'appLogin1':
+        return login(1, seconds, 'app_password');
+      case 'appLoginN':
+        return login(CONCURRENCY, seconds, 'app_password');
     }
   };
 
   progress('checking a login through sasl-gate to the instant backend, and warming up (2 s each) ...');
   const check = await login(1, 1);
   if (check.count === 0 || check.failed > 0) throw new Error(`logins through sasl-gate failed: ${check.errors}`);
-  const sides: Side[] = ['sServer', 'sTimeGate', 'login1', 'loginN'];
+  const appCheck = await login(1, 1, 'app_password');
+  if (appCheck.count === 0 || appCheck.failed > 0) throw new Error(`app-password logins through sasl-gate failed: ${appCheck.errors}`);
+  const sides: Side[] = ['sServer', 'sTimeGate', 'login1', 'loginN', 'appLogin1', 'appLoginN'];
   for (const side of sides) await measure(side, 2);
 
-  const samples: Record<Side, Sample[]> = { sServer: [], sTimeGate: [], login1: [], loginN: [] };
+  const samples: Record<Side, Sample[]> = { sServer: [], sTimeGate: [], login1: [], loginN: [], appLogin1: [], appLoginN: [] };
   for (let r = 0; r < ROUNDS; r++) {
     const order = sides.map((_, i) => sides[(i + r) % sides.length]!);
     if (r % 2 === 1) order.reverse();
@@ -226,6 +249,13 @@ runBench('tls-ceiling', 10 * 60_000, async () => {
     };
   };
   const results = Object.fromEntries(sides.map((s) => [s, summary(s)])) as Record<Side, ReturnType<typeof summary>>;
+  /** An app-password login's cost over a token login's, per round (rate, and sasl-gate CPU per login), then the median. */
+  const costVsToken = (app: Side, token: Side) => ({
+    byRate: sig3(median(samples[app].map((s, i) => samples[token][i]!.rate / s.rate))),
+    byServerCpu: sig3(median(samples[app].map((s, i) => s.serverCpuMs / samples[token][i]!.serverCpuMs))),
+  });
+  const appPasswordCost = { concurrent: costVsToken('appLoginN', 'loginN'), sequential: costVsToken('appLogin1', 'login1') };
+  const appPasswordTarget = 1.2;
   const target = 0.9;
   const failures = sides.flatMap((s) => samples[s].filter((x) => x.failed > 0).map((x) => `${LABELS[s]}: ${x.errors}`));
   const result = {
@@ -249,6 +279,9 @@ runBench('tls-ceiling', 10 * 60_000, async () => {
     },
     target,
     targetMet: results.loginN.vsSServerRate >= target,
+    appPasswordCostVsToken: appPasswordCost,
+    appPasswordTarget,
+    appPasswordTargetMet: appPasswordCost.concurrent.byRate <= appPasswordTarget,
     backendLogins,
     failures,
     profiles,
@@ -262,7 +295,7 @@ runBench('tls-ceiling', 10 * 60_000, async () => {
   out.push('The TLS ceiling: sasl-gate with an instant backend vs openssl s_server, same certificate');
   out.push(machineLine(before, after));
   out.push(`${opensslVersion}; ${result.certificate}; gate: ${gateCommandNote()}`);
-  out.push(`${ROUNDS} rounds x 4 samples of ${SECONDS} s; rates and CPU: medians of the rounds; ratios: medians of the per-round ratios against s_server`);
+  out.push(`${ROUNDS} rounds x ${sides.length} samples of ${SECONDS} s; rates and CPU: medians of the rounds; ratios: medians of the per-round ratios against s_server`);
   out.push('');
   const rows = [['', 'per second', 'min..max', 'server CPU ms/conn', 'client CPU ms/conn', 'p50 ms', 'vs s_server', 'by server CPU']];
   for (const side of sides) {
@@ -285,6 +318,11 @@ runBench('tls-ceiling', 10 * 60_000, async () => {
       `(target >= ${target}x: ${result.targetMet ? 'met' : 'NOT met'}); by server CPU per connection: ${fmtRatio(result.ratios.loginConcurrentVsSServerByCpu)}x`,
   );
   out.push(`sasl-gate logins one at a time = ${fmtRatio(result.ratios.loginSequentialVsSServer)}x; bare handshakes with s_time = ${fmtRatio(result.ratios.handshakesVsSServer)}x (by CPU ${fmtRatio(result.ratios.handshakesVsSServerByCpu)}x)`);
+  out.push(
+    `app-password login cost vs token login (${CONCURRENCY} at a time) = ${fmtRatio(appPasswordCost.concurrent.byRate)}x by rate, ` +
+      `${fmtRatio(appPasswordCost.concurrent.byServerCpu)}x by sasl-gate CPU per login (target <= ${appPasswordTarget}x: ${result.appPasswordTargetMet ? 'met' : 'NOT met'}); ` +
+      `1 at a time: ${fmtRatio(appPasswordCost.sequential.byRate)}x by rate, ${fmtRatio(appPasswordCost.sequential.byServerCpu)}x by CPU`,
+  );
   out.push(`instant backend logins: ${backendLogins}`);
   if (failures.length) out.push(`failures: ${failures.join(' | ')}`);
   for (const p of profiles) out.push('', ...profileText(p));

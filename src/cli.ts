@@ -20,6 +20,8 @@ Usage:
                                        token in to check it and log in as its user
   sasl-gate load SCENARIO --target URL --users FILE
                                        load-test an IMAP or SMTP server
+  sasl-gate app-passwords create|list|revoke --config FILE ...
+                                       create, list and revoke users' app passwords
   sasl-gate --version | --help
 
 sasl-gate COMMAND --help (or sasl-gate help COMMAND) tells what a command does, its options,
@@ -169,6 +171,56 @@ Examples:
   sasl-gate doctor --config /etc/sasl-gate/config.yaml < token.txt
 `,
   },
+  'app-passwords': {
+    options: {
+      ...CONFIG_OPTIONS,
+      user: { type: 'string', short: 'u' },
+      label: { type: 'string', short: 'l' },
+      protocols: { type: 'string' },
+      expires: { type: 'string' },
+      json: { type: 'boolean' },
+      all: { type: 'boolean' },
+    },
+    help: `Usage: sasl-gate app-passwords create --config FILE --user USER --label LABEL
+                                      [--protocols imap,smtp] [--expires DAYS]
+       sasl-gate app-passwords list --config FILE [--user USER] [--json] [--all]
+       sasl-gate app-passwords revoke --config FILE --user USER --label LABEL
+
+App passwords are per-device passwords for mail clients without OAuth: a PLAIN or LOGIN login
+with one logs in as its user through the master user (appPasswords.enabled). They are kept in
+the database in storage.dir, hashed with the server key (appPasswords.keyFile, or the key
+generated in storage.dir). These commands work while serve runs; serve sees each change at its
+next login.
+
+  create   makes a password for USER named LABEL (unique among USER's live passwords) and prints
+           it alone on the last line of standard output. It is shown this once: it is not
+           stored, only its keyed hash.
+  list     the live passwords (of USER), newest first: user, label, protocols, created, expiry,
+           last use. Never a password or a hash.
+  revoke   revokes USER's password named LABEL at once.
+
+Options:
+${CONFIG_OPTION}
+  -u, --user USER     the mail user (the address the backend knows)
+  -l, --label LABEL   the password's name, 1 to 64 printable characters ("phone", "printer")
+  --protocols LIST    create: what it is good for, of imap, smtp, pop3, sieve (comma-separated);
+                      default appPasswords.defaultProtocols
+  --expires DAYS      create: it stops working after this many days (whole number); default never
+  --json              list: one JSON array instead of the table
+  --all               list: revoked and expired passwords too, with their status
+
+Exit status:
+  0   done
+  1   refused (duplicate label, too many passwords, no such password), or the configuration
+      or the database has problems
+  2   usage error
+
+Examples:
+  sasl-gate app-passwords create -c config.yaml -u alice@example.com -l printer --protocols smtp
+  sasl-gate app-passwords list -c config.yaml --user alice@example.com --json
+  sasl-gate app-passwords revoke -c config.yaml --user alice@example.com --label printer
+`,
+  },
 };
 
 const version = packageVersion;
@@ -229,10 +281,13 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   let values: Record<string, string | boolean | Array<string | boolean> | undefined>;
+  let action: string | undefined;
   try {
     const parsed = parseArgs({ args: argv, allowPositionals: true, strict: true, options: command.options });
-    if (parsed.positionals.length > 1) throw new UsageError(`unexpected argument "${parsed.positionals[1]}"`);
+    const allowed = name === 'app-passwords' ? 2 : 1;
+    if (parsed.positionals.length > allowed) throw new UsageError(`unexpected argument "${parsed.positionals[allowed]}"`);
     values = parsed.values;
+    action = parsed.positionals[1];
   } catch (e) {
     err(`sasl-gate ${name}: ${(e as Error).message}\n(sasl-gate ${name} --help shows the options)\n`);
     return 2;
@@ -265,6 +320,10 @@ export async function main(argv: string[]): Promise<number> {
         }
       }
       return doctor(file, typeof user === 'string' ? user : undefined);
+    }
+    case 'app-passwords': {
+      const { appPasswordsCommand } = await import('./app-passwords-cli.js');
+      return appPasswordsCommand(action, values, () => loadOrReport(file)?.config);
     }
     default:
       err(`sasl-gate: unknown command "${name}"\n\n${HELP}`);

@@ -28,6 +28,7 @@ import type { ConnectionParameters, SessionOptions } from './login/options.js';
 import type { AppPasswordService } from './auth/app-passwords.js';
 import { startPortal, type RunningPortal } from './portal/server.js';
 import type { SignInClient } from './portal/signin.js';
+import { openConfiguredAppPasswords } from './auth/app-passwords-sqlite.js';
 
 /** Seams a caller (tests, the demo) may replace. */
 export interface GateDependencies {
@@ -35,7 +36,7 @@ export interface GateDependencies {
   validator?: TokenValidator;
   /** Backend connectors by protocol, in place of TCP to the configured backend. */
   connectors?: Partial<Record<Protocol, BackendConnector>>;
-  /** The app-password store the self-service page manages. */
+  /** In place of the SQLite store in storage.dir (with `appPasswords.enabled`); the self-service page manages it too. */
   appPasswords?: AppPasswordService;
   /** In place of the provider for the self-service page's sign-in. */
   portalSignIn?: SignInClient;
@@ -44,6 +45,8 @@ export interface GateDependencies {
 export interface RunningGate {
   /** The user directory, when one is configured. */
   directory: RunningDirectory | undefined;
+  /** The app-password store logins check (the self-service page shares it), with `appPasswords.enabled`. */
+  appPasswords: AppPasswordService | undefined;
   /** Bound addresses of the listeners, in configuration order. */
   listeners: Array<{ protocol: ListenerConfig['protocol']; host: string; port: number }>;
   admin: { host: string; port: number } | undefined;
@@ -137,7 +140,11 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     );
   }
 
-  const directory = config.directory ? await startDirectory(config.directory, { log, certificates }) : undefined;
+  // App passwords: one store for logins, the directory's revocations and the page; closed last
+  // when the gate opened it (an injected one is its owner's to close).
+  const ownAppPasswords = config.appPasswords.enabled && !deps.appPasswords ? openConfiguredAppPasswords(config, { flushTimer: true }) : undefined;
+  const appPasswords = config.appPasswords.enabled ? (deps.appPasswords ?? ownAppPasswords) : undefined;
+  const directory = config.directory ? await startDirectory(config.directory, { log, certificates, appPasswords }) : undefined;
 
   const servers: NetServer[] = [];
   const sessions = new Set<Closable>();
@@ -160,6 +167,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     failures,
     metrics,
     directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
+    appPasswords,
+    appPasswordsOnly: config.appPasswords.only,
   };
   /** One session factory per protocol, sharing a backend connector and capability cache across its listeners. */
   const factories = new Map<Protocol, ProtocolEntry>();
@@ -392,13 +401,13 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
 
   let portal: RunningPortal | undefined;
   if (config.portal) {
-    if (!deps.appPasswords) {
-      log.warn('portal is configured but there is no app-password store to manage: the self-service page is not started');
+    if (!appPasswords) {
+      log.warn('portal is configured but appPasswords.enabled is false: the self-service page is not started');
     } else {
       portal = await startPortal(config, {
         log,
         certificates,
-        service: deps.appPasswords,
+        service: appPasswords,
         servers: bound.map((b, i) => ({ protocol: b.protocol, port: b.port, tls: resolvedListeners[i]!.listener.tls })),
         directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
         ...(deps.portalSignIn ? { signIn: deps.portalSignIn } : {}),
@@ -408,6 +417,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
 
   return {
     directory,
+    appPasswords,
     listeners: bound,
     admin: adminAddress,
     portal: portal ? { host: portal.host, port: portal.port } : undefined,
@@ -435,6 +445,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         closing.push(new Promise<void>((resolve) => admin!.close(() => resolve())));
       }
       await Promise.all(closing);
+      await ownAppPasswords?.close();
     },
   };
 }

@@ -10,11 +10,11 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['errors.ts', 'version.ts'],
   ['config'],
   ['observe'],
-  ['net', 'tls', 'sasl'],
+  ['net', 'tls', 'sasl', 'storage'],
   ['auth', 'relay'],
   ['login'],
   ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load', 'portal'],
-  ['doctor.ts', 'gate.ts'],
+  ['doctor.ts', 'gate.ts', 'app-passwords-cli.ts'],
   ['cli.ts'],
 ];
 

@@ -1,4 +1,5 @@
 import type { MailProtocol } from '../config/schema.js';
+import { GateError } from '../errors.js';
 
 /** Where and how an app password was last used. */
 export interface AppPasswordUse {
@@ -54,4 +55,13 @@ export interface AppPasswordService {
   verify(user: string, password: string, protocol: MailProtocol, address: string): Promise<AppPasswordRecord | undefined>;
   /** Writes pending last-use records and releases the store. */
   close(): Promise<void>;
+}
+
+/** An app password that was not created, and why (stable `code`, safe to show its creator). */
+export class AppPasswordError extends GateError {
+  declare readonly code: AppPasswordRefusal;
+  constructor(code: AppPasswordRefusal, message: string) {
+    super(code, message, { clientMessage: message });
+    this.name = 'AppPasswordError';
+  }
 }

@@ -620,7 +620,8 @@ const directorySchema = z
     }
   });
 
-const PROTOCOLS = ['imap', 'smtp', 'pop3', 'sieve'] as const;
+/** The protocols a listener, and an app password, may speak. */
+export const PROTOCOLS = ['imap', 'smtp', 'pop3', 'sieve'] as const;
 
 const storageSchema = z
   .strictObject({

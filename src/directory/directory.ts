@@ -68,6 +68,8 @@ export type DirectoryEvent =
   | ({ type: 'held'; source: string } & Omit<Extract<ReplaceResult, { applied: false }>, 'applied'>)
   | { type: 'upserted'; id: string; mailbox: string; active: boolean; created: boolean }
   | { type: 'removed'; id: string; mailbox: string }
+  /** An active user stopped being one (emitted before the change's own event): their logins end now. */
+  | { type: 'departed'; user: DirectoryUser; how: 'disabled' | 'removed' }
   | { type: 'restored'; source: string; users: number }
   | { type: 'expired'; count: number };
 
@@ -396,11 +398,13 @@ export class Directory {
       skippedUsers,
       skippedAliases,
     };
+    const departures: Array<Extract<DirectoryEvent, { type: 'departed' }>> = [];
     for (const [id, old] of this.users) {
       if (incoming.has(id)) continue;
       if (old.active) {
         counts.removed += 1;
         this.departed.set(id, { user: old, since: now });
+        if (!incomingMailboxes.has(old.mailbox)) departures.push({ type: 'departed', user: old, how: 'removed' });
       }
       // An already disabled user keeps the departure time it got when it was disabled.
     }
@@ -414,6 +418,7 @@ export class Directory {
       } else if (old?.active) {
         counts.disabled += 1;
         this.departed.set(id, { user, since: now });
+        if (!incomingMailboxes.has(old.mailbox)) departures.push({ type: 'departed', user: old, how: 'disabled' });
       } else {
         const departure = this.departed.get(id);
         if (departure) departure.user = user;
@@ -428,6 +433,7 @@ export class Directory {
     this.held = undefined;
     this.pruneDepartures(now);
     this.rebuildIndexes();
+    for (const departure of departures) this.emit(departure);
     this.emit({ type: 'replaced', source: snapshot.source, forced: options.force === true, ...counts });
     return { applied: true, ...counts };
   }
@@ -461,6 +467,7 @@ export class Directory {
     if (user.active) this.activeIndex.add(user);
     else this.inactiveIndex.add(user);
     this.meta ??= { source: 'incremental', fetchedAt: new Date(now).toISOString() };
+    if (old?.active && !user.active) this.emit({ type: 'departed', user: old, how: 'disabled' });
     this.emit({ type: 'upserted', id: user.id, mailbox: user.mailbox, active: user.active, created: !old });
   }
 
@@ -474,6 +481,7 @@ export class Directory {
     this.unindex(old);
     this.users.delete(id);
     if (old.active) this.setDeparture(id, { user: old, since: this.now() });
+    if (old.active) this.emit({ type: 'departed', user: old, how: 'removed' });
     this.emit({ type: 'removed', id, mailbox: old.mailbox });
   }
 

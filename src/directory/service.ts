@@ -1,10 +1,12 @@
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import type { AppPasswordService } from '../auth/app-passwords.js';
 import type { DirectoryConfig } from '../config/schema.js';
 import { readSecret } from '../config/secrets.js';
 import { ConfigError } from '../errors.js';
 import type { CertificateStore } from '../tls/certificates.js';
+import { revokeAppPasswordsOnDeparture } from './app-passwords.js';
 import { Directory, type DirectoryEvent } from './directory.js';
 import { PasswdFileWriter } from './dovecot.js';
 import { createScimHandler } from './scim.js';
@@ -47,7 +49,7 @@ function describe(event: DirectoryEvent): Record<string, unknown> {
  */
 export async function startDirectory(
   config: DirectoryConfig,
-  deps: { log: Logger; certificates: CertificateStore },
+  deps: { log: Logger; certificates: CertificateStore; appPasswords?: AppPasswordService | undefined },
 ): Promise<RunningDirectory> {
   const log = deps.log.child({ component: 'directory' });
   const directory = new Directory({
@@ -58,6 +60,8 @@ export async function startDirectory(
       if (event.type === 'held') log.warn(describe(event), 'directory sync held back: it would remove too many users');
     },
   });
+  // Subscribed before the first sync, so no departure goes by unrevoked.
+  const stopRevoking = deps.appPasswords ? revokeAppPasswordsOnDeparture(directory, deps.appPasswords, log) : () => {};
   const store = config.stateFile ? new DirectoryStore(config.stateFile) : undefined;
   const source = createDirectorySource(config);
   const persist = () => {
@@ -150,6 +154,7 @@ export async function startDirectory(
     async close() {
       sync?.stop();
       unsubscribe();
+      stopRevoking();
       await writer?.stop();
       await socketmap?.close();
       if (scimServer) {

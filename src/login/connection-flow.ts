@@ -32,6 +32,8 @@ export function connectionLoginFlow<S, R>(
       oauth: options.oauth,
       master: options.master,
       directoryVerdict: options.directoryVerdict,
+      appPasswords: options.appPasswords,
+      appPasswordsOnly: options.appPasswordsOnly,
       protocol: dialect.protocol,
       log: connection.log,
       client: connection.client,

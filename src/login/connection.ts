@@ -47,7 +47,12 @@ export interface Farewells {
 export interface LoginRecord {
   mechanism: string | undefined;
   user: string | undefined;
+  /** What the client logged in with, once known: a token, an app password, or a password the backend checks. */
+  credential?: Credential | undefined;
 }
+
+/** The kind of secret a login carried (a metric label and a log field). */
+export type Credential = 'token' | 'app_password' | 'password';
 
 /** What the connection needs of the session options. */
 export type ConnectionOptions = Pick<SessionOptions, 'listener' | 'limits' | 'log' | 'clientAddress' | 'starttls' | 'metrics'>;
@@ -76,6 +81,7 @@ interface ClosingRecord {
   client: { address: string; port: number };
   mechanism: string | undefined;
   user: string | undefined;
+  credential: Credential | undefined;
   started: number;
 }
 
@@ -106,6 +112,7 @@ function connectionClosed(record: ClosingRecord, outcome: Outcome, stats: RelayS
       listener,
       mechanism: record.mechanism,
       user: record.user,
+      credential: record.credential,
       outcome,
       durationMs: Date.now() - record.started,
       bytesFromClient: stats?.bytesFromClient ?? 0,
@@ -231,6 +238,7 @@ export class ClientConnection<F extends LineFramer> {
       client: this.client,
       mechanism: this.record.mechanism,
       user: this.record.user,
+      credential: this.record.credential,
       started: this.started,
     };
   }

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import type { AppPasswordRecord } from '../auth/app-passwords.js';
 import { bindIdentity } from '../auth/identity.js';
 import { checkPasswordLogin } from '../auth/password-policy.js';
 import { openidConfigurationUrl } from '../auth/provider.js';
@@ -11,7 +12,7 @@ import { decodeOauthbearer, decodeXoauth2, type BearerCredentials } from '../sas
 import { isDummyReply, oauthbearerErrorChallenge, xoauth2ErrorChallenge } from '../sasl/challenge.js';
 import { decodeLoginField, LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT } from '../sasl/login.js';
 import { decodePlain } from '../sasl/plain.js';
-import type { LoginRecord } from './connection.js';
+import type { Credential, LoginRecord } from './connection.js';
 import type { SessionOptions } from './options.js';
 
 /** The SASL mechanisms sasl-gate speaks itself. */
@@ -32,7 +33,10 @@ export type LoginRequest =
   /** IMAP's LOGIN command: the name and password as sent (bytes), and whether they came as literals. */
   | { kind: 'password'; user: Buffer; password: Buffer; literals: boolean };
 
-/** How the backend is to log the client in; `token` names a user only after the token was verified and bound. */
+/**
+ * How the backend is to log the client in; `token` (a master login as the user) names a user only
+ * after a token was verified and bound, or an app password verified.
+ */
 export type BackendCredentials =
   | { kind: 'token'; user: string }
   | { kind: 'plain'; initialResponse: string }
@@ -99,7 +103,10 @@ export const systemClock: FlowClock = {
 };
 
 /** What the flow needs of the session options, plus the connection it serves. */
-export type LoginFlowOptions = Pick<SessionOptions, 'listener' | 'failures' | 'metrics' | 'validator' | 'oauth' | 'master' | 'directoryVerdict'> & {
+export type LoginFlowOptions = Pick<
+  SessionOptions,
+  'listener' | 'failures' | 'metrics' | 'validator' | 'oauth' | 'master' | 'directoryVerdict' | 'appPasswords' | 'appPasswordsOnly'
+> & {
   protocol: Protocol;
   maxAuthFailures: number;
   /** The connection's logger. */
@@ -136,21 +143,24 @@ export class LoginFlow<S, R> {
     if (request.kind === 'password') return this.passwordCommand(request);
     const { mechanism } = request;
     this.options.record.mechanism = mechanism;
+    this.options.record.credential = mechanism === 'PLAIN' || mechanism === 'LOGIN' ? 'password' : 'token';
     if (mechanism === 'LOGIN') return this.loginMechanism(request.initialResponse);
     const response = await this.response(request.initialResponse, '');
     if ('failed' in response) return response.failed;
     if (mechanism === 'PLAIN') {
       // Unset until this attempt's name is read: a failure counts against no earlier attempt's name.
       let user: string | undefined;
+      let password: string;
       try {
         const credentials = decodePlain(response.bytes);
         user = credentials.authcid;
+        password = credentials.password;
         this.options.record.user = user;
         checkPasswordLogin(credentials, this.passwordPolicy());
       } catch (err) {
         return this.refusePassword(err, user);
       }
-      return this.backend({ kind: 'plain', initialResponse: response.text }, user);
+      return this.passwordLogin(user, password, { kind: 'plain', initialResponse: response.text });
     }
     return this.tokenLogin(mechanism, response.bytes);
   }
@@ -158,6 +168,7 @@ export class LoginFlow<S, R> {
   /** IMAP's LOGIN command. */
   private async passwordCommand(request: Extract<LoginRequest, { kind: 'password' }>): Promise<LoginOutcome<S, R>> {
     this.options.record.mechanism = 'LOGIN-COMMAND';
+    this.options.record.credential = 'password';
     let user: string;
     try {
       user = strictUtf8.decode(request.user);
@@ -171,7 +182,14 @@ export class LoginFlow<S, R> {
     } catch (err) {
       return this.refusePassword(err, user);
     }
-    return this.backend({ kind: 'password', user: request.user, password: request.password, literals: request.literals }, user);
+    let password: string | undefined;
+    try {
+      password = strictUtf8.decode(request.password);
+    } catch {
+      // Not UTF-8: not an app password, perhaps still the backend's.
+      password = undefined;
+    }
+    return this.passwordLogin(user, password, { kind: 'password', user: request.user, password: request.password, literals: request.literals });
   }
 
   /** The LOGIN mechanism: user name (possibly as initial response), then password, on request. */
@@ -181,15 +199,61 @@ export class LoginFlow<S, R> {
     const passwordResponse = await this.response(undefined, LOGIN_PASSWORD_PROMPT);
     if ('failed' in passwordResponse) return passwordResponse.failed;
     let user: string | undefined;
+    let password: string;
     try {
       user = decodeLoginField(userResponse.bytes);
       this.options.record.user = user;
-      decodeLoginField(passwordResponse.bytes);
+      password = decodeLoginField(passwordResponse.bytes);
       checkPasswordLogin({ authcid: user }, this.passwordPolicy());
     } catch (err) {
       return this.refusePassword(err, user);
     }
-    return this.backend({ kind: 'login-mechanism', userResponse: userResponse.text, passwordResponse: passwordResponse.text }, user);
+    return this.passwordLogin(user, password, { kind: 'login-mechanism', userResponse: userResponse.text, passwordResponse: passwordResponse.text });
+  }
+
+  /**
+   * A password login that passed the policy: an app password of `user` for this protocol logs in
+   * with the master user as the record's user; any other password goes to the backend as sent, or,
+   * with `appPasswords.only`, is refused here.
+   */
+  private async passwordLogin(user: string, password: string | undefined, passThrough: BackendCredentials): Promise<LoginOutcome<S, R>> {
+    const { appPasswords, log, record, client, protocol } = this.options;
+    if (appPasswords && password !== undefined) {
+      let found: AppPasswordRecord | undefined;
+      try {
+        found = await appPasswords.verify(user, password, protocol, client.address);
+      } catch (err) {
+        log.error({ mechanism: record.mechanism, user, reason: 'storage_unavailable', detail: (err as Error).message }, 'app passwords could not be read');
+        this.count('temporary_failure', 'storage_unavailable');
+        return { kind: 'temporary', which: 'provider' };
+      }
+      if (found) return this.appPasswordLogin(found);
+    }
+    if (this.options.appPasswordsOnly) {
+      log.info({ mechanism: record.mechanism, user, credential: record.credential, reason: 'not_app_password' }, 'authentication failed');
+      return this.failed('not_app_password', user, { by: 'policy', clientText: undefined });
+    }
+    return this.backend(passThrough, user);
+  }
+
+  /** A verified app password: the directory's word on its user, then the master login as that user. */
+  private async appPasswordLogin(found: AppPasswordRecord): Promise<LoginOutcome<S, R>> {
+    const { log, record } = this.options;
+    record.credential = 'app_password';
+    // The user the password was made for, never the client's spelling of it.
+    record.user = found.user;
+    const verdict = this.options.directoryVerdict?.(found.user) ?? 'allowed';
+    if (verdict === 'not_loaded') {
+      log.info({ mechanism: record.mechanism, user: found.user, credential: 'app_password', reason: 'provider_unavailable' }, 'authentication failed');
+      this.count('temporary_failure', 'provider_unavailable');
+      return { kind: 'temporary', which: 'provider' };
+    }
+    if (verdict !== 'allowed') {
+      const reason = verdict === 'disabled' ? 'user_disabled' : 'unknown_user';
+      log.info({ mechanism: record.mechanism, user: found.user, credential: 'app_password', reason }, 'authentication failed');
+      return this.failed(reason, found.user, { by: 'policy', clientText: undefined });
+    }
+    return this.backend({ kind: 'token', user: found.user }, found.user);
   }
 
   /**
@@ -304,7 +368,7 @@ export class LoginFlow<S, R> {
     metrics.backendLoginSeconds.observe({ protocol, result: answer.ok ? 'ok' : 'refused' }, seconds());
     if (!answer.ok) {
       if (credentials.kind === 'token') {
-        // The token was good: a refusal here is sasl-gate's configuration or a missing mailbox,
+        // The token (or app password) was good: a refusal here is sasl-gate's configuration or a missing mailbox,
         // never something the client should drop its credentials over.
         log.error(
           { mechanism: record.mechanism, user, reason: 'backend_refused', backendReply: answer.summary },
@@ -316,7 +380,7 @@ export class LoginFlow<S, R> {
       log.info({ mechanism: record.mechanism, user, reason: 'backend_refused', backendReply: answer.summary }, 'authentication failed');
       return this.failed('backend_refused', user, { by: 'backend', reply: answer.reply });
     }
-    log.info({ mechanism: record.mechanism, user, backendLoginMs: this.clock.now() - started }, 'authenticated');
+    log.info({ mechanism: record.mechanism, user, credential: record.credential, backendLoginMs: this.clock.now() - started }, 'authenticated');
     this.count('success', 'ok');
     this.options.failures.recordSuccess(this.options.client.address, user);
     return { kind: 'success', user, socket: answer.socket, rest: answer.rest, extras: answer.extras };
@@ -340,7 +404,8 @@ export class LoginFlow<S, R> {
 
   private count(result: AuthResult, reason: string): void {
     const { metrics, listener, record } = this.options;
-    metrics.authentications.inc({ listener, mechanism: record.mechanism ?? 'none', result, reason });
+    const credential: Credential = record.credential ?? 'password';
+    metrics.authentications.inc({ listener, mechanism: record.mechanism ?? 'none', result, reason, credential });
   }
 
   private passwordPolicy() {

@@ -1,5 +1,6 @@
 import type { SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
+import type { AppPasswordService } from '../auth/app-passwords.js';
 import type { TokenValidator } from '../auth/validator.js';
 import type { LimitsConfig } from '../config/schema.js';
 import type { Metrics } from '../observe/metrics.js';
@@ -29,6 +30,10 @@ export interface SessionOptions {
   master: { user: string; password: string; separator: string };
   /** Unset when there is no directory. */
   directoryVerdict: DirectoryVerdict | undefined;
+  /** With `appPasswords.enabled`: the store PLAIN and LOGIN passwords are checked against first. */
+  appPasswords: AppPasswordService | undefined;
+  /** `appPasswords.only`: a password that is not a live app password is refused, never forwarded. */
+  appPasswordsOnly: boolean;
 }
 
 /** What a listener passes per connection; the rest of {@link SessionOptions} is shared. */

@@ -14,7 +14,7 @@ export class Metrics {
   readonly registry = new Registry();
   readonly connectionsOpen: Gauge<'listener'>;
   readonly connectionsTotal: Counter<'listener'>;
-  readonly authentications: Counter<'listener' | 'mechanism' | 'result' | 'reason'>;
+  readonly authentications: Counter<'listener' | 'mechanism' | 'result' | 'reason' | 'credential'>;
   readonly validationSeconds: Histogram<'strategy' | 'verdict'>;
   readonly backendLoginSeconds: Histogram<'protocol' | 'result'>;
   readonly bytesRelayed: Counter<'listener' | 'direction'>;
@@ -48,8 +48,8 @@ export class Metrics {
     });
     this.authentications = new Counter({
       name: 'sasl_gate_authentications_total',
-      help: 'Authentication attempts by listener, mechanism, result and reason code.',
-      labelNames: ['listener', 'mechanism', 'result', 'reason'],
+      help: 'Authentication attempts by listener, mechanism, result, reason code and credential (token, app_password, password).',
+      labelNames: ['listener', 'mechanism', 'result', 'reason', 'credential'],
       registers: [registry],
     });
     this.validationSeconds = new Histogram({

@@ -166,9 +166,9 @@ describe('sasl-gate serve', () => {
     expect(response.status).toBe(200);
     const text = await response.text();
     const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? NaN);
-    expect(value(/^sasl_gate_authentications_total\{listener="imap-\d+",mechanism="OAUTHBEARER",result="success",reason="ok"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
-    expect(value(/^sasl_gate_authentications_total\{listener="imap-\d+",mechanism="OAUTHBEARER",result="failure",reason="wrong_user"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
-    expect(value(/^sasl_gate_authentications_total\{listener="smtp-\d+",mechanism="OAUTHBEARER",result="temporary_failure",reason="backend_unavailable"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^sasl_gate_authentications_total\{listener="imap-\d+",mechanism="OAUTHBEARER",result="success",reason="ok",credential="token"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^sasl_gate_authentications_total\{listener="imap-\d+",mechanism="OAUTHBEARER",result="failure",reason="wrong_user",credential="token"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^sasl_gate_authentications_total\{listener="smtp-\d+",mechanism="OAUTHBEARER",result="temporary_failure",reason="backend_unavailable",credential="token"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
     expect(value(/^sasl_gate_connections_total\{listener="imap-\d+"\} (\d+)$/m)).toBeGreaterThanOrEqual(3);
     expect(value(/^sasl_gate_token_validation_seconds_count\{strategy="jwt",verdict="accepted"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
     expect(value(/^sasl_gate_token_cache_lookups_total\{outcome="miss"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);

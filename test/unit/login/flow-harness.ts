@@ -142,6 +142,8 @@ export function sessionOptions(
     oauth: { issuer: 'https://id.example.test', scope: 'openid email' },
     master: MASTER,
     directoryVerdict: undefined,
+    appPasswords: undefined,
+    appPasswordsOnly: false,
     ...rest,
     limits: { ...configSchema.shape.limits.parse({}), ...limits },
     logLines,

@@ -114,6 +114,8 @@ function setup(options: Setup = {}) {
       oauth: { issuer: 'https://id.example.test', scope: 'openid email' },
       master: MASTER,
       directoryVerdict: options.directoryVerdict,
+      appPasswords: undefined,
+      appPasswordsOnly: false,
       log,
       client: { address: '192.0.2.7' },
       record,
@@ -139,7 +141,7 @@ describe('LoginFlow: the SASL exchange of each mechanism', () => {
     expect(outcome).toMatchObject({ kind: 'success', user: 'bob', extras: 'welcome' });
     expect(s.script.challenges).toEqual([]);
     expect(s.script.logins).toEqual([{ kind: 'plain', initialResponse: response }]);
-    expect(s.record).toEqual({ mechanism: 'PLAIN', user: 'bob' });
+    expect(s.record).toEqual({ mechanism: 'PLAIN', user: 'bob', credential: 'password' });
   });
 
   it('PLAIN without one asks with an empty challenge and reads the response line', async () => {
