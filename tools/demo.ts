@@ -3,6 +3,7 @@
  * OpenID provider and sasl-gate in front, a welcome message in alice's mailbox, and commands to
  * paste that read it through the proxy with an OAuth token.
  */
+import { fileURLToPath } from 'node:url';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -199,6 +200,16 @@ async function startDemo(say: (text: string) => void, started: Array<() => Promi
   const portal = gate.portal
     ? `\n  app passwords     ${portalUrl}/   (sign in as alice, any password; the browser will warn about the development certificate)`
     : '';
+  const cli = `node ${shellQuote(fileURLToPath(new URL('../bin/sasl-gate.js', import.meta.url)))}`;
+  const appPasswordHelp = gate.appPasswords
+    ? `
+A client without OAuth uses an app password (made here on the command line; users make theirs on
+the page above). Dovecot knows no such password: sasl-gate logs alice in with the master user.
+
+  export APP_PASSWORD=$(${cli} app-passwords create --config ${configPath} --user ${alice} --label demo-$$ | tail -1)
+  curl --cacert ${cacert} --user "${alice}:$APP_PASSWORD" '${url}/'
+`
+    : '';
   const tokenRequest = `curl -s -u ${shellQuote(`${idp.clientId}:${idp.clientSecret}`)} -d grant_type=${devGrantType} -d username=bob@example.test ${idp.tokenEndpoint}`;
   say(`
 Ready.
@@ -230,7 +241,7 @@ then list the INBOX again: it now has two messages.
 A password client passes through to Dovecot unchanged:
 
   curl --cacert ${cacert} --user '${USERS[1]!.name}:${USERS[1]!.password}' '${url}/'
-
+${appPasswordHelp}
 A fresh token for any user (here bob), from the development provider's token endpoint:
 
   export TOKEN=$(${tokenRequest} | node -pe 'JSON.parse(require("fs").readFileSync(0, "utf8")).access_token')

@@ -97,6 +97,14 @@ describe('the demo', () => {
     const pasted = await run('bash', ['-c', `${exportLine![1]}\n${read}`], { cwd: dir, timeout: 30_000 });
     expect(pasted.stdout).toContain('Subject: Welcome to sasl-gate');
 
+    // The app-password lines, pasted: the command line makes one while the demo serves, curl lists with it.
+    const appPassword = output.split('\n').filter((line) => /APP_PASSWORD/.test(line)).map((line) => line.trim());
+    expect(appPassword).toHaveLength(2);
+    const listed = await run('bash', ['-c', `${appPassword.join('\n')}\necho "app password: $APP_PASSWORD"`], { cwd: dir, timeout: 30_000 });
+    const made = secret(/^app password: (.*)$/m.exec(listed.stdout)?.[1] ?? '', 'app password');
+    expect(made).toMatch(/^([a-z]{4}-){6}[a-z]{4}$/);
+    expect(listed.stdout).toContain('INBOX');
+
     // What it started: the private Dovecot and Postfix (by their directories) and its listeners.
     const dovecotDir = /Dovecot +127\.0\.0\.1:(\d+) \(private instance, log (\/\S+)\/[^/\s]+\)/.exec(output)!;
     const postfixDir = /Postfix +127\.0\.0\.1:(\d+) \(private instance, log (\/\S+)\/[^/\s]+\)/.exec(output)!;
