@@ -151,6 +151,9 @@ PASS, WARN or FAIL, what it found and, for anything that did not pass, what to c
   smtp master    AUTH PLAIN with the master credentials as a user (login: master)
   certificate    tls.cert and tls.key: readable, belonging together, not expired
   token          a token piped in on standard input: accepted, by which strategy, for whom
+  autoconfig     with portal: what mail apps are told (autoconfig), then the DNS records to
+                 publish: autoconfig and ua-auto-config names, RFC 6186 / 8314 SRV records for
+                 each listener, and the PACC digest record
 
 A master login needs a user to log in as (Dovecot refuses the master user logging in as
 itself). --user NAME names one, without any token: the way to test master.password, whose

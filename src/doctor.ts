@@ -163,7 +163,7 @@ export function autoconfigReport(config: GateConfig): { checks: DoctorCheck[]; l
   if (domains.length === 0) {
     checks.push({
       status: 'WARN',
-      name: 'autoconfig dns',
+      name: 'dns records',
       finding: 'no accepted domain is configured, so the records below are for example.com',
       hint: 'set oauth.allowedEmailDomains (or directory.domains) to the domains this server hosts',
     });
