@@ -22,6 +22,8 @@ Usage:
                                        load-test an IMAP or SMTP server
   sasl-gate app-passwords create|list|revoke --config FILE ...
                                        create, list and revoke users' app passwords
+  sasl-gate thunderbird-addon --config FILE --out FILE.xpi
+                                       write the Thunderbird add-on that registers the provider
   sasl-gate --version | --help
 
 sasl-gate COMMAND --help (or sasl-gate help COMMAND) tells what a command does, its options,
@@ -149,6 +151,9 @@ PASS, WARN or FAIL, what it found and, for anything that did not pass, what to c
   smtp master    AUTH PLAIN with the master credentials as a user (login: master)
   certificate    tls.cert and tls.key: readable, belonging together, not expired
   token          a token piped in on standard input: accepted, by which strategy, for whom
+  autoconfig     with portal: what mail apps are told (autoconfig), then the DNS records to
+                 publish: autoconfig and ua-auto-config names, RFC 6186 / 8314 SRV records for
+                 each listener, and the PACC digest record
 
 A master login needs a user to log in as (Dovecot refuses the master user logging in as
 itself). --user NAME names one, without any token: the way to test master.password, whose
@@ -219,6 +224,32 @@ Examples:
   sasl-gate app-passwords create -c config.yaml -u alice@example.com -l printer --protocols smtp
   sasl-gate app-passwords list -c config.yaml --user alice@example.com --json
   sasl-gate app-passwords revoke -c config.yaml --user alice@example.com --label printer
+`,
+  },
+  'thunderbird-addon': {
+    options: { ...CONFIG_OPTIONS, out: { type: 'string', short: 'o' } },
+    help: `Usage: sasl-gate thunderbird-addon --config FILE --out FILE.xpi
+
+Writes a Thunderbird add-on (.xpi, unsigned: for deployment by enterprise policy) whose manifest
+registers the OpenID provider with Thunderbird's oauth_provider key: the host name mail apps
+connect to (autoconfig.hostname), the public client autoconfig.clientId with PKCE, its scopes,
+the authorization and token endpoints (autoconfig.authorizationEndpoint / tokenEndpoint, else the
+provider's discovery document), and from Thunderbird 153 issuerIdentifier and sign-in in the
+system browser, from 155 emailDomains (autoconfig.addonMinVersion). README.txt in the add-on says
+which version reads which key. No secret is ever written into it.
+
+Options:
+${CONFIG_OPTION}
+  -o, --out FILE      where to write the .xpi (replaced if it exists)
+
+Exit status:
+  0   written
+  1   the configuration has problems (no autoconfig.clientId), or the provider's discovery
+      document could not be read, or the file could not be written
+  2   usage error
+
+Examples:
+  sasl-gate thunderbird-addon --config /etc/sasl-gate/config.yaml --out example-mail.xpi
 `,
   },
 };
@@ -325,6 +356,14 @@ export async function main(argv: string[]): Promise<number> {
       const { appPasswordsCommand } = await import('./app-passwords-cli.js');
       return appPasswordsCommand(action, values, () => loadOrReport(file)?.config);
     }
+    case 'thunderbird-addon': {
+      const target = values['out'];
+      if (typeof target !== 'string' || target === '') {
+        err('sasl-gate thunderbird-addon: --out FILE.xpi is required\n');
+        return 2;
+      }
+      return thunderbirdAddon(file, target);
+    }
     default:
       err(`sasl-gate: unknown command "${name}"\n\n${HELP}`);
       return 2;
@@ -408,6 +447,45 @@ async function doctor(file: string | undefined, user: string | undefined): Promi
   const token = process.stdin.isTTY ? '' : await readStdin();
   const { runDoctor } = await import('./doctor.js');
   return runDoctor(config, { ...(token === '' ? {} : { token }), ...(user === undefined ? {} : { user }) });
+}
+
+/** `thunderbird-addon`: writes the .xpi registering the provider. */
+async function thunderbirdAddon(file: string | undefined, target: string): Promise<number> {
+  const config = loadOrReport(file)?.config;
+  if (!config) return 1;
+  const { autoconfigSettings } = await import('./autoconfig/documents.js');
+  const { OAuthEndpointSource } = await import('./autoconfig/endpoints.js');
+  const { addonManifest, addonXpi } = await import('./thunderbird/addon.js');
+  const { acceptedDomains } = await import('./config/schema.js');
+  const { writeFileSync } = await import('node:fs');
+  const servers = config.listeners.map((l) => ({ protocol: l.protocol, port: l.bind.port, tls: l.tls }));
+  const settings = autoconfigSettings(config, acceptedDomains(config), servers);
+  if (settings.clientId === undefined) {
+    err('sasl-gate thunderbird-addon: autoconfig.clientId is not set: the add-on registers a public OAuth client (no secret, PKCE) for Thunderbird\n');
+    return 1;
+  }
+  if (config.autoconfig.hostname === undefined && !config.portal) {
+    err('sasl-gate thunderbird-addon: no host name for the mail servers: set autoconfig.hostname (or portal.publicUrl)\n');
+    return 1;
+  }
+  let manifest;
+  try {
+    const endpoints = await new OAuthEndpointSource(config.oauth.issuer, config.autoconfig, { timeoutSeconds: config.oauth.requestTimeoutSeconds }).get();
+    manifest = addonManifest(settings, endpoints, config.autoconfig);
+  } catch (e) {
+    err(`sasl-gate thunderbird-addon: ${(e as Error).message} (or set autoconfig.authorizationEndpoint and autoconfig.tokenEndpoint)\n`);
+    return 1;
+  }
+  try {
+    writeFileSync(target, addonXpi(manifest));
+  } catch (e) {
+    err(`sasl-gate thunderbird-addon: cannot write ${target}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const p = manifest.oauth_provider;
+  out(`wrote ${target}: ${manifest.browser_specific_settings.gecko.id} ${manifest.version} for Thunderbird ${manifest.browser_specific_settings.gecko.strict_min_version} and later\n`);
+  out(`provider ${p.issuerIdentifier ?? p.issuer} for ${p.hostnames.join(', ')}${p.emailDomains ? ` (${p.emailDomains.join(', ')})` : ''}, client ${p.clientId}, redirect ${p.redirectionEndpoint}\n`);
+  return 0;
 }
 
 async function serve(file: string | undefined): Promise<number> {

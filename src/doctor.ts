@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { ChainValidator, type StrategyReport } from './auth/chain.js';
+import { autoconfigSettings, dnsRecords, paccDocument, PACC_PROTOCOLS } from './autoconfig/documents.js';
 import { openidConfigurationUrl, ProviderClient, type ProviderEndpoints } from './auth/provider.js';
 import { ValidationError } from './auth/validation-error.js';
 import type { TokenIdentity } from './auth/validator.js';
@@ -122,8 +123,61 @@ export async function runDoctor(config: GateConfig, options: DoctorOptions = {})
 
   report(await checkCertificate(config, now()));
   if (tokenResult) report(tokenResult.check);
+  if (config.portal) {
+    const published = autoconfigReport(config);
+    for (const check of published.checks) report(check);
+    for (const line of published.lines) write(line);
+  }
   return failed ? 1 : 0;
 }
+
+/**
+ * What mail apps will be told (the portal's autoconfiguration), and the DNS records that make
+ * them find it: printed for the admin to publish, from the configuration alone.
+ */
+export function autoconfigReport(config: GateConfig): { checks: DoctorCheck[]; lines: string[] } {
+  const servers = config.listeners.map((l) => ({ protocol: l.protocol, port: l.bind.port, tls: l.tls }));
+  const domains = acceptedDomains(config);
+  const settings = autoconfigSettings(config, domains, servers);
+  const publicUrl = new URL(config.portal!.publicUrl);
+  const portalHost = publicUrl.hostname.replace(/^\[|\]$/g, '');
+  const checks: DoctorCheck[] = [];
+  const notes: string[] = [];
+  if (publicUrl.port !== '' && publicUrl.port !== '443') {
+    notes.push(`mail apps fetch autoconfiguration from port 443, but portal.publicUrl uses ${publicUrl.port}: forward 443 to the portal`);
+  }
+  for (const p of PACC_PROTOCOLS) {
+    const implicit = servers.filter((s) => s.protocol === p.protocol && s.tls === 'implicit');
+    if (implicit.length > 0 && !implicit.some((s) => s.port === p.port)) {
+      notes.push(`PACC names no ports and implies ${p.port} for ${p.name}; the ${p.protocol} listener is on ${implicit.map((s) => s.port).join(', ')} (fine only if ${p.port} is forwarded to it)`);
+    }
+  }
+  if (settings.clientId === undefined) notes.push('autoconfig.clientId is not set: the documents offer passwords only, not OAuth2');
+  const offered = settings.clientId === undefined ? 'passwords' : `OAuth2 (client ${settings.clientId}) and passwords`;
+  checks.push({
+    status: notes.length > 0 ? 'WARN' : 'PASS',
+    name: 'autoconfig',
+    finding: `${publicUrl.origin}/.well-known/autoconfig/mail/config-v1.1.xml and ${PACC_PATH_TEXT} offer ${settings.hostname} with ${offered}`,
+    hint: notes.join('; '),
+  });
+  if (domains.length === 0) {
+    checks.push({
+      status: 'WARN',
+      name: 'dns records',
+      finding: 'no accepted domain is configured, so the records below are for example.com',
+      hint: 'set oauth.allowedEmailDomains (or directory.domains) to the domains this server hosts',
+    });
+  }
+  const pacc = paccDocument(settings);
+  const lines = ['', 'DNS records to publish, so that mail apps find these settings (RFC 6186 / 8314 SRV, Thunderbird autoconfig, PACC):'];
+  for (const domain of domains.length > 0 ? domains : ['example.com']) {
+    for (const r of dnsRecords(settings, portalHost, domain, pacc)) lines.push(`  ${r.name.padEnd(36)} IN ${r.type.padEnd(5)} ${r.value}    ; ${r.note}`);
+  }
+  lines.push(`The certificate of ${portalHost} must also name autoconfig.<domain> and ua-auto-config.<domain> (tls.cert).`);
+  return { checks, lines };
+}
+
+const PACC_PATH_TEXT = '/.well-known/user-agent-configuration.json';
 
 function redact(line: string, secrets: string[]): string {
   let out = line;

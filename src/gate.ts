@@ -401,18 +401,16 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
 
   let portal: RunningPortal | undefined;
   if (config.portal) {
-    if (!appPasswords) {
-      log.warn('portal is configured but appPasswords.enabled is false: the self-service page is not started');
-    } else {
-      portal = await startPortal(config, {
-        log,
-        certificates,
-        service: appPasswords,
-        servers: bound.map((b, i) => ({ protocol: b.protocol, port: b.port, tls: resolvedListeners[i]!.listener.tls })),
-        directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
-        ...(deps.portalSignIn ? { signIn: deps.portalSignIn } : {}),
-      });
-    }
+    // Without app passwords the listener still serves autoconfiguration.
+    if (!appPasswords) log.info('appPasswords.enabled is false: the portal serves autoconfiguration only');
+    portal = await startPortal(config, {
+      log,
+      certificates,
+      service: appPasswords,
+      servers: bound.map((b, i) => ({ protocol: b.protocol, port: b.port, tls: resolvedListeners[i]!.listener.tls })),
+      directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
+      ...(deps.portalSignIn ? { signIn: deps.portalSignIn } : {}),
+    });
   }
 
   return {

@@ -12,8 +12,8 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['observe'],
   ['net', 'tls', 'sasl', 'storage'],
   ['auth', 'relay'],
-  ['login'],
-  ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load', 'portal'],
+  ['login', 'autoconfig'],
+  ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load', 'portal', 'thunderbird'],
   ['doctor.ts', 'gate.ts', 'app-passwords-cli.ts'],
   ['cli.ts'],
 ];

@@ -697,6 +697,54 @@ const portalSchema = z
     }
   });
 
+/** Thunderbird versions whose `oauth_provider` keys the generated add-on may use (see docs/autoconfig.md). */
+export const ADDON_MIN_VERSIONS = ['140', '153', '155'] as const;
+
+const autoconfigSchema = z
+  .strictObject({
+    hostname: z
+      .string()
+      .regex(/^[A-Za-z0-9.-]{1,253}$/, 'must be a host name')
+      .optional()
+      .describe('The host name mail apps connect to for every listener (and the add-on registers); unset, the host of `portal.publicUrl`.'),
+    displayName: text()
+      .max(60)
+      .optional()
+      .describe('The provider name mail apps show while setting up the account; unset, the first accepted domain (else the host name).'),
+    displayShortName: text().max(20).optional().describe('A short form of `autoconfig.displayName`; unset, the same.'),
+    clientId: text()
+      .optional()
+      .describe(
+        'A public OAuth client (no secret; authorization code with PKCE) registered with the provider for mail apps, published in the `<oAuth2>` block and the Thunderbird add-on. Unset, the documents offer passwords only (app passwords or the backend\'s). Never a confidential client: anything published here is public.',
+      ),
+    scope: text()
+      .default('openid email offline_access')
+      .describe('The scopes mail apps ask the provider for; the tokens must pass `oauth` (audience, required scopes) to log in.'),
+    authorizationEndpoint: httpsUrl().optional().describe("The provider's authorization endpoint; unset, read from its discovery document."),
+    tokenEndpoint: httpsUrl().optional().describe("The provider's token endpoint; unset, read from its discovery document."),
+    cacheSeconds: integer(0, 86_400).default(3600).describe('How long mail apps and caches may keep the published documents (`Cache-Control: max-age`).'),
+    addonId: z
+      .string()
+      .regex(/^[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+$/, 'must look like name@domain')
+      .optional()
+      .describe('The Thunderbird add-on\'s id (`browser_specific_settings.gecko.id`); unset, `oauth-provider@<first accepted domain or hostname>`. Keep it across versions.'),
+    addonVersion: z
+      .string()
+      .regex(/^\d{1,9}(\.\d{1,9}){0,3}$/, 'must be 1 to 4 dot-separated numbers')
+      .default('1.0')
+      .describe('The add-on\'s version; raise it to make Thunderbird install a changed add-on.'),
+    addonMinVersion: z
+      .enum(ADDON_MIN_VERSIONS)
+      .default('140')
+      .describe(
+        'The oldest Thunderbird the add-on is for (`strict_min_version`): `140` registers the provider by host name; `153` adds `issuerIdentifier` and sign-in in the system browser; `155` adds `emailDomains`. Older versions refuse keys they do not know.',
+      ),
+  })
+  .default({ scope: 'openid email offline_access', cacheSeconds: 3600, addonVersion: '1.0', addonMinVersion: '140' })
+  .describe(
+    'Autoconfiguration served on the portal listener without a sign-in: Thunderbird\'s `config-v1.1.xml`, the PACC document, and the Thunderbird add-on `sasl-gate thunderbird-addon` writes.',
+  );
+
 /** The whole configuration file, before secrets are read from files. */
 export const configSchema = z
   .strictObject({
@@ -802,7 +850,8 @@ export const configSchema = z
     appPasswords: appPasswordsSchema,
     portal: portalSchema
       .optional()
-      .describe('The HTTPS self-service page where users sign in with the provider and manage their app passwords (with `appPasswords.enabled`); unset, there is none.'),
+      .describe('The HTTPS listener for the self-service page where users sign in with the provider and manage their app passwords (with `appPasswords.enabled`), and for autoconfiguration (`autoconfig`); unset, there is none.'),
+    autoconfig: autoconfigSchema,
     log: z
       .strictObject({
         level: z
@@ -832,7 +881,7 @@ export const configSchema = z
         message: 'app passwords are kept in a database: set storage.dir (e.g. /var/lib/sasl-gate)',
       });
     }
-    if (c.portal && c.portal.clientId === undefined && c.oauth.clientId === undefined) {
+    if (c.portal && c.appPasswords.enabled && c.portal.clientId === undefined && c.oauth.clientId === undefined) {
       ctx.addIssue({ code: 'custom', path: ['portal', 'clientId'], message: 'the portal signs users in with an OAuth client: set portal.clientId (or oauth.clientId)' });
     }
     if (c.backends.smtp?.proxyProtocol && c.backends.smtp.login === 'xclient') {
@@ -859,6 +908,7 @@ export type LimitsConfig = Config['limits'];
 export type AppPasswordsConfig = Config['appPasswords'];
 export type PortalConfig = NonNullable<Config['portal']>;
 export type StorageConfig = Config['storage'];
+export type AutoconfigConfig = Config['autoconfig'];
 /** The protocols a listener, and an app password, may speak. */
 export type MailProtocol = (typeof PROTOCOLS)[number];
 

@@ -7,8 +7,11 @@ import { acceptedDomains } from '../config/schema.js';
 import type { GateConfig } from '../config/load.js';
 import { readSecret } from '../config/secrets.js';
 import type { CertificateStore } from '../tls/certificates.js';
-import { createPortalApp, type DirectoryVerdict, type PortalApp } from './app.js';
-import type { ServerSetting } from './html.js';
+import { autoconfigSettings } from '../autoconfig/documents.js';
+import { OAuthEndpointSource } from '../autoconfig/endpoints.js';
+import { createPortalApp, securityHeaders, type DirectoryVerdict, type PortalApp, type PortalRequest, type PortalResponse } from './app.js';
+import { autoconfigRoutes, type AutoconfigRoutes } from './autoconfig.js';
+import { problemPage, STYLESHEET, type ServerSetting } from './html.js';
 import { CookieSigner, loadCookieKey } from './session.js';
 import { openIdSignIn, type SignInClient } from './signin.js';
 
@@ -23,13 +26,16 @@ export interface RunningPortal {
 export interface PortalParts {
   log: Logger;
   certificates: CertificateStore;
-  service: AppPasswordService;
+  /** App passwords; without them the listener serves autoconfiguration only. */
+  service?: AppPasswordService | undefined;
   /** The listeners users' mail apps connect to (bound ports). */
   servers: ServerSetting[];
   directoryVerdict?: DirectoryVerdict | undefined;
   /** In place of the provider (tests). */
   signIn?: SignInClient;
   now?: () => number;
+  /** Reaches the provider's discovery document for autoconfiguration (tests). */
+  fetch?: typeof fetch;
 }
 
 /** Forms are a label, a few checkboxes and a token. */
@@ -60,7 +66,7 @@ function providerName(config: GateConfig): string {
 }
 
 /** Builds the page's handler from the configuration. */
-export function portalApp(config: GateConfig, parts: PortalParts): PortalApp {
+export function portalApp(config: GateConfig, parts: PortalParts & { service: AppPasswordService }): PortalApp {
   const portal = config.portal!;
   const clientId = portal.clientId ?? config.oauth.clientId!;
   const clientSecret =
@@ -100,6 +106,39 @@ export function portalApp(config: GateConfig, parts: PortalParts): PortalApp {
   );
 }
 
+/** The autoconfiguration routes of the configuration, for the listeners given. */
+export function portalAutoconfig(config: GateConfig, parts: Pick<PortalParts, 'log' | 'servers' | 'fetch'>): AutoconfigRoutes {
+  const settings = autoconfigSettings(config, acceptedDomains(config), parts.servers);
+  const source = new OAuthEndpointSource(config.oauth.issuer, config.autoconfig, {
+    timeoutSeconds: config.oauth.requestTimeoutSeconds,
+    ...(parts.fetch ? { fetch: parts.fetch } : {}),
+  });
+  const base = new URL(config.portal!.publicUrl).pathname.replace(/\/+$/, '');
+  return autoconfigRoutes({ settings, endpoints: () => source.get(), cacheSeconds: config.autoconfig.cacheSeconds, log: parts.log }, base);
+}
+
+/** Without app passwords: a page that says what the listener is for, and nothing else. */
+function autoconfigOnlyApp(config: GateConfig): PortalApp {
+  const base = new URL(config.portal!.publicUrl).pathname.replace(/\/+$/, '');
+  const page = { base, providerName: providerName(config) };
+  const respond = (status: number, body: string, type = 'text/html; charset=utf-8'): PortalResponse => ({
+    status,
+    headers: { ...securityHeaders([]), 'content-type': type },
+    body,
+  });
+  return {
+    handle(request: PortalRequest) {
+      const path = new URL(request.url, 'https://portal.invalid').pathname.slice(base.length) || '/';
+      const method = request.method.toUpperCase();
+      if ((method === 'GET' || method === 'HEAD') && path === '/static/portal.css') return Promise.resolve(respond(200, STYLESHEET, 'text/css; charset=utf-8'));
+      if ((method === 'GET' || method === 'HEAD') && path === '/') {
+        return Promise.resolve(respond(200, problemPage(page, 'Mail settings', 'Mail apps find their settings here on their own: type your address in your mail app.')));
+      }
+      return Promise.resolve(respond(404, problemPage(page, 'Not found', 'There is no such page.')));
+    },
+  };
+}
+
 /**
  * Starts the self-service page on `portal.bind`: HTTPS with the certificate store's current
  * certificate for each new connection (so a renewal counts without a restart), HTTP/1.1 inside.
@@ -107,7 +146,9 @@ export function portalApp(config: GateConfig, parts: PortalParts): PortalApp {
 export async function startPortal(config: GateConfig, parts: PortalParts): Promise<RunningPortal> {
   const portal = config.portal!;
   const { log } = parts;
-  const app = portalApp(config, parts);
+  const { service } = parts;
+  const app = service ? portalApp(config, { ...parts, service }) : autoconfigOnlyApp(config);
+  const autoconfig = portalAutoconfig(config, parts);
   const sockets = new Set<Socket>();
 
   const http = createHttpServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: HEADERS_TIMEOUT_MS }, (req: IncomingMessage, res: ServerResponse) => {
@@ -117,7 +158,8 @@ export async function startPortal(config: GateConfig, parts: PortalParts): Promi
         res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end('request too large\n');
         return;
       }
-      const response = await app.handle({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body });
+      const request = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body };
+      const response = (await autoconfig(request)) ?? (await app.handle(request));
       res.writeHead(response.status, response.headers).end(response.body);
     })().catch((err: unknown) => {
       log.error({ err: (err as Error).message }, 'portal response failed');
