@@ -13,7 +13,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['net', 'tls', 'sasl', 'storage'],
   ['auth', 'relay'],
   ['login'],
-  ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load', 'portal'],
+  ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load', 'portal', 'token-helper'],
   ['doctor.ts', 'gate.ts', 'app-passwords-cli.ts'],
   ['cli.ts'],
 ];
