@@ -2,7 +2,9 @@
  * A development OpenID provider: the real `oidc-provider` on a loopback port with a fixed
  * user list, one confidential client, RS256 JWT (or opaque) access tokens, introspection,
  * revocation, userinfo and a development grant that hands out a token for a named user
- * without a browser. Tests can rotate its signing key, count the calls it receives and make
+ * without a browser. Optionally a web client, and a public client for command-line token
+ * helpers (device flow, PKCE, rotating refresh tokens) whose sign-ins a test completes over
+ * HTTP. Tests can rotate its signing key, count the calls it receives and make
  * it fail like a provider in trouble. Integration tests, the demo and the load harness use
  * it; it has no place in production (anyone holding the client secret can get a token for
  * any listed user).
