@@ -71,8 +71,8 @@ const realSeams: CacheSeams = {
 
 /** A cache file that cannot be used: unreadable, not ours, or another program's JSON. */
 export class CacheError extends GateError {
-  constructor(message: string, options: { cause?: unknown } = {}) {
-    super('cache_unusable', message, options);
+  constructor(message: string, options: { cause?: unknown; temporary?: boolean } = {}) {
+    super(options.temporary ? 'cache_busy' : 'cache_unusable', message, options);
     this.name = 'CacheError';
   }
 }
@@ -159,7 +159,10 @@ export class SignInCache {
         continue;
       }
       if (this.seams.now() - started >= waitMs) {
-        throw new CacheError(`another sasl-gate token holds ${this.lockPath}; remove it if no such process runs`);
+        throw new CacheError(
+          `another sasl-gate token is signing in or refreshing (it holds ${this.lockPath}; remove that file if no such process runs)`,
+          { temporary: true },
+        );
       }
       await this.seams.sleep(100);
     }

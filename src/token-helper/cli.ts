@@ -45,7 +45,8 @@ Exit status:
   1   a sign-in is needed, and --no-interactive forbids one: run the command once in a terminal;
       or the saved sign-in cannot be read or written (the message says where)
   2   usage error
-  3   the provider could not be reached or failed (temporary: try again later)
+  3   the provider could not be reached or failed, or another call held the saved sign-in
+      for too long (temporary: try again later)
   4   the provider refused: the saved sign-in was revoked or has expired (it has been removed;
       run the command once in a terminal), or the sign-in was denied
 
@@ -128,7 +129,14 @@ export async function runTokenCommand(argv: string[], io: TokenCommandIo = proce
   const issuerText = values.issuer;
   const cache = new SignInCache(cacheDirectory(io.env), { issuer: issuerText, clientId, user });
   const now = () => Math.floor(Date.now() / 1000);
-  const signInCommand = ['sasl-gate token', `--issuer ${issuerText}`, `--client-id ${clientId}`, ...(user ? [`--login-hint ${user}`] : []), ...(values.browser ? ['--browser'] : [])].join(' ');
+  const signInCommand = [
+    'sasl-gate token',
+    `--issuer ${shellWord(issuerText)}`,
+    `--client-id ${shellWord(clientId)}`,
+    ...(user ? [`--login-hint ${shellWord(user)}`] : []),
+    ...(values.scope === undefined ? [] : [`--scope ${shellWord(values.scope)}`]),
+    ...(values.browser ? ['--browser'] : []),
+  ].join(' ');
   try {
     const token = await obtainToken(
       {
@@ -163,7 +171,7 @@ export async function runTokenCommand(argv: string[], io: TokenCommandIo = proce
     // The saved sign-in cannot be read or written (permissions, a full disk).
     if (err instanceof CacheError) {
       io.err(`sasl-gate token: ${err.message}\n`);
-      return TOKEN_EXIT.signInNeeded;
+      return err.temporary ? TOKEN_EXIT.unavailable : TOKEN_EXIT.signInNeeded;
     }
     const code = (err as NodeJS.ErrnoException).code;
     if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
@@ -177,6 +185,11 @@ export async function runTokenCommand(argv: string[], io: TokenCommandIo = proce
 function usage(io: TokenCommandIo, message: string): number {
   io.err(`sasl-gate token: ${message}\n(sasl-gate token --help shows the options)\n`);
   return TOKEN_EXIT.usage;
+}
+
+/** A word as a shell reads it back: quoted when it holds anything but plain characters. */
+function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 function printable(text: string): string {

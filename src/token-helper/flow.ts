@@ -61,6 +61,9 @@ export class TokenHelperError extends GateError {
   }
 }
 
+/** How long a call with --no-interactive waits for another one holding the saved sign-in. */
+export const NON_INTERACTIVE_LOCK_WAIT_MS = 30_000;
+
 /** Options of {@link obtainToken}. */
 export interface ObtainOptions {
   /** Whether a person may be asked to sign in (false with `--no-interactive`). */
@@ -93,6 +96,8 @@ export async function obtainToken(opts: ObtainOptions, seams: ObtainSeams): Prom
   const before = cache.read();
   if (fresh(before)) return before.accessToken;
 
+  // A mail program's call must not hang while someone signs in elsewhere: it gives up soon.
+  const lockWaitMs = opts.interactive ? undefined : NON_INTERACTIVE_LOCK_WAIT_MS;
   return cache.withLock(async () => {
     // Another process may have refreshed while this one waited for the lock.
     const saved = cache.read();
@@ -168,7 +173,7 @@ export async function obtainToken(opts: ObtainOptions, seams: ObtainSeams): Prom
       seams.say('warning: the provider gave no refresh token (is the offline_access scope allowed for this client?): you will have to sign in again when this token expires');
     }
     return tokens.accessToken;
-  });
+  }, lockWaitMs);
 }
 
 function stillValid(saved: SavedSignIn, now: number): boolean {

@@ -138,7 +138,7 @@ describe('sasl-gate token with a device sign-in, then msmtp and mbsync without a
   it('without a saved sign-in and --no-interactive: exit 1, nothing on stdout, what to run on stderr', async () => {
     const r = await token(ALICE.name);
     expect({ code: r.code, stdout: r.stdout }).toEqual({ code: 1, stdout: '' });
-    expect(r.stderr).toContain(`sasl-gate token --issuer ${stack.idp.issuer} --client-id ${CLIENT_ID} --login-hint ${ALICE.name}`);
+    expect(r.stderr).toContain(`sasl-gate token --issuer ${stack.idp.issuer} --client-id ${CLIENT_ID} --login-hint ${ALICE.name} --scope '${SCOPE}'`);
     expect(r.stderr).toContain('once in a terminal');
   });
 
@@ -265,6 +265,22 @@ describe('sasl-gate token with a device sign-in, then msmtp and mbsync without a
     const again = await token(ALICE.name);
     expect(again.stdout.trim()).toBe(refreshed);
     expect(stack.idp.requests.token).toBe(tokenCalls + 1);
+  });
+
+  it('two programs refreshing at once: one refresh, both get the same working token, the rotation survives', async () => {
+    age(ALICE.name, 10);
+    const tokenCalls = stack.idp.requests.token;
+    const [a, b] = await Promise.all([token(ALICE.name), token(ALICE.name)]);
+    expect([a.code, b.code], `${a.stderr}${b.stderr}`).toEqual([0, 0]);
+    expect(a.stdout).toBe(b.stdout);
+    const shared = registerToken(a.stdout.trim());
+    expect(stack.idp.requests.token).toBe(tokenCalls + 1);
+    expect((await tokenLogin(stack, ALICE.name, shared)).tagged).toMatch(/^a1 OK /);
+    // Had both spent the same refresh token, the provider would have revoked the whole grant.
+    age(ALICE.name, 10);
+    const next = await token(ALICE.name);
+    expect(next.code, next.stderr).toBe(0);
+    registerToken(next.stdout.trim());
   });
 
   it('the provider down while the token needs a refresh: exit 3, the sign-in kept for later', async () => {

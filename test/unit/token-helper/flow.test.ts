@@ -156,6 +156,19 @@ describe('obtainToken', () => {
     expect(p.made).toBe(0);
   });
 
+  it('--no-interactive gives up after 30 s while another call holds the sign-in (a temporary failure)', async () => {
+    const s = seams();
+    const cache = newCache(s);
+    cache.write({ ...KEY, accessToken: 'access-1', refreshToken: 'refresh-1', expiresAt: T0 - 5 });
+    s.liveProcesses.add(4242);
+    writeFileSync(`${cache.path}.lock`, `4242 ${s.clock.ms}\n`);
+    const started = s.clock.ms;
+    const err = (await obtain(cache, provider(), { interactive: false }).result.catch((e: unknown) => e)) as CacheError;
+    expect(err).toBeInstanceOf(CacheError);
+    expect(err.temporary).toBe(true);
+    expect(s.clock.ms - started).toBe(30_000);
+  });
+
   it('signs in with the device flow: the address and code on stderr, never a token; the sign-in saved', async () => {
     const cache = newCache();
     const p = provider({ device: () => tokens(1) });
