@@ -24,6 +24,9 @@ Usage:
                                        create, list and revoke users' app passwords
   sasl-gate thunderbird-addon --config FILE --out FILE.xpi
                                        write the Thunderbird add-on that registers the provider
+  sasl-gate token --issuer URL --client-id ID
+                                       print a fresh access token for a command-line mail
+                                       client (msmtp, mbsync, mutt, aerc), signing in once
   sasl-gate --version | --help
 
 sasl-gate COMMAND --help (or sasl-gate help COMMAND) tells what a command does, its options,
@@ -278,6 +281,11 @@ export async function main(argv: string[]): Promise<number> {
     const { runLoad } = await import('./load/cli.js');
     return runLoad(argv.slice(1));
   }
+  // The token helper runs on users' machines, without a configuration, with its own options.
+  if (argv[0] === 'token') {
+    const { runTokenCommand } = await import('./token-helper/cli.js');
+    return runTokenCommand(argv.slice(1));
+  }
   // The command is the first word that is not an option (or an option's value).
   const { positionals } = parseArgs({ args: argv, allowPositionals: true, strict: false, options: { config: { type: 'string', short: 'c' }, user: { type: 'string', short: 'u' } } });
   const name = positionals[0];
@@ -294,6 +302,11 @@ export async function main(argv: string[]): Promise<number> {
         return runLoad(['--help']);
       }
       if (topic === 'demo') return demoMoved();
+      if (topic === 'token') {
+        const { TOKEN_HELP } = await import('./token-helper/cli.js');
+        out(TOKEN_HELP);
+        return 0;
+      }
       const help = commandHelp(topic);
       if (help === undefined) {
         err(`sasl-gate: unknown command "${topic}"\n\n${HELP}`);

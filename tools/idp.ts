@@ -2,7 +2,9 @@
  * A development OpenID provider: the real `oidc-provider` on a loopback port with a fixed
  * user list, one confidential client, RS256 JWT (or opaque) access tokens, introspection,
  * revocation, userinfo and a development grant that hands out a token for a named user
- * without a browser. Tests can rotate its signing key, count the calls it receives and make
+ * without a browser. Optionally a web client, and a public client for command-line token
+ * helpers (device flow, PKCE, rotating refresh tokens) whose sign-ins a test completes over
+ * HTTP. Tests can rotate its signing key, count the calls it receives and make
  * it fail like a provider in trouble. Integration tests, the demo and the load harness use
  * it; it has no place in production (anyone holding the client secret can get a token for
  * any listed user).
@@ -87,6 +89,14 @@ export interface DevIdpOptions {
    * development login page (any password; the login is a user id or address of `users`).
    */
   webClient?: { clientId: string; clientSecret?: string; redirectUris: string[] };
+  /**
+   * A public client (no secret), as a command-line token helper or a mail app registers: the
+   * device authorization grant (RFC 8628), authorization code with PKCE to loopback redirects
+   * on any port (RFC 8252), and refresh tokens with `offline_access`, rotated on every use.
+   * Its access tokens are JWTs for its own client id (not `audience`), carrying
+   * {@link MAIL_SCOPE} when asked for it, like a public or dynamically registered client gets.
+   */
+  publicClient?: { clientId: string; accessTokenTtlSeconds?: number };
 }
 
 /** Options of {@link DevIdp.mintAccessToken}. */
@@ -166,6 +176,17 @@ export interface DevIdp {
   userinfoEndpoint: string;
   /** The web client's id and secret, when one was asked for. */
   webClient: { clientId: string; clientSecret: string } | undefined;
+  /** The public client's id, when one was asked for. */
+  publicClientId: string | undefined;
+  /**
+   * Signs `user` in at a page of the provider without a person, over plain HTTP requests: a
+   * device verification URL (`verification_uri_complete`) or an authorization URL. Follows the
+   * development login and consent pages to the end, a loopback redirect included; resolves
+   * with the URL it ended on.
+   */
+  signInAt(url: string, user: string): Promise<string>;
+  /** Revokes a refresh token and its whole grant, as a user removing the app's access would. */
+  revokeRefreshToken(token: string): Promise<void>;
   /** `kid` of the provider's current signing key. */
   readonly kid: string;
   /** Live request counts per endpoint. */
@@ -195,6 +216,9 @@ export interface DevIdp {
 export const devGrantType = 'urn:sasl-gate:params:oauth:grant-type:dev-login';
 
 const DEFAULT_SCOPE = 'openid email profile';
+/** The scope of draft-ietf-mailmaint-oauth-public: access to the user's mail (IMAP, SMTP). */
+export const MAIL_SCOPE = 'urn:ietf:params:oauth:scope:mail';
+const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const SIGNING_ALG = 'RS256';
 const MAX_TTL_SECONDS = 7 * 24 * 3600;
 const HMAC_ALGS = new Set(['HS256', 'HS384', 'HS512']);
@@ -227,6 +251,12 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
     ? { ...opts.webClient, clientSecret: opts.webClient.clientSecret ?? randomBytes(24).toString('base64url') }
     : undefined;
   if (webClient && webClient.clientId === clientId) throw new Error('the web client needs a client id of its own');
+  const publicClient = opts.publicClient;
+  if (publicClient && (publicClient.clientId === clientId || publicClient.clientId === webClient?.clientId)) {
+    throw new Error('the public client needs a client id of its own');
+  }
+  const publicTtl = publicClient?.accessTokenTtlSeconds;
+  if (publicTtl !== undefined) checkTtl(publicTtl, 'publicClient.accessTokenTtlSeconds');
   const audience = opts.audience ?? clientId;
   const defaultTtl = opts.accessTokenTtlSeconds ?? 3600;
   checkTtl(defaultTtl, 'accessTokenTtlSeconds');
@@ -307,6 +337,7 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
     const { default: ProviderClass, errors } = await import('oidc-provider');
 
     const defaultResource = resourceIndicatorFor(audience);
+    const publicResource = publicClient ? resourceIndicatorFor(publicClient.clientId) : undefined;
     const resourceServerInfo = (aud: string, scope: string, format: AccessTokenFormat): ResourceServerInfo => ({
       scope,
       audience: aud,
@@ -406,7 +437,20 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
               },
             ]
           : []),
+        ...(publicClient
+          ? [
+              {
+                client_id: publicClient.clientId,
+                application_type: 'native' as const,
+                grant_types: ['authorization_code', 'refresh_token', DEVICE_CODE_GRANT],
+                response_types: ['code'],
+                redirect_uris: ['http://127.0.0.1/callback', 'http://[::1]/callback'],
+                token_endpoint_auth_method: 'none',
+              },
+            ]
+          : []),
       ],
+      scopes: ['openid', 'offline_access', 'email', 'profile', MAIL_SCOPE],
       responseTypes: ['code'],
       claims: {
         openid: ['sub'],
@@ -433,6 +477,19 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
       formats: { customizers: { jwt: customizeJwt } },
       features: {
         devInteractions: { enabled: true },
+        deviceFlow: {
+          enabled: true,
+          // Plain pages of our own: the library's defaults load web fonts and print a notice.
+          async userCodeInputSource(ctx: { body: unknown }, form: string) {
+            ctx.body = devicePage('Enter the code shown on your device', form, 'op.deviceInputForm');
+          },
+          async userCodeConfirmSource(ctx: { body: unknown }, form: string, _client: unknown, _info: unknown, userCode: string) {
+            ctx.body = devicePage(`Confirm the code ${escapeHtml(userCode)}`, form, 'op.deviceConfirmForm');
+          },
+          async successSource(ctx: { body: unknown }) {
+            ctx.body = devicePage('Signed in: you can close this page', '', undefined);
+          },
+        },
         introspection: {
           enabled: true,
           // The library's default, stated so that it does not print a notice: confidential
@@ -452,14 +509,21 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
           enabled: true,
           // Browser flows get a mail token without having to know about `resource`; in the
           // opaque set-up a userinfo token, which must not have an audience.
-          async defaultResource(_ctx: unknown, _client: unknown, oneOf?: string[]) {
+          async defaultResource(_ctx: unknown, client: ProviderClient, oneOf?: string[]) {
             if (oneOf) return oneOf[0];
+            if (publicResource && client.clientId === publicClient?.clientId) return publicResource;
             return defaultFormat === 'opaque' ? undefined : defaultResource;
           },
           async useGrantedResource() {
             return true;
           },
           async getResourceServerInfo(_ctx: unknown, indicator: string) {
+            if (indicator === publicResource && publicClient) {
+              return {
+                ...resourceServerInfo(publicClient.clientId, `${DEFAULT_SCOPE} offline_access ${MAIL_SCOPE}`, 'jwt'),
+                ...(publicTtl === undefined ? {} : { accessTokenTTL: publicTtl }),
+              };
+            }
             const aud = indicator === defaultResource ? audience : indicator;
             return resourceServerInfo(aud, `${DEFAULT_SCOPE} offline_access`, defaultFormat);
           },
@@ -472,6 +536,7 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
         AuthorizationCode: 60,
         IdToken: 3600,
         RefreshToken: 24 * 3600,
+        DeviceCode: 600,
         Interaction: 3600,
         Session: 24 * 3600,
         Grant: 24 * 3600,
@@ -627,6 +692,7 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
       clientId,
       clientSecret,
       webClient: webClient ? { clientId: webClient.clientId, clientSecret: webClient.clientSecret } : undefined,
+      publicClientId: publicClient?.clientId,
       audience,
       discoveryUrl,
       tokenEndpoint,
@@ -667,6 +733,18 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
       },
 
       claimsFor,
+
+      signInAt(url: string, user: string): Promise<string> {
+        return signInOverHttp(new URL(url), user, issuer, agent);
+      },
+
+      async revokeRefreshToken(token: string): Promise<void> {
+        const refreshToken = await provider.RefreshToken.find(token, { ignoreExpiration: true });
+        if (!refreshToken) throw new Error('dev IdP: no such refresh token');
+        // The adapter indexes every model's records by grant: one call takes them all.
+        if (refreshToken.grantId) await storage('Grant').revokeByGrantId!(refreshToken.grantId);
+        await refreshToken.destroy();
+      },
 
       async signToken(claims: Record<string, unknown>, o: SignOptions = {}): Promise<string> {
         const keyChoice = o.key ?? 'provider';
@@ -1054,6 +1132,119 @@ function isValidTtl(ttl: number): boolean {
 
 function checkTtl(ttl: number, name: string): void {
   if (!isValidTtl(ttl)) throw new RangeError(`${name} must be an integer from 1 to ${MAX_TTL_SECONDS}`);
+}
+
+/** A bare page for the device flow's steps; `formId` names the form its button submits. */
+function devicePage(heading: string, form: string, formId: string | undefined): string {
+  const button = formId ? `<button type="submit" form="${formId}">Continue</button>` : '';
+  return `<!doctype html><meta charset="utf-8"><title>sasl-gate dev IdP</title><h1>${heading}</h1>${form}${button}`;
+}
+
+const MAX_SIGN_IN_STEPS = 20;
+
+/**
+ * Walks the provider's development pages the way a browser would: follows redirects, keeps the
+ * cookies per origin, and submits each page's form (the device code form and its confirmation,
+ * the auto-posting form of a redirect, the login with `user`, the consent). Ends on the first
+ * page without a form, or on a redirect leaving the provider (a client's loopback redirect),
+ * which it fetches once.
+ */
+async function signInOverHttp(start: URL, user: string, issuer: string, agent: http.Agent): Promise<string> {
+  const origin = new URL(issuer).origin;
+  const cookies = new Map<string, string>();
+  let method = 'GET';
+  let url = start;
+  let body: URLSearchParams | undefined;
+  for (let step = 0; step < MAX_SIGN_IN_STEPS; step += 1) {
+    if (url.origin !== origin) {
+      // The client's redirect URI: what the browser does last.
+      const res = await fetch(url, { redirect: 'manual' });
+      await res.arrayBuffer();
+      return url.href;
+    }
+    const res = await httpRequest(url, method, body, cookies, agent);
+    if (res.status >= 300 && res.status < 400 && res.location) {
+      url = new URL(res.location, url);
+      method = 'GET';
+      body = undefined;
+      continue;
+    }
+    if (res.status !== 200) throw new Error(`dev IdP sign-in: HTTP ${res.status} at ${url.pathname}: ${res.body.slice(0, 300)}`);
+    const form = /<form\b[^>]*>[\s\S]*?<\/form>/i.exec(res.body)?.[0];
+    if (!form) return url.href;
+    const action = /action="([^"]*)"/i.exec(form)?.[1];
+    const fields = new URLSearchParams();
+    for (const input of form.matchAll(/<input\b[^>]*>/gi)) {
+      const name = /name="([^"]*)"/i.exec(input[0])?.[1];
+      const value = /value="([^"]*)"/i.exec(input[0])?.[1] ?? '';
+      if (name) fields.set(name, unescapeHtml(value));
+    }
+    if (fields.has('login')) {
+      fields.set('login', user);
+      fields.set('password', 'any password');
+    }
+    url = new URL(unescapeHtml(action ?? url.href), url);
+    method = 'POST';
+    body = fields;
+  }
+  throw new Error(`dev IdP sign-in: no end after ${MAX_SIGN_IN_STEPS} pages`);
+}
+
+function httpRequest(
+  url: URL,
+  method: string,
+  form: URLSearchParams | undefined,
+  cookies: Map<string, string>,
+  agent: http.Agent,
+): Promise<{ status: number; location: string | undefined; body: string }> {
+  const body = form?.toString();
+  const request = url.protocol === 'https:' ? https.request : http.request;
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method,
+        agent,
+        headers: {
+          accept: 'text/html',
+          ...(cookies.size > 0 ? { cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join('; ') } : {}),
+          ...(body === undefined
+            ? {}
+            : { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body) }),
+        },
+      },
+      (res) => {
+        for (const line of res.headers['set-cookie'] ?? []) {
+          const [pair] = line.split(';');
+          const eq = pair!.indexOf('=');
+          if (eq > 0) cookies.set(pair!.slice(0, eq).trim(), pair!.slice(eq + 1).trim());
+        }
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            location: res.headers.location,
+            body: Buffer.concat(chunks).toString('utf8'),
+          }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.setTimeout(OWN_REQUEST_TIMEOUT_MS, () => req.destroy(new Error('dev IdP request timed out')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function unescapeHtml(text: string): string {
+  return text
+    .replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code)))
+    .replace(/&#x([0-9a-f]+);/gi, (_, code: string) => String.fromCharCode(parseInt(code, 16)))
+    .replace(/&quot;/g, '"')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&amp;/g, '&');
 }
 
 function escapeHtml(text: string): string {

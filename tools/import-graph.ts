@@ -13,7 +13,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['net', 'tls', 'sasl', 'storage'],
   ['auth', 'relay'],
   ['login', 'autoconfig'],
-  ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load', 'portal', 'thunderbird'],
+  ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load', 'portal', 'thunderbird', 'token-helper'],
   ['doctor.ts', 'gate.ts', 'app-passwords-cli.ts'],
   ['cli.ts'],
 ];

@@ -87,6 +87,13 @@ declare module 'oidc-provider' {
     save(): Promise<string>;
   }
 
+  /** A refresh token as the provider stores it. */
+  export class RefreshToken {
+    static find(value: string, options?: { ignoreExpiration?: boolean }): Promise<RefreshToken | undefined>;
+    grantId?: string;
+    destroy(): Promise<void>;
+  }
+
   /** Model storage, one instance per model name. */
   export interface Adapter {
     upsert(id: string, payload: Record<string, unknown>, expiresIn?: number): Promise<void>;
@@ -105,6 +112,7 @@ declare module 'oidc-provider' {
     readonly issuer: string;
     readonly AccessToken: typeof AccessToken;
     readonly Grant: typeof Grant;
+    readonly RefreshToken: typeof RefreshToken;
     readonly ResourceServer: typeof ResourceServer;
     callback(): (req: IncomingMessage, res: ServerResponse) => void;
     registerGrantType(

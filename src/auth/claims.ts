@@ -7,21 +7,35 @@ export function acceptedAudiences(oauth: OAuthConfig): string[] {
   return oauth.audience.length > 0 ? [...oauth.audience] : oauth.clientId ? [oauth.clientId] : [];
 }
 
+/** The scopes a token carries, from `scope` (space-separated) or `scp` (a list, or a string). */
+export function grantedScopes(claims: Record<string, unknown>): Set<string> {
+  const scope = claims['scope'] ?? claims['scp'];
+  return new Set(
+    typeof scope === 'string' ? scope.split(' ').filter(Boolean) : Array.isArray(scope) ? scope.map(String) : [],
+  );
+}
+
 /**
  * `aud` must contain an accepted audience, or the authorized party `azp` be one (Keycloak names
  * the client there and puts `account` in `aud`). An introspection answer without `aud` names
  * the client in `client_id` instead; `client_id` never overrides an `aud` that names another
- * resource.
+ * resource. With `anyClientWithScope` (opt-in, `oauth.anyClientWithScope`), a token for any other
+ * client of the issuer passes too when it carries that scope: public and dynamically registered
+ * clients get their own client id as audience.
  */
-export function checkAudience(claims: Record<string, unknown>, audiences: readonly string[]): void {
+export function checkAudience(
+  claims: Record<string, unknown>,
+  audiences: readonly string[],
+  anyClientWithScope?: string,
+): void {
   const raw = claims['aud'];
   const aud = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw.map(String) : [];
   const parties = [claims['azp'], aud.length === 0 ? claims['client_id'] : undefined].filter(
     (p): p is string => typeof p === 'string',
   );
-  if (!audiences.some((a) => aud.includes(a) || parties.includes(a))) {
-    throw new AuthError('wrong_audience', 'token issued for another audience');
-  }
+  if (audiences.some((a) => aud.includes(a) || parties.includes(a))) return;
+  if (anyClientWithScope !== undefined && grantedScopes(claims).has(anyClientWithScope)) return;
+  throw new AuthError('wrong_audience', 'token issued for another audience');
 }
 
 /** Reads a claim by a dotted path (`realm_access.roles`), as Keycloak nests its roles. */
@@ -38,8 +52,7 @@ export function claimAt(claims: Record<string, unknown>, path: string): unknown 
 /** The admin's extra requirements: scopes, a verified e-mail, a group or role (domains: see identity.ts). */
 export function checkRequirements(claims: Record<string, unknown>, oauth: OAuthConfig): void {
   if (oauth.requiredScopes.length > 0) {
-    const scope = claims['scope'] ?? claims['scp'];
-    const granted = new Set(typeof scope === 'string' ? scope.split(' ') : Array.isArray(scope) ? scope.map(String) : []);
+    const granted = grantedScopes(claims);
     const missing = oauth.requiredScopes.filter((s) => !granted.has(s));
     if (missing.length > 0) throw new AuthError('insufficient_scope', `token lacks scope ${missing.join(', ')}`);
   }

@@ -107,7 +107,7 @@ export class JwtStrategy implements Strategy {
     }
     // Before the audience: an ID token is for the client, so it would otherwise often pass.
     checkTokenType(header, payload);
-    checkAudience(payload, this.audiences);
+    checkAudience(payload, this.audiences, this.oauth.anyClientWithScope);
     return { claims: payload, expiresAt: new Date((payload.exp as number) * 1000) };
   }
 }

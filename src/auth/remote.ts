@@ -10,7 +10,7 @@ export class IntrospectionStrategy implements Strategy {
   private readonly audiences: string[];
 
   constructor(
-    oauth: OAuthConfig,
+    private readonly oauth: OAuthConfig,
     private readonly provider: ProviderClient,
   ) {
     this.audiences = acceptedAudiences(oauth);
@@ -25,7 +25,7 @@ export class IntrospectionStrategy implements Strategy {
     const claims: Record<string, unknown> = { ...answer };
     // Keycloak introspects its ID tokens too, and says so in `typ`.
     checkTokenType({}, claims);
-    checkAudience(claims, this.audiences);
+    checkAudience(claims, this.audiences, this.oauth.anyClientWithScope);
     return { claims, expiresAt: typeof answer.exp === 'number' ? new Date(answer.exp * 1000) : undefined };
   }
 }

@@ -344,6 +344,12 @@ const oauthSchema = z
     userinfoEndpoint: httpsUrl().optional().describe(
       "The URL of the provider's userinfo endpoint; unset, it is taken from discovery.",
     ),
+    anyClientWithScope: text()
+      .regex(/^[\x21-\x7e]+$/, 'one scope: printable characters without spaces')
+      .optional()
+      .describe(
+        "Opt-in: a token issued to any client of the issuer is accepted, whatever its audience, when it carries this scope (for example `urn:ietf:params:oauth:scope:mail`); issuer, signature, expiry, `oauth.requiredScopes` and the identity rules still apply. For public and dynamically registered clients (the `sasl-gate token` helper, Thunderbird, FairEmail), which get their own client id as audience. The risk: any application the user signs in to at the provider and grants that scope can then read and send the user's mail, so the provider must grant it only to mail clients (with consent). Unset, only `oauth.audience` is accepted.",
+      ),
     requiredScopes: list(text()).default([]).describe(
       'Scopes every token must carry in its `scope` (or `scp`) claim; empty requires none.',
     ),

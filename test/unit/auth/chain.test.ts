@@ -229,4 +229,42 @@ describe('ChainValidator', () => {
     const foreign = await jwt({ iss: 'https://other.example', email: 'alice@example.test' });
     expect(await failure(chain.validate(foreign))).toMatchObject({ code: 'wrong_issuer' });
   });
+
+  describe('oauth.anyClientWithScope', () => {
+    const MAIL_SCOPE = 'urn:ietf:params:oauth:scope:mail';
+
+    it('accepts a JWT for another client carrying the scope; everything else is still checked', async () => {
+      const idp = provider();
+      const { chain } = validator(idp, { anyClientWithScope: MAIL_SCOPE });
+      const publicClientToken = await jwt({ aud: 'sasl-gate-token', scope: `openid ${MAIL_SCOPE}`, email: 'alice@example.test' });
+      expect(await chain.validate(publicClientToken)).toMatchObject({ identity: 'alice@example.test', strategy: 'jwt' });
+      const noScope = await jwt({ aud: 'sasl-gate-token', scope: 'openid email', email: 'alice@example.test' });
+      expect(await failure(chain.validate(noScope))).toMatchObject({ code: 'wrong_audience', temporary: false });
+      const expired = await jwt({ aud: 'sasl-gate-token', scope: MAIL_SCOPE, email: 'alice@example.test', exp: Math.floor(Date.now() / 1000) - 3600 });
+      expect(await failure(chain.validate(expired))).toMatchObject({ code: 'expired' });
+      const otherIssuer = await jwt({ iss: 'https://evil.example', aud: 'sasl-gate-token', scope: MAIL_SCOPE, email: 'alice@example.test' });
+      expect(await failure(chain.validate(otherIssuer))).toMatchObject({ code: 'wrong_issuer' });
+      const foreignDomain = await jwt({ aud: 'sasl-gate-token', scope: MAIL_SCOPE, email: 'alice@elsewhere.test' });
+      expect((await failure(chain.validate(foreignDomain))).code).not.toBe('wrong_audience');
+    });
+
+    it('without the setting, the same token is refused for its audience', async () => {
+      const idp = provider();
+      const { chain } = validator(idp);
+      const token = await jwt({ aud: 'sasl-gate-token', scope: `openid ${MAIL_SCOPE}`, email: 'alice@example.test' });
+      expect(await failure(chain.validate(token))).toMatchObject({ code: 'wrong_audience' });
+    });
+
+    it('applies to introspection answers too', async () => {
+      const idp = provider();
+      const exp = Math.floor(Date.now() / 1000) + 60;
+      idp.introspection.set('opaque-public', { active: true, client_id: 'fairemail', scope: MAIL_SCOPE, email: 'bob@example.test', exp });
+      idp.introspection.set('opaque-other', { active: true, client_id: 'calendar', scope: 'openid', email: 'bob@example.test', exp });
+      const on = validator(idp, { validation: ['introspection'], anyClientWithScope: MAIL_SCOPE }).chain;
+      expect(await on.validate('opaque-public')).toMatchObject({ identity: 'bob@example.test', strategy: 'introspection' });
+      expect(await failure(on.validate('opaque-other'))).toMatchObject({ code: 'wrong_audience' });
+      const off = validator(idp, { validation: ['introspection'] }).chain;
+      expect(await failure(off.validate('opaque-public'))).toMatchObject({ code: 'wrong_audience' });
+    });
+  });
 });

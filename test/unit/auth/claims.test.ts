@@ -31,6 +31,39 @@ describe('checkAudience', () => {
   });
 });
 
+describe('checkAudience with oauth.anyClientWithScope', () => {
+  const MAIL_SCOPE = 'urn:ietf:params:oauth:scope:mail';
+  it.each([
+    [{ aud: 'sasl-gate-token', scope: `openid ${MAIL_SCOPE} offline_access` }, true],
+    [{ aud: 'thunderbird', scp: ['email', MAIL_SCOPE] }, true],
+    [{ client_id: 'fairemail', scope: MAIL_SCOPE }, true], // introspection answer
+    [{ aud: 'mail' }, true], // the listed audience needs no scope
+    [{ aud: 'sasl-gate-token', scope: 'openid email' }, false],
+    [{ aud: 'sasl-gate-token', scope: `${MAIL_SCOPE}x` }, false],
+    [{ aud: 'sasl-gate-token', scope: MAIL_SCOPE.toUpperCase() }, false],
+    [{ aud: 'sasl-gate-token', scope: ['a', MAIL_SCOPE].join(',') }, false],
+    [{ aud: 'sasl-gate-token' }, false],
+  ])('%j -> %s', (claims, accepted) => {
+    const run = () => checkAudience(claims, ['mail'], MAIL_SCOPE);
+    if (accepted) expect(run).not.toThrow();
+    else expect(run).toThrow(expect.objectContaining({ code: 'wrong_audience' }));
+  });
+
+  it('is off by default: another client\'s token with the scope is refused', () => {
+    const o = oauth();
+    expect(o.anyClientWithScope).toBeUndefined();
+    expect(() => checkAudience({ aud: 'sasl-gate-token', scope: MAIL_SCOPE }, ['mail'], o.anyClientWithScope)).toThrow(
+      expect.objectContaining({ code: 'wrong_audience' }),
+    );
+  });
+
+  it('takes one scope without spaces', () => {
+    expect(oauth({ anyClientWithScope: MAIL_SCOPE }).anyClientWithScope).toBe(MAIL_SCOPE);
+    expect(() => oauth({ anyClientWithScope: 'mail imap' })).toThrow(/one scope/);
+    expect(() => oauth({ anyClientWithScope: '' })).toThrow();
+  });
+});
+
 describe('checkRequirements', () => {
   it('requires scopes', () => {
     const o = oauth({ requiredScopes: ['mail', 'email'] });
