@@ -22,7 +22,7 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
   });
 }
 
-const COMMANDS = ['serve', 'check-config', 'check-token', 'doctor', 'thunderbird-addon'];
+const COMMANDS = ['serve', 'check-config', 'check-token', 'doctor', 'thunderbird-addon', 'token', 'app-passwords'];
 
 describe('help', () => {
   it('every command has its own, with what it does, options, exit status and an example', async () => {
