@@ -104,6 +104,21 @@ export function userNameKey(user: string | undefined): string | undefined {
 }
 
 /**
+ * Where authentication failures are counted: this process's memory ({@link FailureTracker}), or a
+ * store that every worker of an instance, or every replica, shares.
+ */
+export interface FailureStore {
+  /**
+   * Counts a failed authentication from `address` (and for `user`) and resolves to the delay, in
+   * milliseconds, before it is answered. Never rejects: a store that cannot count answers with its
+   * longest delay, so an outage never lets a guesser through faster.
+   */
+  failed(address: string, user?: string): Promise<number>;
+  /** Counts a successful authentication; never rejects. */
+  succeeded(address: string, user?: string): Promise<void>;
+}
+
+/**
  * Remembers recent authentication failures per client address and per user name and says how
  * long to wait before answering the next attempt, so sprayers and guessers are slowed down.
  *
@@ -119,7 +134,7 @@ export function userNameKey(user: string | undefined): string | undefined {
  *   full, the record whose last failure is oldest goes first, so a flood of random names or
  *   addresses costs bounded memory (at the price of forgetting older records in that map).
  */
-export class FailureTracker {
+export class FailureTracker implements FailureStore {
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
   private readonly forgetAfterMs: number;
@@ -175,6 +190,18 @@ export class FailureTracker {
     const userKey = userNameKey(user);
     const byUser = userKey === undefined ? 0 : (this.live(this.users, userKey, now)?.failures ?? 0);
     return this.delayAfter(Math.max(byAddress, byUser));
+  }
+
+  /** {@link FailureStore.failed}: counts the failure and answers its delay. */
+  failed(address: string, user?: string): Promise<number> {
+    this.recordFailure(address, user);
+    return Promise.resolve(this.delayFor(address, user));
+  }
+
+  /** {@link FailureStore.succeeded}. */
+  succeeded(address: string, user?: string): Promise<void> {
+    this.recordSuccess(address, user);
+    return Promise.resolve();
   }
 
   /** Records held now (after forgetting expired ones), for metrics. */

@@ -382,7 +382,7 @@ export class LoginFlow<S, R> {
     }
     log.info({ mechanism: record.mechanism, user, credential: record.credential, backendLoginMs: this.clock.now() - started }, 'authenticated');
     this.count('success', 'ok');
-    this.options.failures.recordSuccess(this.options.client.address, user);
+    void this.options.failures.succeeded(this.options.client.address, user);
     return { kind: 'success', user, socket: answer.socket, rest: answer.rest, extras: answer.extras };
   }
 
@@ -393,8 +393,7 @@ export class LoginFlow<S, R> {
   private async failed(reason: string, user: string | undefined, refusal: Refusal<R>): Promise<LoginOutcome<S, R>> {
     const { failures, client } = this.options;
     this.count('failure', reason);
-    failures.recordFailure(client.address, user);
-    const delay = failures.delayFor(client.address, user);
+    const delay = await failures.failed(client.address, user);
     if (delay > 0) await this.clock.after(delay).elapsed;
     this.failedLogins += 1;
     const closing = this.failedLogins >= this.options.maxAuthFailures;

@@ -4,7 +4,7 @@ import type { AppPasswordService } from '../auth/app-passwords.js';
 import type { TokenValidator } from '../auth/validator.js';
 import type { LimitsConfig } from '../config/schema.js';
 import type { Metrics } from '../observe/metrics.js';
-import type { FailureTracker } from './failures.js';
+import type { FailureStore } from './failures.js';
 
 /** The directory's word on a token user: only active mail users may log in. */
 export type DirectoryVerdict = (identity: string) => 'allowed' | 'disabled' | 'unknown' | 'not_loaded';
@@ -22,7 +22,7 @@ export interface SessionOptions {
   /** On a STARTTLS listener: the certificate to upgrade with (looked up when the client asks). */
   starttls: (() => SecureContext) | undefined;
   /** Failed logins by address and user name, shared by all connections, for growing delays. */
-  failures: FailureTracker;
+  failures: FailureStore;
   metrics: Metrics;
   validator: TokenValidator;
   oauth: { issuer: string; scope: string };
