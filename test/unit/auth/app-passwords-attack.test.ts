@@ -3,7 +3,7 @@
  * millisecond, a throttled last use racing a revocation, two processes on one database, and key
  * files others can read.
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -201,5 +201,16 @@ describe('key files', () => {
     const keyFile = join(dir, '..', 'short.key');
     writeFileSync(keyFile, Buffer.alloc(31, 3), { mode: 0o600 });
     expect(() => service({ keyFile })).toThrow(/holds 31 bytes/);
+  });
+});
+
+describe('storage.dir', () => {
+  it('is created 0700, and one every local user may write to is refused (they could swap the key or plant a -wal file)', async () => {
+    await service().close();
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    chmodSync(dir, 0o1777);
+    expect(() => service()).toThrow(/writable by every local user/);
+    chmodSync(dir, 0o755);
+    expect(() => service()).not.toThrow();
   });
 });
