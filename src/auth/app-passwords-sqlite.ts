@@ -145,6 +145,10 @@ export class SqliteAppPasswordService implements AppPasswordService {
 
   async create(input: { user: string; label: string; protocols?: MailProtocol[]; expiresAt?: Date; createdBy?: 'user' | 'admin' }): Promise<CreatedAppPassword> {
     const user = input.user.trim();
+    if (!isCanonicalSpelling(user)) {
+      // Not a refusal a user can cause (the page's users are canonical identities): a caller's mistake.
+      throw new GateError('bad_user', 'an app password is for a user name in its canonical spelling (NFKC, no compatibility characters)');
+    }
     const label = checkLabel(input.label);
     const protocols = checkProtocols(input.protocols ?? [...this.options.defaultProtocols]);
     const now = this.now().getTime();
@@ -220,6 +224,9 @@ export class SqliteAppPasswordService implements AppPasswordService {
   async verify(user: string, password: string, protocol: MailProtocol, address: string): Promise<AppPasswordRecord | undefined> {
     const normalized = normalizeAppPassword(password);
     if (normalized === undefined) return undefined;
+    // Only a spelling that differs from the stored user by case finds its passwords: a look-alike
+    // (full-width letters, a space around it) would open them under a failure count of its own.
+    if (!isCanonicalSpelling(user)) return undefined;
     const hash = hashAppPassword(this.key, normalized);
     const nowDate = this.now();
     const now = nowDate.getTime();
@@ -290,6 +297,11 @@ export class SqliteAppPasswordService implements AppPasswordService {
       throw err;
     }
   }
+}
+
+/** Whether `user` is written as logins may name it: no surrounding space, unchanged by NFKC. */
+function isCanonicalSpelling(user: string): boolean {
+  return user !== '' && user === user.trim() && user === user.normalize('NFKC');
 }
 
 /** The label as stored: trimmed, 1 to 64 printable characters. */

@@ -27,6 +27,9 @@ export function isMechanism(name: string): name is Mechanism {
 /** How long a client may take to answer an error challenge before it gets the refusal anyway. */
 export const DUMMY_REPLY_WAIT_MS = 5000;
 
+/** How often a session opened with an app password checks that the password is still live. */
+export const APP_PASSWORD_RECHECK_MS = 30_000;
+
 /** One login attempt as the client asked for it. */
 export type LoginRequest =
   | { kind: 'sasl'; mechanism: Mechanism; initialResponse: string | undefined }
@@ -115,6 +118,8 @@ export type LoginFlowOptions = Pick<
   /** Where the attempt's mechanism and user go, for the connection's last log line. */
   record: LoginRecord;
   clock?: FlowClock;
+  /** The timer of the checks that end sessions of revoked app passwords (real timers unless injected). */
+  recheckClock?: FlowClock;
 };
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
@@ -253,7 +258,50 @@ export class LoginFlow<S, R> {
       log.info({ mechanism: record.mechanism, user: found.user, credential: 'app_password', reason }, 'authentication failed');
       return this.failed(reason, found.user, { by: 'policy', clientText: undefined });
     }
-    return this.backend({ kind: 'token', user: found.user }, found.user);
+    const outcome = await this.backend({ kind: 'token', user: found.user }, found.user);
+    if (outcome.kind === 'success') this.endWhenRevoked(found, outcome.socket);
+    return outcome;
+  }
+
+  /**
+   * Ends a session opened with an app password once the password is revoked or expired, or its
+   * user left the directory: an IMAP IDLE could otherwise outlive the revocation by days. Checked
+   * every {@link APP_PASSWORD_RECHECK_MS}; closing the backend side closes the client's too.
+   */
+  private endWhenRevoked(found: AppPasswordRecord, backend: Socket): void {
+    const { appPasswords, log } = this.options;
+    if (!appPasswords) return;
+    let wait: { cancel(): void } | undefined;
+    let stopped = false;
+    backend.once('close', () => {
+      stopped = true;
+      wait?.cancel();
+    });
+    const stillLive = async (): Promise<boolean> => {
+      const verdict = this.options.directoryVerdict?.(found.user) ?? 'allowed';
+      if (verdict === 'disabled' || verdict === 'unknown') return false;
+      try {
+        return (await appPasswords.list(found.user)).some((r) => r.id === found.id);
+      } catch {
+        // A store that cannot be read just now ends no session; the next check asks again.
+        return true;
+      }
+    };
+    const schedule = (): void => {
+      const next = (this.options.recheckClock ?? systemClock).after(APP_PASSWORD_RECHECK_MS);
+      wait = next;
+      void next.elapsed.then(async () => {
+        if (stopped) return;
+        if (await stillLive()) {
+          if (!stopped) schedule();
+          return;
+        }
+        if (stopped) return;
+        log.info({ user: found.user, credential: 'app_password', id: found.id, reason: 'app_password_revoked' }, 'session ended: its app password was revoked or expired, or its user left');
+        backend.destroy();
+      });
+    };
+    if (!backend.destroyed) schedule();
   }
 
   /**

@@ -183,6 +183,16 @@ export function createPortalApp(settings: PortalSettings, deps: PortalDependenci
 
   const allowedByDirectory = (user: string): boolean => !deps.directoryVerdict || deps.directoryVerdict(user) === 'allowed';
 
+  // A signed-out session's cookie stays valid text until it idles out: a copy of it (a shared
+  // computer, a stolen cookie) must not reopen the page. Kept by CSRF token (one per session) until
+  // the cookie could not open anyway.
+  const signedOut = new Map<string, number>();
+  const endSession = (session: PortalSession): void => {
+    const at = nowSeconds();
+    for (const [csrf, until] of signedOut) if (until < at) signedOut.delete(csrf);
+    signedOut.set(session.csrf, at + settings.sessionIdleSeconds + 60);
+  };
+
   const listPage = async (session: PortalSession, status: number, form: CreateForm, notice?: string, error?: string): Promise<PortalResponse> => {
     const passwords = await service.list(session.user);
     return respond(
@@ -311,6 +321,7 @@ export function createPortalApp(settings: PortalSettings, deps: PortalDependenci
     let session = openSession(signer, cookies.get(SESSION_COOKIE), nowSeconds(), settings.sessionIdleSeconds);
     // A user the directory disabled since signing in loses the page at once.
     if (session && !allowedByDirectory(session.user)) session = undefined;
+    if (session && signedOut.has(session.csrf)) session = undefined;
     const ended = cookies.has(SESSION_COOKIE) && !session ? [clearSession] : [];
     if (session) session = { ...session, seen: nowSeconds() };
 
@@ -341,6 +352,7 @@ export function createPortalApp(settings: PortalSettings, deps: PortalDependenci
       }
       if (path === '/signout') {
         log.info({ user: session.user }, 'portal sign-out');
+        endSession(session);
         return redirect(`${base}/?done=signedout`, [clearSession]);
       }
       if (path === '/revoke') {

@@ -26,11 +26,19 @@ export class StorageError extends GateError {
   }
 }
 
-/** Creates `dir` with mode 0700 when missing (parents too); an existing one is left as it is. */
+/**
+ * Creates `dir` with mode 0700 when missing (parents too); an existing one is left as it is, unless
+ * other users may write to it.
+ */
 export function ensureStorageDir(dir: string): void {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    if (!statSync(dir).isDirectory()) throw new StorageError(`${dir} is not a directory`);
+    const stat = statSync(dir);
+    if (!stat.isDirectory()) throw new StorageError(`${dir} is not a directory`);
+    // Whoever can write there can replace the key or plant a -wal file, and so any password.
+    if ((stat.mode & 0o002) !== 0) {
+      throw new StorageError(`storage.dir ${dir} is writable by every local user (mode 0${(stat.mode & 0o7777).toString(8)}): give sasl-gate a directory of its own (0700)`);
+    }
   } catch (err) {
     if (err instanceof StorageError) throw err;
     throw new StorageError(`cannot create storage.dir ${dir}: ${(err as Error).message}`, { cause: err });

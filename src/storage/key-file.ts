@@ -29,7 +29,12 @@ export function loadOrCreateKey(options: { keyFile: string | undefined; dir: str
 function readKey(path: string, setting: string): Buffer {
   let key: Buffer;
   try {
-    if (!statSync(path).isFile()) throw new StorageError(`${setting}: ${path} is not a file`);
+    const stat = statSync(path);
+    if (!stat.isFile()) throw new StorageError(`${setting}: ${path} is not a file`);
+    // Any local account could read (or replace) a key others may access: refuse it rather than use it.
+    if ((stat.mode & 0o007) !== 0) {
+      throw new StorageError(`${setting}: ${path} is accessible to every local user (mode 0${(stat.mode & 0o777).toString(8)}): chmod o= it (0600 or 0640)`);
+    }
     key = readFileSync(path);
   } catch (err) {
     if (err instanceof StorageError) throw err;

@@ -210,7 +210,7 @@ describe('SqliteAppPasswordService', () => {
     open.length = 0;
     const { writeFileSync } = await import('node:fs');
     const keyFile = join(dir, '..', 'other.key');
-    writeFileSync(keyFile, Buffer.alloc(32, 1));
+    writeFileSync(keyFile, Buffer.alloc(32, 1), { mode: 0o600 });
     const other = service({ keyFile });
     expect(await other.verify('alice@example.com', password, 'imap', '192.0.2.1')).toBeUndefined();
   });

@@ -67,7 +67,7 @@ describe('loadOrCreateKey', () => {
 
   it('reads the admin key file and refuses one shorter than 32 bytes', () => {
     const file = join(root, 'admin.key');
-    writeFileSync(file, Buffer.alloc(48, 7));
+    writeFileSync(file, Buffer.alloc(48, 7), { mode: 0o600 });
     expect(loadOrCreateKey({ keyFile: file, dir: root, name: 'k.key', setting: 'appPasswords.keyFile' })).toEqual(Buffer.alloc(48, 7));
     writeFileSync(file, 'short');
     expect(() => loadOrCreateKey({ keyFile: file, dir: root, name: 'k.key', setting: 'appPasswords.keyFile' })).toThrow(/appPasswords.keyFile: .* holds 5 bytes/);
