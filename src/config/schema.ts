@@ -634,7 +634,7 @@ const storageSchema = z
     dir: text()
       .optional()
       .describe(
-        "The directory where sasl-gate keeps its state (the app-password database and, unless `appPasswords.keyFile` is set, the key their hashes are made with); created with mode 0700. Required when `appPasswords.enabled` is true.",
+        "The directory where sasl-gate keeps its state (the app-password database and, unless `appPasswords.keyFile` is set, the key their hashes are made with); created with mode 0700; a directory every local user may write to is refused. Required when `appPasswords.enabled` is true.",
       ),
   })
   .default({})
@@ -655,7 +655,7 @@ const appPasswordsSchema = z
     keyFile: text()
       .optional()
       .describe(
-        'A file holding the server key app passwords are hashed with (HMAC-SHA-256; at least 32 bytes); unset, a key generated once in `storage.dir` (mode 0600). Whoever has the key and the database can test guesses offline: keep both private.',
+        'A file holding the server key app passwords are hashed with (HMAC-SHA-256; at least 32 bytes); unset, a key generated once in `storage.dir` (mode 0600). A key file other local users may read or write is refused. Whoever has the key and the database can test guesses offline: keep both private.',
       ),
     defaultProtocols: list(z.enum(PROTOCOLS), 1)
       .default([...PROTOCOLS])
