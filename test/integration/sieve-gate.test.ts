@@ -20,7 +20,7 @@ import { deliverLmtp } from '../support/lmtp.js';
 import { netSieve } from '../support/net-sieve.js';
 import { literal, quoted, RawSieve } from '../support/sieve-raw.js';
 import { MASTER, oauthbearer, plain, startStack, USERS, xoauth2, type Stack } from '../support/stack.js';
-import { sleep } from '../support/wait.js';
+import { sleep, waitFor } from '../support/wait.js';
 
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
 const BOSS = 'boss@example.test';
@@ -445,6 +445,8 @@ describe('sasl-gate doctor with a ManageSieve backend', () => {
     expect(lines.find((l) => l.includes('sieve master'))).toMatch(
       new RegExp(`^PASS  sieve master +login as ${ALICE.name.replace('.', '\\.')} \\(master user ${MASTER.user}\\) accepted, after XCLIENT with the client address$`),
     );
+    // Dovecot writes the line once the login process has handed over, a moment after the answer.
+    await waitFor(async () => (await sieveLogins()).length > before, { what: "Dovecot's log line of the login" });
     const logins = (await sieveLogins()).slice(before);
     expect(logins).toHaveLength(1);
     expect(logins[0]).toContain(`user=<${ALICE.name}>`);
