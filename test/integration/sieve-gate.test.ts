@@ -446,7 +446,7 @@ describe('sasl-gate doctor with a ManageSieve backend', () => {
       new RegExp(`^PASS  sieve master +login as ${ALICE.name.replace('.', '\\.')} \\(master user ${MASTER.user}\\) accepted, after XCLIENT with the client address$`),
     );
     // Dovecot writes the line once the login process has handed over, a moment after the answer.
-    await waitFor(async () => (await sieveLogins()).length > before, { what: "Dovecot's log line of the login" });
+    await waitFor(async () => (await sieveLogins()).length > before, { what: 'the login line in Dovecot’s log' });
     const logins = (await sieveLogins()).slice(before);
     expect(logins).toHaveLength(1);
     expect(logins[0]).toContain(`user=<${ALICE.name}>`);
