@@ -106,10 +106,15 @@ limits: { maxConnectionsPerAddress: 4, authFailureDelaySeconds: 0.1, authFailure
 workers: 2
 `,
   );
-  gate = spawn(process.execPath, [BIN, 'serve', '--config', join(dir, 'sasl-gate.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Round-robin hands connections to the workers in turn, so each test knows its logins alternate
+  // (the default lets the kernel choose, which need not spread a handful of connections).
+  gate = spawn(process.execPath, [BIN, 'serve', '--config', join(dir, 'sasl-gate.yaml')], {
+    env: { ...process.env, NODE_CLUSTER_SCHED_POLICY: 'rr' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   gate.stdout!.on('data', (c: Buffer) => (output += c.toString()));
   gate.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-  await waitFor(() => output.includes('"msg":"all workers started"'), 'all workers started');
+  await waitFor(() => output.includes('"msg":"sasl-gate started"'), 'all workers started');
   await waitFor(() => records().filter((r) => r['msg'] === 'openid provider discovered').length >= 2, 'discovery in both workers');
 });
 
