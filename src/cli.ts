@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { effectiveYaml, writtenForm } from './config/effective.js';
 import { ENV_PREFIX, loadConfig, pathToEnvName, type LoadedConfig } from './config/load.js';
@@ -62,6 +63,10 @@ Runs the proxy: the listeners of the configuration, the admin endpoint (admin.bi
 user directory (directory), until SIGTERM or SIGINT. The configuration is validated first, the
 way check-config does; any problem stops start-up with the list of problems.
 Logs are JSON lines on standard output (log.level).
+
+With workers (auto, or a number above 1), a supervisor process starts that many workers behind
+the same listeners, restarts one that dies, and runs the admin endpoint, the portal and the
+directory; signals sent to it reach every worker.
 
 Signals:
   SIGHUP              load tls.cert and tls.key again for new connections
@@ -506,6 +511,22 @@ async function serve(file: string | undefined): Promise<number> {
   if (!loaded) return 1;
   const { config, warnings } = loaded;
   const log = createLogger({ level: config.log.level });
+  const workers = config.workers === 'auto' ? availableParallelism() : config.workers;
+  if (workers > 1) {
+    const { default: cluster } = await import('node:cluster');
+    let code: number;
+    if (cluster.isWorker) {
+      const { runWorker } = await import('./cluster/worker.js');
+      code = await runWorker(config, log);
+    } else {
+      for (const w of warnings) log.warn(w);
+      const { runSupervisor } = await import('./cluster/supervisor.js');
+      code = await runSupervisor(config, log, workers);
+      log.info({ code }, 'sasl-gate stopped');
+    }
+    await new Promise<void>((resolve) => log.flush(() => resolve()));
+    process.exit(code);
+  }
   for (const w of warnings) log.warn(w);
   const gate = await startGate(config, { log });
   log.info({ version: version() }, 'sasl-gate started');

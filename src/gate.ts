@@ -16,15 +16,16 @@ import type { BackendSettings, ProtocolFront, Session } from './login/protocol.j
 import type { Protocol } from './observe/metrics.js';
 import { CapabilityCache } from './login/capability-cache.js';
 import { CertificateStore } from './tls/certificates.js';
-import { FailureTracker } from './login/failures.js';
-import { ConnectionLimiter } from './net/limits.js';
+import { FailureTracker, type FailureStore } from './login/failures.js';
+import { ConnectionLimiter, type Admission } from './net/limits.js';
+import { adminHandler } from './observe/admin.js';
 import { metricsAuthorizer } from './observe/metrics-auth.js';
 import { startDirectory, type RunningDirectory } from './directory/service.js';
 import { DependencyHealth, Readiness, tracked } from './observe/health.js';
 import { Metrics } from './observe/metrics.js';
 import { canonicalAddress, parseNetworks, type NetworkList } from './net/networks.js';
 import { readProxyHeader } from './net/proxy-reader.js';
-import type { ConnectionParameters, SessionOptions } from './login/options.js';
+import type { ConnectionParameters, DirectoryVerdict, SessionOptions } from './login/options.js';
 import type { AppPasswordService } from './auth/app-passwords.js';
 import { startPortal, type RunningPortal } from './portal/server.js';
 import type { SignInClient } from './portal/signin.js';
@@ -40,6 +41,14 @@ export interface GateDependencies {
   appPasswords?: AppPasswordService;
   /** In place of the provider for the self-service page's sign-in. */
   portalSignIn?: SignInClient;
+  /** In place of this process's failure tracker: a store every worker of the instance shares. */
+  failures?: FailureStore;
+  /** In place of this process's connection counts: counts for the whole instance. */
+  admission?: Admission;
+  /** Login verdicts of a directory that runs in another process (`directory` is then unset here). */
+  directoryVerdict?: DirectoryVerdict;
+  /** false: no admin listener here; another process serves {@link RunningGate.metrics} and {@link RunningGate.readiness}. */
+  adminEndpoint?: boolean;
 }
 
 export interface RunningGate {
@@ -52,6 +61,10 @@ export interface RunningGate {
   admin: { host: string; port: number } | undefined;
   /** The self-service page's bound address, when `portal` is configured. */
   portal: { host: string; port: number } | undefined;
+  /** This process's metrics. */
+  metrics: Metrics;
+  /** What `/readyz` says about this process (always ready without `admin.bind`). */
+  readiness(): { ready: boolean; body: string };
   /** Reads the certificate files again (SIGHUP); open connections keep theirs. */
   reloadCertificates(): boolean;
   /**
@@ -152,10 +165,10 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const sockets = new Set<Socket>();
   const bound: RunningGate['listeners'] = [];
   const caches: CapabilityCache[] = [];
-  const connections = new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
+  const connections: Admission = deps.admission ?? new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
   /** Connections being refused (handshake, then the refusal): bounded like the admitted ones. */
   const refusing = new ConnectionLimiter(MAX_REFUSALS_IN_PROGRESS, config.limits.maxConnectionsPerAddress);
-  const failures = new FailureTracker({ baseDelayMs: Math.round(config.limits.authFailureDelaySeconds * 1000), maxDelayMs: Math.round(config.limits.authFailureMaxDelaySeconds * 1000) });
+  const failures = deps.failures ?? new FailureTracker({ baseDelayMs: Math.round(config.limits.authFailureDelaySeconds * 1000), maxDelayMs: Math.round(config.limits.authFailureMaxDelaySeconds * 1000) });
 
   /** The options every session shares; typed, so a renamed or forgotten field does not compile. */
   const shared: Omit<SessionOptions, keyof ConnectionParameters> = {
@@ -166,7 +179,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     log,
     failures,
     metrics,
-    directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
+    directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : deps.directoryVerdict,
     appPasswords,
     appPasswordsOnly: config.appPasswords.only,
   };
@@ -242,7 +255,13 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     // One spelling per host (`::ffff:192.0.2.1` is 192.0.2.1), so limits count clients, not notations.
     const address = canonicalAddress(clientAddress?.address ?? raw.remoteAddress ?? '') ?? '';
     if (clientAddress) clientAddress = { address, port: clientAddress.port };
-    const refused = connections.admit(address);
+    // Counts kept in another process answer later; this process's own answer at once.
+    const verdict = connections.admit(address);
+    const refused = verdict instanceof Promise ? await verdict : verdict;
+    if (verdict instanceof Promise && raw.destroyed) {
+      if (!refused) connections.release(address);
+      return;
+    }
     let releaseRefusal = () => {};
     if (refused) {
       // A refusal is said in protocol terms, which takes a TLS handshake; those handshakes are
@@ -343,8 +362,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   let admin: HttpServer | undefined;
   let adminAddress: RunningGate['admin'];
   let probeTimer: NodeJS.Timeout | undefined;
+  const readiness = new Readiness();
   if (config.admin.bind) {
-    const readiness = new Readiness();
     for (const { name, health } of backendHealth) readiness.add(name, () => health.check());
     if (provider) {
       // With introspection or userinfo every new token needs the provider; with jwt alone only
@@ -377,23 +396,11 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     }, probeMs);
     probeTimer.unref();
 
-    admin = createHttpServer((req, res) => {
-      if (req.url === '/metrics' && !metricsAllowed(req.headers.authorization)) {
-        res.writeHead(401, { 'www-authenticate': 'Bearer realm="sasl-gate metrics"', 'content-type': 'text/plain' }).end('unauthorized\n');
-      } else if (req.url === '/metrics') {
-        metrics.render().then(
-          ({ contentType, body }) => res.writeHead(200, { 'content-type': contentType }).end(body),
-          () => res.writeHead(500).end(),
-        );
-      } else if (req.url === '/healthz') {
-        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-      } else if (req.url === '/readyz') {
-        const { ready, body } = readiness.report();
-        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(body);
-      } else {
-        res.writeHead(404).end();
-      }
-    });
+  }
+  if (config.admin.bind && deps.adminEndpoint !== false) {
+    admin = createHttpServer(
+      adminHandler({ metricsAllowed, metrics: () => metrics.render(), readiness: () => readiness.report() }),
+    );
     const address = await listen(admin, config.admin.bind.host, config.admin.bind.port);
     adminAddress = { host: address.address, port: address.port };
     log.info({ address: `${address.address}:${address.port}` }, 'admin endpoint listening');
@@ -418,6 +425,8 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     appPasswords,
     listeners: bound,
     admin: adminAddress,
+    metrics,
+    readiness: () => readiness.report(),
     portal: portal ? { host: portal.host, port: portal.port } : undefined,
     reloadCertificates: () => certificates.reload('reload requested'),
     async close(graceMs = config.limits.shutdownGraceSeconds * 1000) {

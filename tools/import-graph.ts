@@ -15,6 +15,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['login', 'autoconfig'],
   ['imap', 'smtp', 'pop3', 'sieve', 'directory', 'load', 'portal', 'thunderbird', 'token-helper'],
   ['doctor.ts', 'gate.ts', 'app-passwords-cli.ts'],
+  ['cluster'],
   ['cli.ts'],
 ];
 

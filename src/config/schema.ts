@@ -858,6 +858,12 @@ export const configSchema = z
       .optional()
       .describe('The HTTPS listener for the self-service page where users sign in with the provider and manage their app passwords (with `appPasswords.enabled`), and for autoconfiguration (`autoconfig`); unset, there is none.'),
     autoconfig: autoconfigSchema,
+    workers: z
+      .union([z.literal('auto'), integer(1, 256)])
+      .default(1)
+      .describe(
+        'How many processes serve the listeners: `auto` for one per available core, or a number. With more than one, a supervisor process runs the admin endpoint, the portal and the directory, restarts a worker that dies, and keeps failure delays and connection limits for the whole instance.',
+      ),
     log: z
       .strictObject({
         level: z

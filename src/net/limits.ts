@@ -1,5 +1,19 @@
 import { clientAddressKey } from './networks.js';
 
+/** The limit that refuses a connection. */
+export type Refusal = 'total' | 'per_address';
+
+/**
+ * What the listeners ask before serving a connection: this process's counts, or counts for the
+ * whole instance kept in another process (then the answer comes later).
+ */
+export interface Admission {
+  /** Admits a connection, or says which limit refuses it. */
+  admit(address: string): Refusal | undefined | Promise<Refusal | undefined>;
+  /** Forgets a connection that was admitted. */
+  release(address: string): void;
+}
+
 /**
  * Counts open connections in total and per client address, so one address (a scanner, a
  * broken client in a loop) cannot take every connection. IPv6 clients count by their /64, as
@@ -7,7 +21,7 @@ import { clientAddressKey } from './networks.js';
  * the per-address limit from each of its addresses. Memory is bounded by the number of open
  * connections: an address leaves the table with its last connection.
  */
-export class ConnectionLimiter {
+export class ConnectionLimiter implements Admission {
   private total = 0;
   private readonly perAddress = new Map<string, number>();
 
@@ -17,7 +31,7 @@ export class ConnectionLimiter {
   ) {}
 
   /** Admits a connection, or says which limit refuses it. */
-  admit(address: string): 'total' | 'per_address' | undefined {
+  admit(address: string): Refusal | undefined {
     if (this.total >= this.maxTotal) return 'total';
     const key = clientAddressKey(address);
     const current = this.perAddress.get(key) ?? 0;

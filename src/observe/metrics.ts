@@ -91,6 +91,8 @@ export class Metrics {
         help: "The OpenID provider circuit breaker: 1 for its current state (closed, half_open, open), 0 for the others.",
         labelNames: ['state'],
         registers: [registry],
+        // Merged over workers: a state is 1 when any worker's breaker is in it.
+        aggregator: 'max',
         collect() {
           const now = breakerState();
           for (const state of ['closed', 'half-open', 'open'] as const) this.set({ state: state.replace('-', '_') }, now === state ? 1 : 0);
@@ -102,6 +104,7 @@ export class Metrics {
         name: 'sasl_gate_tls_certificate_expiry_timestamp_seconds',
         help: 'When the certificate served to new connections expires (its notAfter), in seconds since the Unix epoch.',
         registers: [registry],
+        aggregator: 'min',
         collect() {
           const expiry = certificateExpiry();
           if (expiry) this.set(Math.floor(expiry.getTime() / 1000));
@@ -114,6 +117,8 @@ export class Metrics {
         help: 'Whether a dependency (imap, smtp, provider) answered its most recent probe or connection: 1 yes, 0 no; as /readyz reports it.',
         labelNames: ['dependency'],
         registers: [registry],
+        // Merged over workers: up only when every worker sees it up.
+        aggregator: 'min',
         collect() {
           this.reset();
           for (const { dependency, up } of dependencies()) this.set({ dependency }, up ? 1 : 0);

@@ -1,0 +1,112 @@
+/**
+ * The message channel between the supervisor and one worker (node:cluster's IPC), and a small
+ * request/answer layer over it. Messages are plain JSON objects tagged `saslGate`, so other users of
+ * the same channel (node:cluster's own messages) pass by untouched.
+ */
+
+/** One end of an IPC channel: what the stores need, so tests can pass an in-process fake. */
+export interface Channel {
+  /** Sends a message; false when the channel is closed (the message is dropped). */
+  send(message: ClusterMessage): boolean;
+  /** Calls `listener` for every message received; returns the function that stops it. */
+  onMessage(listener: (message: unknown) => void): () => void;
+}
+
+/** Requests a worker sends the supervisor, each answered with an {@link Answer} of the same id. */
+export type Request =
+  | { saslGate: 'failed'; id: number; address: string; user?: string | undefined }
+  | { saslGate: 'succeeded'; id: number; address: string; user?: string | undefined }
+  | { saslGate: 'admit'; id: number; address: string };
+
+/** Every message either end sends. */
+export type ClusterMessage =
+  | Request
+  | { saslGate: 'answer'; id: number; value: unknown }
+  | { saslGate: 'release'; address: string }
+  | { saslGate: 'ready' }
+  | { saslGate: 'directory'; state: unknown }
+  | { saslGate: 'reload' }
+  | { saslGate: 'stop'; now: boolean }
+  | { saslGate: 'report'; id: number }
+  | { saslGate: 'reported'; id: number; metrics: unknown; ready: boolean; readiness: string };
+
+/** Whether `message` is one of ours (and so has a `saslGate` tag). */
+export function isClusterMessage(message: unknown): message is ClusterMessage {
+  return typeof message === 'object' && message !== null && typeof (message as { saslGate?: unknown }).saslGate === 'string';
+}
+
+/** Starts a timer; returns the function that cancels it. Injected so tests need no wall clock. */
+export type StartTimer = (callback: () => void, ms: number) => () => void;
+
+/** A timer that does not hold the process open. */
+export const realTimer: StartTimer = (callback, ms) => {
+  const timer = setTimeout(callback, ms);
+  timer.unref();
+  return () => clearTimeout(timer);
+};
+
+type RequestBody = Request extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
+/**
+ * Sends requests over a channel and resolves each with its answer, or with `fallback` when the
+ * channel is closed or no answer comes within `timeoutMs`: callers never see a rejection.
+ */
+export class RequestClient {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (value: unknown) => void; cancel: () => void }>();
+
+  constructor(
+    private readonly channel: Channel,
+    private readonly timeoutMs: number,
+    private readonly startTimer: StartTimer = realTimer,
+  ) {
+    channel.onMessage((message) => {
+      if (!isClusterMessage(message) || message.saslGate !== 'answer') return;
+      const waiting = this.pending.get(message.id);
+      if (!waiting) return;
+      this.pending.delete(message.id);
+      waiting.cancel();
+      waiting.resolve(message.value);
+    });
+  }
+
+  /**
+   * Sends `body` and resolves with the answer, or `fallback` (closed channel, timeout). An answer
+   * that comes after the timeout goes to `late`, when given (to undo what the fallback assumed).
+   */
+  request<T>(body: RequestBody, fallback: T, accept: (value: unknown) => value is T, late?: (value: unknown) => void): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve) => {
+      const cancel = this.startTimer(() => {
+        if (late) this.pending.set(id, { resolve: late, cancel: () => undefined });
+        else this.pending.delete(id);
+        resolve(fallback);
+      }, this.timeoutMs);
+      this.pending.set(id, { resolve: (value) => resolve(accept(value) ? value : fallback), cancel });
+      if (!this.channel.send({ ...body, id } as Request)) {
+        this.pending.delete(id);
+        cancel();
+        resolve(fallback);
+      }
+    });
+  }
+
+  /** Requests waiting for an answer now. */
+  get waiting(): number {
+    return this.pending.size;
+  }
+}
+
+/** The channel of this worker process to its supervisor. */
+export function processChannel(): Channel {
+  return {
+    send(message) {
+      if (!process.send || !process.connected) return false;
+      return process.send(message);
+    },
+    onMessage(listener) {
+      process.on('message', listener);
+      return () => process.off('message', listener);
+    },
+  };
+}

@@ -1,0 +1,51 @@
+import type { FailureStore, FailureTracker } from '../login/failures.js';
+import { isClusterMessage, RequestClient, type Channel, type StartTimer } from './channel.js';
+
+/**
+ * A worker's {@link FailureStore}: every failure and success is counted by the supervisor's one
+ * tracker, so delays hold for the whole instance. When the supervisor cannot answer in time, a
+ * failure gets the longest delay (an outage never lets a guesser through faster).
+ */
+export class IpcFailureStore implements FailureStore {
+  private readonly client: RequestClient;
+
+  constructor(
+    channel: Channel,
+    private readonly maxDelayMs: number,
+    options: { timeoutMs?: number; startTimer?: StartTimer } = {},
+  ) {
+    this.client = new RequestClient(channel, options.timeoutMs ?? 2000, options.startTimer);
+  }
+
+  /** {@link FailureStore.failed}, counted by the supervisor. */
+  failed(address: string, user?: string): Promise<number> {
+    return this.client.request({ saslGate: 'failed', address, user }, this.maxDelayMs, isDelay);
+  }
+
+  /** {@link FailureStore.succeeded}, counted by the supervisor. */
+  async succeeded(address: string, user?: string): Promise<void> {
+    await this.client.request({ saslGate: 'succeeded', address, user }, true, (v): v is true => v === true);
+  }
+}
+
+function isDelay(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0;
+}
+
+/** Answers one worker's failure requests from the supervisor's tracker; returns the unsubscribe. */
+export function answerFailures(channel: Channel, tracker: FailureTracker): () => void {
+  return channel.onMessage((message) => {
+    if (!isClusterMessage(message)) return;
+    if (message.saslGate === 'failed') {
+      tracker.recordFailure(String(message.address), optionalString(message.user));
+      channel.send({ saslGate: 'answer', id: message.id, value: tracker.delayFor(String(message.address), optionalString(message.user)) });
+    } else if (message.saslGate === 'succeeded') {
+      tracker.recordSuccess(String(message.address), optionalString(message.user));
+      channel.send({ saslGate: 'answer', id: message.id, value: true });
+    }
+  });
+}
+
+function optionalString(value: unknown): string | undefined {
+  return typeof value === 'string' ? value : undefined;
+}
