@@ -103,7 +103,9 @@ Deploy it with Thunderbird's enterprise policies (policies.json, ExtensionSettin
 
 /** The .xpi: a zip of manifest.json and README.txt, with a fixed date so the bytes repeat. */
 export function addonXpi(manifest: AddonManifest): Uint8Array {
-  const mtime = new Date('2020-01-01T00:00:00Z');
+  // Zip stores local time, and fflate reads the date's local fields: a date built from local
+  // fields gives the same bytes in every time zone (an instant would not).
+  const mtime = new Date(2020, 0, 1, 0, 0, 0);
   return zipSync(
     {
       'manifest.json': [strToU8(`${JSON.stringify(manifest, null, 2)}\n`), { mtime }],
