@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cacheFileName, CacheError, SignInCache } from '../../../src/token-helper/cache.js';
 import { runTokenCommand } from '../../../src/token-helper/cli.js';
-import { TOKEN_EXIT, TokenHelperError } from '../../../src/token-helper/flow.js';
+import { obtainToken, TOKEN_EXIT, TokenHelperError, type TokenEndpoints } from '../../../src/token-helper/flow.js';
 import { openidEndpoints } from '../../../src/token-helper/provider.js';
 
 /** Another user's id: the tests run as root, which may hand files to it. */
@@ -326,5 +326,30 @@ describe('exit codes and what is printed', () => {
     expect(run.out).toBe('');
     expect(run.err).not.toMatch(/kept-refresh-token|old-access/);
     expect(run.cache.read()).toMatchObject({ refreshToken: 'kept-refresh-token' });
+  });
+});
+
+describe('what a provider sends to the terminal', () => {
+  it('escape sequences and bidirectional overrides in the device prompt and the signed-in address are not passed through', async () => {
+    const ESC = '\x1b]0;owned\x07\x1b[2J';
+    const endpoints: TokenEndpoints = {
+      refresh: () => Promise.reject(new Error('unexpected')),
+      signInWithBrowser: () => Promise.reject(new Error('unexpected')),
+      async signInWithDevice(show) {
+        show({ verificationUri: `https://id.example.test/device${ESC}`, verificationUriComplete: undefined, userCode: `AB${ESC}CD\u202e`, expiresInSeconds: 600 });
+        return { accessToken: 'access-1', expiresAt: undefined, refreshToken: 'refresh-1', signedInAs: `mallory${ESC}@example.test` };
+      },
+    };
+    const said: string[] = [];
+    const cache = new SignInCache(join(tempDir(), 'sasl-gate'), { ...KEY, user: 'alice@example.test' });
+    const token = await obtainToken(
+      { interactive: true, browser: false, marginSeconds: 60, signInCommand: 'sasl-gate token' },
+      { cache, endpoints: async () => endpoints, now: () => 1_800_000_000, say: (line) => said.push(line) },
+    );
+    expect(token).toBe('access-1');
+    const text = said.join('\n');
+    expect(text).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]/);
+    expect(text).toContain('AB?]0;owned??[2JCD?');
+    expect(text).toMatch(/signed in as mallory\?.*@example\.test, not as alice@example\.test/);
   });
 });
