@@ -97,6 +97,8 @@ describe('oauth.anyClientWithScope with real tokens of a public client', () => {
   it('the public client\'s ID token, from a sign-in that asked for the mail scope, is refused; Dovecot sees no login', async () => {
     const { id } = await publicClientTokens(withRule, `openid email ${MAIL_SCOPE}`);
     expect(id).toBeDefined();
+    // The provider's ID tokens carry no scope claim: that, not their type, is what the rule sees.
+    expect(claimsOf(id!)['scope']).toBeUndefined();
     const before = await dovecotLogins(withRule, ALICE);
     expect((await tokenLogin(withRule, ALICE, id!)).tagged).toMatch(/^a1 NO /);
     expect(await dovecotLogins(withRule, ALICE)).toBe(before);
