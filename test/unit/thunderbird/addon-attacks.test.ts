@@ -5,10 +5,15 @@
  * https:// URLs (which the add-on and config-v1.1.xml would hand to every mail app).
  */
 import { createHash } from 'node:crypto';
+import { lstatSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { strFromU8, unzipSync } from 'fflate';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { stringify } from 'yaml';
 import { autoconfigSettings } from '../../../src/autoconfig/documents.js';
 import { endpointsFromDiscovery } from '../../../src/autoconfig/endpoints.js';
+import { main } from '../../../src/cli.js';
 import { acceptedDomains, configSchema } from '../../../src/config/schema.js';
 import { addonManifest, addonXpi } from '../../../src/thunderbird/addon.js';
 
@@ -80,6 +85,34 @@ describe('the zip', () => {
     const { files } = build();
     expect(Object.keys(files).sort()).toEqual(['README.txt', 'manifest.json']);
     for (const name of Object.keys(files)) expect(name).not.toMatch(/^\/|\\|(^|\/)\.\.(\/|$)|:/);
+  });
+
+  it('thunderbird-addon --out replaces a symbolic link planted there; the file it named is untouched', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sasl-gate-addon-attack-'));
+    try {
+      const config = join(dir, 'config.yaml');
+      writeFileSync(
+        config,
+        stringify({
+          listeners: [{ protocol: 'imap', bind: '127.0.0.1:993', tls: 'implicit' }],
+          tls: { development: true },
+          backends: { imap: { host: '127.0.0.1', port: 143 } },
+          master: { user: 'sasl-gate', password: SECRETS[2] },
+          oauth: { issuer: 'https://id.example.com', audience: ['mail'], allowedEmailDomains: ['example.com'] },
+          autoconfig: { clientId: 'thunderbird', hostname: 'mail.example.com', authorizationEndpoint: ENDPOINTS.authorizationEndpoint, tokenEndpoint: ENDPOINTS.tokenEndpoint },
+        }),
+      );
+      const precious = join(dir, 'precious');
+      writeFileSync(precious, 'keep me\n');
+      const target = join(dir, 'example.xpi');
+      symlinkSync(precious, target);
+      expect(await main(['thunderbird-addon', '--config', config, '--out', target])).toBe(0);
+      expect(readFileSync(precious, 'utf8')).toBe('keep me\n');
+      expect(lstatSync(target).isSymbolicLink()).toBe(false);
+      expect(Object.keys(unzipSync(readFileSync(target))).sort()).toEqual(['README.txt', 'manifest.json']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('repeats byte for byte at another time and in any time zone, dated 2020-01-01 00:00', () => {
