@@ -109,6 +109,13 @@ export async function obtainToken(opts: ObtainOptions, seams: ObtainSeams): Prom
         tokens = await (await seams.endpoints()).refresh(saved.refreshToken);
       } catch (err) {
         if (err instanceof TokenHelperError && err.code === 'refused') {
+          // A process that took the lock over meanwhile may have spent the same refresh token
+          // and saved its successor: that sign-in is good, and must not be forgotten.
+          const current = cache.read();
+          if (current?.refreshToken !== undefined && current.refreshToken !== saved.refreshToken) {
+            if (fresh(current)) return current.accessToken;
+            throw new TokenHelperError('provider_unavailable', 'another sasl-gate token refreshed the sign-in at the same time: try again', { cause: err });
+          }
           cache.remove();
           throw new TokenHelperError(
             'refused',

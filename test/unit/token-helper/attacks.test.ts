@@ -353,3 +353,26 @@ describe('what a provider sends to the terminal', () => {
     expect(text).toMatch(/signed in as mallory\?.*@example\.test, not as alice@example\.test/);
   });
 });
+
+describe('a lock taken over while a refresh runs', () => {
+  it('a refresh refused because another process spent the token keeps that process\'s new sign-in', async () => {
+    const now = 1_800_000_000;
+    const cache = new SignInCache(join(tempDir(), 'sasl-gate'), { ...KEY, user: '' });
+    cache.write({ ...cache.key, accessToken: 'access-1', refreshToken: 'refresh-1', expiresAt: now - 5 });
+    const endpoints: TokenEndpoints = {
+      async refresh() {
+        // The other process, which judged the lock stale, refreshed first and saved the rotation.
+        cache.write({ ...cache.key, accessToken: 'access-2', refreshToken: 'refresh-2', expiresAt: now + 3600 });
+        throw new TokenHelperError('refused', 'refreshing the token failed: invalid_grant');
+      },
+      signInWithDevice: () => Promise.reject(new Error('unexpected')),
+      signInWithBrowser: () => Promise.reject(new Error('unexpected')),
+    };
+    const token = await obtainToken(
+      { interactive: false, browser: false, marginSeconds: 60, signInCommand: 'sasl-gate token' },
+      { cache, endpoints: async () => endpoints, now: () => now, say: () => undefined },
+    );
+    expect(token).toBe('access-2');
+    expect(cache.read()).toMatchObject({ refreshToken: 'refresh-2' });
+  });
+});
