@@ -201,11 +201,17 @@ export class SignInCache {
     mkdirSync(this.directory, { recursive: true, mode: 0o700 });
     const found = statSync(this.directory);
     if (!found.isDirectory()) throw new CacheError(`${this.directory} is not a directory`);
-    if (found.uid !== process.getuid?.()) {
+    if (!ownedByMe(found.uid)) {
       throw new CacheError(`${this.directory} belongs to another user (uid ${found.uid}): remove it, or set XDG_CACHE_HOME to a directory of your own`);
     }
     if ((found.mode & 0o077) !== 0) chmodSync(this.directory, 0o700);
   }
+}
+
+/** Whether a file's owner is this process's user (always, where the system has no user ids). */
+function ownedByMe(uid: number): boolean {
+  const mine = process.getuid?.();
+  return mine === undefined || uid === mine;
 }
 
 /**
@@ -217,7 +223,7 @@ function readOwnFile(path: string): string {
   try {
     const found = fstatSync(fd);
     if (!found.isFile()) throw new CacheError(`${path} is not a regular file`);
-    if (found.uid !== process.getuid?.()) throw new CacheError(`${path} belongs to another user (uid ${found.uid}): remove it`);
+    if (!ownedByMe(found.uid)) throw new CacheError(`${path} belongs to another user (uid ${found.uid}): remove it`);
     if ((found.mode & 0o077) !== 0) fchmodSync(fd, 0o600);
     return readFileSync(fd, 'utf8');
   } finally {
