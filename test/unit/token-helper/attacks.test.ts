@@ -234,6 +234,14 @@ describe('the loopback redirect of --browser', () => {
     expect(provider.tokenRequests).toEqual([]);
   });
 
+  it('a provider that promises iss in its redirects (RFC 9207): a redirect without it is refused without spending the code', async () => {
+    const provider = await fakeProvider(() => ({ authorization_response_iss_parameter_supported: true }));
+    const { result, state, visit } = await startBrowserSignIn(provider);
+    expect((await visit({ code: 'good-code', state })).status).toBeGreaterThanOrEqual(400);
+    await expect(result).rejects.toBeInstanceOf(TokenHelperError);
+    expect(provider.tokenRequests).toEqual([]);
+  });
+
   it('listens on 127.0.0.1 only', async () => {
     const provider = await fakeProvider();
     const { result, redirect, state, visit } = await startBrowserSignIn(provider);
