@@ -473,9 +473,8 @@ async function thunderbirdAddon(file: string | undefined, target: string): Promi
   if (!config) return 1;
   const { autoconfigSettings } = await import('./autoconfig/documents.js');
   const { OAuthEndpointSource } = await import('./autoconfig/endpoints.js');
-  const { addonManifest, addonXpi } = await import('./thunderbird/addon.js');
+  const { addonManifest, addonXpi, writeAddonFile } = await import('./thunderbird/addon.js');
   const { acceptedDomains } = await import('./config/schema.js');
-  const { writeFileSync } = await import('node:fs');
   const servers = config.listeners.map((l) => ({ protocol: l.protocol, port: l.bind.port, tls: l.tls }));
   const settings = autoconfigSettings(config, acceptedDomains(config), servers);
   if (settings.clientId === undefined) {
@@ -495,7 +494,7 @@ async function thunderbirdAddon(file: string | undefined, target: string): Promi
     return 1;
   }
   try {
-    writeFileSync(target, addonXpi(manifest));
+    writeAddonFile(target, addonXpi(manifest));
   } catch (e) {
     err(`sasl-gate thunderbird-addon: cannot write ${target}: ${(e as Error).message}\n`);
     return 1;

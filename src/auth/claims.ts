@@ -7,11 +7,18 @@ export function acceptedAudiences(oauth: OAuthConfig): string[] {
   return oauth.audience.length > 0 ? [...oauth.audience] : oauth.clientId ? [oauth.clientId] : [];
 }
 
-/** The scopes a token carries, from `scope` (space-separated) or `scp` (a list, or a string). */
+/**
+ * The scopes a token carries, from `scope` (space-separated) or `scp` (a list, or a string).
+ * Only strings in a list count: `String()` would read a nested list `[["mail"]]` as `mail`.
+ */
 export function grantedScopes(claims: Record<string, unknown>): Set<string> {
   const scope = claims['scope'] ?? claims['scp'];
   return new Set(
-    typeof scope === 'string' ? scope.split(' ').filter(Boolean) : Array.isArray(scope) ? scope.map(String) : [],
+    typeof scope === 'string'
+      ? scope.split(' ').filter(Boolean)
+      : Array.isArray(scope)
+        ? scope.filter((s): s is string => typeof s === 'string')
+        : [],
   );
 }
 

@@ -65,9 +65,14 @@ export function thunderbirdIssuer(issuer: string): string {
   return new URL(issuer).hostname;
 }
 
-/** Escapes text for an XML element or attribute. */
+/** Characters XML 1.0 cannot carry at all, not even escaped: controls, U+FFFE/U+FFFF, lone surrogates. */
+const NOT_XML = /[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/** Escapes text for an XML element or attribute; characters XML cannot carry are left out, so the document stays well-formed. */
 export function xmlEscape(value: string): string {
-  return value.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!);
+  return value
+    .replace(NOT_XML, '')
+    .replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!);
 }
 
 /** Characters no host name or address part may carry into a document. */

@@ -1,5 +1,5 @@
 import { openidConfigurationUrl } from '../auth/provider.js';
-import type { AutoconfigConfig } from '../config/schema.js';
+import { isLoopbackHost, type AutoconfigConfig } from '../config/schema.js';
 import { AuthError } from '../errors.js';
 import type { OAuthEndpoints } from './documents.js';
 
@@ -17,6 +17,11 @@ export function endpointsFromDiscovery(document: unknown, issuer: string): OAuth
   }
   for (const url of [authorization, token]) {
     if (!URL.canParse(url)) throw new AuthError('provider_unavailable', `the discovery document's endpoint ${url.slice(0, 200)} is not a URL`);
+    // Published to every mail app: https only (plain http for a provider on the loopback address).
+    const { protocol, hostname } = new URL(url);
+    if (!(protocol === 'https:' || (protocol === 'http:' && isLoopbackHost(hostname.replace(/^\[|\]$/g, ''))))) {
+      throw new AuthError('provider_unavailable', `the discovery document's endpoint ${url.slice(0, 200)} is not an https:// URL`);
+    }
   }
   return { authorizationEndpoint: authorization, tokenEndpoint: token };
 }

@@ -5,6 +5,8 @@
  * for the mail servers' host names. The add-on has no code; the .xpi is a zip of the manifest
  * and a README.
  */
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { strToU8, zipSync } from 'fflate';
 import { thunderbirdIssuer, type AutoconfigSettings, type OAuthEndpoints } from '../autoconfig/documents.js';
 import type { AutoconfigConfig } from '../config/schema.js';
@@ -103,7 +105,9 @@ Deploy it with Thunderbird's enterprise policies (policies.json, ExtensionSettin
 
 /** The .xpi: a zip of manifest.json and README.txt, with a fixed date so the bytes repeat. */
 export function addonXpi(manifest: AddonManifest): Uint8Array {
-  const mtime = new Date('2020-01-01T00:00:00Z');
+  // Zip stores local time, and fflate reads the date's local fields: a date built from local
+  // fields gives the same bytes in every time zone (an instant would not).
+  const mtime = new Date(2020, 0, 1, 0, 0, 0);
   return zipSync(
     {
       'manifest.json': [strToU8(`${JSON.stringify(manifest, null, 2)}\n`), { mtime }],
@@ -111,4 +115,24 @@ export function addonXpi(manifest: AddonManifest): Uint8Array {
     },
     { level: 9 },
   );
+}
+
+/**
+ * Writes the .xpi to `target` through a new file beside it, renamed over it: a symbolic link
+ * planted at `target` (in /tmp, say) is replaced, never followed to overwrite the file it names.
+ */
+export function writeAddonFile(target: string, xpi: Uint8Array): void {
+  const temporary = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  const fd = openSync(temporary, 'wx', 0o644);
+  try {
+    writeSync(fd, xpi);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    renameSync(temporary, target);
+  } catch (err) {
+    rmSync(temporary, { force: true });
+    throw err;
+  }
 }

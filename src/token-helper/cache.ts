@@ -4,7 +4,7 @@
  * so that two mail programs refreshing at once do not both spend a rotating refresh token.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { GateError } from '../errors.js';
@@ -95,10 +95,13 @@ export class SignInCache {
   read(): SavedSignIn | undefined {
     let text: string;
     try {
-      text = readFileSync(this.path, 'utf8');
+      text = readOwnFile(this.path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new CacheError(`cannot read ${this.path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err });
+      const code = (err as NodeJS.ErrnoException).code;
+      // A symbolic link is none of this command's files: the next write replaces the link itself.
+      if (code === 'ENOENT' || code === 'ELOOP') return undefined;
+      if (err instanceof CacheError) throw err;
+      throw new CacheError(`cannot read ${this.path}: ${code ?? 'error'}`, { cause: err });
     }
     let parsed: unknown;
     try {
@@ -176,6 +179,8 @@ export class SignInCache {
   private lockIsStale(): boolean {
     let text: string;
     try {
+      // A lock is a plain file this command wrote; a link or a pipe in its place is no lock.
+      if (!lstatSync(this.lockPath).isFile()) return true;
       text = readFileSync(this.lockPath, 'utf8');
     } catch {
       // Gone in the meantime: the next attempt takes it.
@@ -188,10 +193,41 @@ export class SignInCache {
     return !this.seams.alive(pid) || this.seams.now() - since > STALE_LOCK_MS;
   }
 
-  /** The directory, 0700, created when missing; an existing one is narrowed to 0700. */
+  /**
+   * The directory, 0700, created when missing; an existing one is narrowed to 0700. One that
+   * another user owns is refused: its owner could read, replace or plant a sign-in.
+   */
   private ensureDirectory(): void {
     mkdirSync(this.directory, { recursive: true, mode: 0o700 });
-    if ((statSync(this.directory).mode & 0o077) !== 0) chmodSync(this.directory, 0o700);
+    const found = statSync(this.directory);
+    if (!found.isDirectory()) throw new CacheError(`${this.directory} is not a directory`);
+    if (!ownedByMe(found.uid)) {
+      throw new CacheError(`${this.directory} belongs to another user (uid ${found.uid}): remove it, or set XDG_CACHE_HOME to a directory of your own`);
+    }
+    if ((found.mode & 0o077) !== 0) chmodSync(this.directory, 0o700);
+  }
+}
+
+/** Whether a file's owner is this process's user (always, where the system has no user ids). */
+function ownedByMe(uid: number): boolean {
+  const mine = process.getuid?.();
+  return mine === undefined || uid === mine;
+}
+
+/**
+ * Reads a saved sign-in without following a symbolic link or waiting on a pipe; refuses a file
+ * another user owns (it could hold someone else's sign-in) and narrows one others may read.
+ */
+function readOwnFile(path: string): string {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    const found = fstatSync(fd);
+    if (!found.isFile()) throw new CacheError(`${path} is not a regular file`);
+    if (!ownedByMe(found.uid)) throw new CacheError(`${path} belongs to another user (uid ${found.uid}): remove it`);
+    if ((found.mode & 0o077) !== 0) fchmodSync(fd, 0o600);
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
   }
 }
 

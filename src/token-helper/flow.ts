@@ -109,6 +109,13 @@ export async function obtainToken(opts: ObtainOptions, seams: ObtainSeams): Prom
         tokens = await (await seams.endpoints()).refresh(saved.refreshToken);
       } catch (err) {
         if (err instanceof TokenHelperError && err.code === 'refused') {
+          // A process that took the lock over meanwhile may have spent the same refresh token
+          // and saved its successor: that sign-in is good, and must not be forgotten.
+          const current = cache.read();
+          if (current?.refreshToken !== undefined && current.refreshToken !== saved.refreshToken) {
+            if (fresh(current)) return current.accessToken;
+            throw new TokenHelperError('provider_unavailable', 'another sasl-gate token refreshed the sign-in at the same time: try again', { cause: err });
+          }
           cache.remove();
           throw new TokenHelperError(
             'refused',
@@ -144,16 +151,16 @@ export async function obtainToken(opts: ObtainOptions, seams: ObtainSeams): Prom
     const tokens = opts.browser
       ? await endpoints.signInWithBrowser((url) => {
           seams.say('To sign in, open this address in a web browser on this computer:');
-          seams.say(`  ${url}`);
+          seams.say(`  ${shown(url)}`);
           seams.say('Waiting for the sign-in to finish...');
         })
       : await endpoints.signInWithDevice((prompt) => {
           seams.say('To sign in, open this address in a web browser (on any device):');
-          seams.say(`  ${prompt.verificationUriComplete ?? prompt.verificationUri}`);
+          seams.say(`  ${shown(prompt.verificationUriComplete ?? prompt.verificationUri)}`);
           seams.say(
             prompt.verificationUriComplete
-              ? `and check that it shows the code ${prompt.userCode} (or open ${prompt.verificationUri} and enter it).`
-              : `and enter the code ${prompt.userCode}.`,
+              ? `and check that it shows the code ${shown(prompt.userCode)} (or open ${shown(prompt.verificationUri)} and enter it).`
+              : `and enter the code ${shown(prompt.userCode)}.`,
           );
           seams.say(`Waiting for the sign-in to finish (the code expires in ${Math.round(prompt.expiresInSeconds / 60)} minutes)...`);
         });
@@ -164,16 +171,24 @@ export async function obtainToken(opts: ObtainOptions, seams: ObtainSeams): Prom
       refreshToken: tokens.refreshToken,
       signedInAs: tokens.signedInAs,
     });
-    const who = tokens.signedInAs ? ` as ${tokens.signedInAs}` : '';
+    const who = tokens.signedInAs ? ` as ${shown(tokens.signedInAs)}` : '';
     seams.say(`Signed in${who}.`);
     if (cache.key.user !== '' && tokens.signedInAs !== undefined && tokens.signedInAs.toLowerCase() !== cache.key.user.toLowerCase()) {
-      seams.say(`warning: signed in as ${tokens.signedInAs}, not as ${cache.key.user} (--login-hint): the mail server will refuse this token for ${cache.key.user}`);
+      seams.say(`warning: signed in as ${shown(tokens.signedInAs)}, not as ${cache.key.user} (--login-hint): the mail server will refuse this token for ${cache.key.user}`);
     }
     if (tokens.refreshToken === undefined) {
       seams.say('warning: the provider gave no refresh token (is the offline_access scope allowed for this client?): you will have to sign in again when this token expires');
     }
     return tokens.accessToken;
   }, lockWaitMs);
+}
+
+/**
+ * Text from the provider as the terminal shows it: control characters (escape sequences that
+ * could rewrite the screen or the window title) and bidirectional overrides become `?`.
+ */
+function shown(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g, '?');
 }
 
 function stillValid(saved: SavedSignIn, now: number): boolean {

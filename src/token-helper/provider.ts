@@ -39,6 +39,16 @@ export async function openidEndpoints(o: ProviderOptions): Promise<TokenEndpoint
   } catch (err) {
     throw classify(err, `cannot read the provider's configuration at ${o.issuer.href}`);
   }
+  // Plain HTTP is allowed for a development provider on this machine, never for a host beyond it.
+  const metadata = config.serverMetadata();
+  for (const name of ['authorization_endpoint', 'token_endpoint', 'device_authorization_endpoint'] as const) {
+    const endpoint = metadata[name];
+    if (endpoint === undefined) continue;
+    const url = URL.canParse(endpoint) ? new URL(endpoint) : undefined;
+    if (!url || !(url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname)))) {
+      throw new TokenHelperError('provider_unavailable', `the provider's configuration names its ${name} ${printable(endpoint)}: only https:// (or http:// on this machine) is used`);
+    }
+  }
   const tokenSet = (tokens: client.TokenEndpointResponse & client.TokenEndpointResponseHelpers): TokenSet => {
     const expiresIn = tokens.expiresIn();
     const email = tokens.claims()?.['email'];
@@ -98,7 +108,7 @@ export async function openidEndpoints(o: ProviderOptions): Promise<TokenEndpoint
           ...(o.loginHint ? { login_hint: o.loginHint } : {}),
         });
         show(url.href);
-        const callback = await redirect.next(o.browserWaitSeconds * 1000);
+        const callback = await redirect.next(state, o.browserWaitSeconds * 1000);
         try {
           const tokens = await client.authorizationCodeGrant(config, callback.url, {
             pkceCodeVerifier: verifier,
@@ -120,7 +130,7 @@ export async function openidEndpoints(o: ProviderOptions): Promise<TokenEndpoint
 
 /** The one-shot HTTP listener on 127.0.0.1 that receives the browser's redirect. */
 class LoopbackRedirect {
-  private pending: ((request: { url: URL; answer: (status: number, text: string) => void }) => void) | undefined;
+  private pending: { state: string; deliver: (request: { url: URL; answer: (status: number, text: string) => void }) => void } | undefined;
 
   private constructor(
     private readonly server: http.Server,
@@ -137,7 +147,13 @@ class LoopbackRedirect {
         answer(404, 'Not found.');
         return;
       }
-      const deliver = this.pending;
+      // Any web page can send a browser here: a redirect without this sign-in's state is not
+      // its answer, and must neither end the sign-in nor reach the provider (CSRF, RFC 6749 10.12).
+      if (url.searchParams.get('state') !== this.pending.state) {
+        answer(400, 'This is not the sign-in sasl-gate token started; it keeps waiting for that one.');
+        return;
+      }
+      const { deliver } = this.pending;
       this.pending = undefined;
       deliver({ url, answer });
     });
@@ -156,15 +172,19 @@ class LoopbackRedirect {
     return new LoopbackRedirect(server, `http://127.0.0.1:${port}/callback`);
   }
 
-  next(timeoutMs: number): Promise<{ url: URL; answer: (status: number, text: string) => void }> {
+  /** The first redirect that carries `state`; others are answered and ignored. */
+  next(state: string, timeoutMs: number): Promise<{ url: URL; answer: (status: number, text: string) => void }> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending = undefined;
         reject(new TokenHelperError('refused', `the sign-in did not finish within ${Math.round(timeoutMs / 60_000)} minutes`));
       }, timeoutMs);
-      this.pending = (request) => {
-        clearTimeout(timer);
-        resolve(request);
+      this.pending = {
+        state,
+        deliver: (request) => {
+          clearTimeout(timer);
+          resolve(request);
+        },
       };
     });
   }
