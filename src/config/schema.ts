@@ -294,6 +294,9 @@ const smtpBackendSchema = z.strictObject({
   ),
 });
 
+/** Scopes of OpenID Connect itself, which any application of the issuer may be granted. */
+const OPENID_SCOPES: ReadonlySet<string> = new Set(['openid', 'profile', 'email', 'address', 'phone', 'offline_access']);
+
 const oauthSchema = z
   .strictObject({
     issuer: httpsUrl().describe(
@@ -346,6 +349,9 @@ const oauthSchema = z
     ),
     anyClientWithScope: text()
       .regex(/^[\x21-\x7e]+$/, 'one scope: printable characters without spaces')
+      .refine((scope) => !OPENID_SCOPES.has(scope), {
+        message: 'an OpenID Connect scope every application asks for would let any application of the issuer read mail: name a scope only mail clients are granted, e.g. urn:ietf:params:oauth:scope:mail',
+      })
       .optional()
       .describe(
         "Opt-in: a token issued to any client of the issuer is accepted, whatever its audience, when it carries this scope (for example `urn:ietf:params:oauth:scope:mail`); issuer, signature, expiry, `oauth.requiredScopes` and the identity rules still apply. For public and dynamically registered clients (the `sasl-gate token` helper, Thunderbird, FairEmail), which get their own client id as audience. The risk: any application the user signs in to at the provider and grants that scope can then read and send the user's mail, so the provider must grant it only to mail clients (with consent). Unset, only `oauth.audience` is accepted.",

@@ -18,7 +18,8 @@ export const TOKEN_HELP = `Usage: sasl-gate token --issuer URL --client-id ID [-
 
 Prints a fresh OAuth access token on standard output, alone on its line, for mail programs
 that run a command to get their password: msmtp (passwordeval), mbsync (PassCmd), mutt and
-neomutt (oauthbearer_refresh_command), aerc (a token command), getmail.
+neomutt (imap_oauth_refresh_command, smtp_oauth_refresh_command), aerc (source-cred-cmd),
+getmail (password_command).
 
 The first call signs in: with the device flow, it prints on standard error an address to open
 in a browser on any device and a code to check there; with --browser, the address of the

@@ -295,3 +295,13 @@ describe('the effective configuration', () => {
   });
 });
 
+
+describe('oauth.anyClientWithScope', () => {
+  it('takes a scope only mail clients are granted, and refuses one every application of the issuer asks for', () => {
+    const withScope = (scope: string) => file(CONTRACT.replace('  audience: [mail]', `  audience: [mail]\n  anyClientWithScope: "${scope}"`));
+    expect(loadConfig({ file: withScope('urn:ietf:params:oauth:scope:mail'), env: {} }).config.oauth.anyClientWithScope).toBe('urn:ietf:params:oauth:scope:mail');
+    for (const scope of ['openid', 'email', 'profile', 'offline_access']) {
+      expect(() => loadConfig({ file: withScope(scope), env: {} })).toThrow(/would let any application of the issuer read mail/);
+    }
+  });
+});
