@@ -6,6 +6,7 @@
  * `halt()` and `resume()` freeze and thaw every PostgreSQL process, for outage tests.
  */
 import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
@@ -153,16 +154,52 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
     user,
     password,
     url: `postgres://${user}:${password}@${host}:${port}/${database}`,
-    halt: () => signalGroup(pgid, 'SIGSTOP'),
-    resume: () => signalGroup(pgid, 'SIGCONT'),
+    halt: () => {
+      // The postmaster first, so it forks no new backend; each backend is a session of its own (setsid).
+      signalGroup(pgid, 'SIGSTOP');
+      for (const child of childrenOf(pgid)) signalProcess(child, 'SIGSTOP');
+    },
+    resume: () => {
+      for (const child of childrenOf(pgid)) signalProcess(child, 'SIGCONT');
+      signalGroup(pgid, 'SIGCONT');
+    },
     async stop() {
+      for (const child of childrenOf(pgid)) signalProcess(child, 'SIGCONT');
       signalGroup(pgid, 'SIGCONT');
       // SIGINT: PostgreSQL's fast shutdown (sessions are ended, no checkpoint wait worth having here).
       child.kill('SIGINT');
       const stopped = await Promise.race([exited.then(() => true), sleep(10_000).then(() => false)]);
-      if (!stopped || groupAlive(pgid)) signalGroup(pgid, 'SIGKILL');
+      if (!stopped || groupAlive(pgid)) {
+        for (const child of childrenOf(pgid)) signalProcess(child, 'SIGKILL');
+        signalGroup(pgid, 'SIGKILL');
+      }
       untrackGroup(pgid);
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The pids whose parent is `parent` (from /proc). */
+function childrenOf(parent: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // The parent pid is the second field after the command name, which may hold spaces or parentheses.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === parent) children.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return children;
+}
+
+function signalProcess(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Already gone.
+  }
 }
