@@ -144,7 +144,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   // The failure counts and app passwords: this process and storage.dir, or PostgreSQL every replica shares.
   const sharedState = await openSharedState(config, { injectedAppPasswords: deps.appPasswords });
   const appPasswords = config.appPasswords.enabled ? (deps.appPasswords ?? sharedState.appPasswords) : undefined;
-  const directory = config.directory ? await startDirectory(config.directory, { log, certificates, appPasswords }) : undefined;
+  const directory = config.directory ? await startDirectory(config.directory, { log, certificates, appPasswords, postgres: sharedState.postgres }) : undefined;
 
   const servers: NetServer[] = [];
   const sessions = new Set<Closable>();

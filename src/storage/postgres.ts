@@ -143,6 +143,22 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX auth_failures_by_age ON auth_failures (kind, last_at);
     `,
   },
+  {
+    version: 2,
+    sql: `
+      CREATE TABLE directory_state (
+        id SMALLINT PRIMARY KEY CHECK (id = 1),
+        state JSONB NOT NULL,
+        version BIGINT NOT NULL,
+        saved_at BIGINT NOT NULL
+      );
+      CREATE TABLE directory_lease (
+        id SMALLINT PRIMARY KEY CHECK (id = 1),
+        holder TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Opens the pool and migrates the schema; throws StorageError when the database cannot be reached or migrated. */

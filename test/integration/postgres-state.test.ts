@@ -11,11 +11,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresAppPasswordService } from '../../src/auth/app-passwords-postgres.js';
 import { FailureTracker } from '../../src/login/failures.js';
 import { PostgresFailureStore } from '../../src/login/failures-postgres.js';
+import { Directory } from '../../src/directory/directory.js';
+import type { DirectoryUser } from '../../src/directory/model.js';
+import { DirectoryLease, followSharedDirectory, PostgresDirectoryStore } from '../../src/directory/shared.js';
+import { DirectorySync } from '../../src/directory/sync.js';
 import { StorageError } from '../../src/storage/database.js';
 import { migratePostgres, openPostgres, POSTGRES_MIGRATIONS, PostgresPool } from '../../src/storage/postgres.js';
 import { startPostgres, type PostgresInstance } from '../../tools/postgres.js';
 import { appPasswordContract, type ContractService } from '../support/app-password-contract.js';
 import { secret } from '../support/evidence.js';
+import { sleep, waitFor } from '../support/wait.js';
 
 let postgres: PostgresInstance;
 let admin: PostgresPool;
@@ -182,5 +187,81 @@ describe('a PostgreSQL outage', () => {
     expect(await failures.failed('192.0.2.51', 'bob@example.test')).toBe(500);
     await service.close();
     await pool.close();
+  }, 30_000);
+});
+
+describe('the directory shared by replicas', () => {
+  const user = (name: string): DirectoryUser => ({ id: name, mailbox: `${name}@example.test`, aliases: [], active: true, groups: [] });
+  const silent = { info() {}, warn() {}, error() {} };
+
+  /** A replica: its own pool, directory, provider view (what its source would answer), lease and follower. */
+  function replica(ttlMs: number) {
+    const pool = new PostgresPool(settings());
+    const directory = new Directory({ graceSeconds: 0, maxRemovalShare: 1 });
+    const provider = { users: [user('alice')], asked: 0 };
+    const store = new PostgresDirectoryStore(pool);
+    const lease = new DirectoryLease(pool, ttlMs);
+    const source = { name: 'test', fetchAll: async () => (provider.asked++, provider.users.map((u) => ({ ...u }))) };
+    const sync = new DirectorySync({ directory, source, store, intervalSeconds: 3600, lease, logger: silent });
+    const stopFollowing = followSharedDirectory(directory, store, 50, silent);
+    return { pool, directory, provider, lease, sync, close: async () => (sync.stop(), stopFollowing(), await lease.release(), await pool.close()) };
+  }
+
+  it('one replica syncs under the lease, the other serves its set; a released or lapsed lease passes over', async () => {
+    await admin.query('TRUNCATE directory_state, directory_lease');
+    const a = replica(400);
+    const b = replica(400);
+    try {
+      a.provider.users = [user('alice'), user('bob')];
+      b.provider.users = [user('alice'), user('mallory')];
+      expect((await a.sync.syncNow()).ok).toBe(true);
+      const followed = await b.sync.syncNow();
+      expect(followed).toMatchObject({ ok: false, error: 'another replica holds the directory lease' });
+      // B never asked its provider, and serves A's set from the shared copy.
+      expect(b.provider.asked).toBe(0);
+      await waitFor(() => b.directory.loginVerdict('bob@example.test') === 'allowed', { timeoutMs: 5000, intervalMs: 20, what: 'the shared set' });
+      expect(b.directory.loginVerdict('mallory@example.test')).toBe('unknown');
+
+      // A change at the provider reaches B through A's next sync.
+      a.provider.users = [user('alice'), user('carol')];
+      expect((await a.sync.syncNow()).ok).toBe(true);
+      await waitFor(() => b.directory.loginVerdict('carol@example.test') === 'allowed', { timeoutMs: 5000, intervalMs: 20, what: 'the change' });
+      expect(b.directory.loginVerdict('bob@example.test')).not.toBe('allowed');
+
+      // A shuts down: B takes over at its next attempt, and A's set stays served meanwhile.
+      await a.lease.release();
+      b.provider.users = [user('alice'), user('dave')];
+      expect((await b.sync.syncNow()).ok).toBe(true);
+      expect(b.provider.asked).toBe(1);
+      await waitFor(() => a.directory.loginVerdict('dave@example.test') === 'allowed', { timeoutMs: 5000, intervalMs: 20, what: 'B’s set at A' });
+
+      // B stops renewing (a crash): once its lease lapses, A takes it.
+      expect(await a.lease.acquire()).toBe(false);
+      await sleep(500);
+      expect(await a.lease.acquire()).toBe(true);
+      expect(await b.lease.acquire()).toBe(false);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('with the database frozen, each replica serves the set it holds, and none syncs', async () => {
+    await admin.query('TRUNCATE directory_state, directory_lease');
+    const a = replica(60_000);
+    try {
+      expect((await a.sync.syncNow()).ok).toBe(true);
+      postgres.halt();
+      try {
+        // The lease cannot be renewed, so no sync runs (no replica syncs it does not know it leads).
+        const outcome = await a.sync.syncNow();
+        expect(outcome.ok).toBe(false);
+        expect(a.directory.loginVerdict('alice@example.test')).toBe('allowed');
+      } finally {
+        postgres.resume();
+      }
+      expect((await a.sync.syncNow()).ok).toBe(true);
+    } finally {
+      await a.close();
+    }
   }, 30_000);
 });
