@@ -1,9 +1,10 @@
 /**
  * Two replicas of sasl-gate (two gates, two configurations, `appPasswords.only`) on one PostgreSQL,
- * in front of a real Dovecot: failed logins through one delay the next attempt through the other, an app password the
- * admin command line made against one's configuration logs in through the other at once, and a
- * frozen database gives app-password logins a temporary failure and failed logins the longest
- * delay while token logins go on; once it answers again all works without a restart.
+ * in front of a real Dovecot: the directory one replica syncs is the one both serve, failed logins
+ * through one delay the next attempt through the other, an app password the admin command line
+ * made against one's configuration logs in through the other at once, and a frozen database gives
+ * app-password logins a temporary failure and failed logins the longest delay while token logins
+ * go on; once it answers again all works without a restart.
  */
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,10 +23,12 @@ import { startDevIdp, type DevIdp } from '../../tools/idp.js';
 import { startPostgres, type PostgresInstance } from '../../tools/postgres.js';
 import { keepLog, secret } from '../support/evidence.js';
 import { MASTER, TlsImap, tokenLogin, USERS } from '../support/stack.js';
+import { waitFor } from '../support/wait.js';
 
 const run = promisify(execFile);
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'sasl-gate.js');
 const [ALICE, BOB] = USERS as [(typeof USERS)[0], (typeof USERS)[0]];
+const MALLORY = 'mallory@example.test';
 const DELAY_MS = 300;
 const MAX_DELAY_MS = 1200;
 
@@ -69,7 +72,7 @@ describe('two replicas on one PostgreSQL', () => {
     certs = await ensureDevCertificate(join(dir, 'certs'));
     [dovecot, idp, postgres] = await Promise.all([
       startDovecot({ users: [ALICE, BOB], master: MASTER, authPenalty: false }),
-      startDevIdp({ users: [{ id: 'alice', email: ALICE.name }], audience: 'mail' }),
+      startDevIdp({ users: [{ id: 'alice', email: ALICE.name }, { id: 'mallory', email: MALLORY }], audience: 'mail' }),
       startPostgres(),
     ]);
     secret(postgres.password, 'PostgreSQL password');
@@ -85,6 +88,11 @@ describe('two replicas on one PostgreSQL', () => {
     });
     for (const replica of [1, 2]) {
       const file = join(dir, `replica-${replica}.yaml`);
+      // Each replica's view of the provider; replica 2's (wrongly) lists mallory. Replica 1 starts
+      // first, takes the directory lease, and its set is the one both serve.
+      const usersFile = join(dir, `users-${replica}.yaml`);
+      const mailboxes = replica === 1 ? [ALICE.name, BOB.name] : [ALICE.name, BOB.name, MALLORY];
+      writeFileSync(usersFile, stringify({ users: mailboxes.map((mailbox) => ({ mailbox })) }));
       writeFileSync(
         file,
         stringify({
@@ -96,6 +104,7 @@ describe('two replicas on one PostgreSQL', () => {
           // Each replica its own storage.dir (nothing shared there); the key file is the same.
           storage: { dir: join(dir, `state-${replica}`), postgres: { urlFile, timeoutSeconds: 0.5 } },
           appPasswords: { enabled: true, only: true, keyFile, lastUseWriteSeconds: 0 },
+          directory: { source: 'static', static: { file: usersFile }, graceSeconds: 0 },
           limits: { authFailureDelaySeconds: DELAY_MS / 1000, authFailureMaxDelaySeconds: MAX_DELAY_MS / 1000 },
         }),
       );
@@ -163,5 +172,12 @@ describe('two replicas on one PostgreSQL', () => {
     }
     for (const replica of [0, 1]) expect((await plainLogin(replica, ALICE.name, password)).tagged).toMatch(/^a1 OK /);
     expect(raw).toMatch(/storage_unavailable/);
+  }, 30_000);
+  it('one directory for both: replica 2 serves the set replica 1 synced, not its own provider view', async () => {
+    await waitFor(() => gates[1]!.directory!.loginVerdict(BOB.name) === 'allowed', { timeoutMs: 10_000, what: 'the shared directory at replica 2' });
+    const malloryToken = secret(await idp.mintAccessToken({ user: MALLORY }), 'access token');
+    for (const replica of [0, 1]) expect((await tokenLogin(endpoint(replica), MALLORY, malloryToken)).tagged).toMatch(/^a1 NO /);
+    expect(gates[1]!.directory!.loginVerdict(MALLORY)).toBe('unknown');
+    expect(raw).toMatch(/directory taken from the shared copy|directory loaded from the state file/);
   }, 30_000);
 });
