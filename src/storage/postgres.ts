@@ -18,9 +18,17 @@ export interface PostgresSettings {
 /** The advisory lock key migrations hold: any constant the application does not use otherwise. */
 const MIGRATION_LOCK = 0x5a5147;
 
-/** A pool whose failures are StorageErrors that never show the URL (it holds a password). */
+/** After the database failed to answer, how long queries fail at once instead of each waiting for the timeout. */
+const FAIL_FAST_MS = 1000;
+
+/**
+ * A pool whose failures are StorageErrors that never show the URL (it holds a password). Once the
+ * database has not answered (a timeout, a refused or broken connection), queries fail at once for
+ * a second, so an outage costs each login at most one timeout per second, not one each.
+ */
 export class PostgresPool {
   readonly pool: pg.Pool;
+  private downUntil = 0;
 
   constructor(settings: PostgresSettings) {
     const timeoutMs = Math.round(settings.timeoutSeconds * 1000);
@@ -41,20 +49,22 @@ export class PostgresPool {
 
   /** Runs one statement; rejects with a StorageError (code `storage`, temporary) when the database cannot answer. */
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
+    this.checkUp();
     try {
       return await this.pool.query<R>(text, values);
     } catch (err) {
-      throw unavailable(err);
+      throw this.failed(err);
     }
   }
 
   /** Runs `work` in one transaction on one connection; rolled back when it throws. */
   async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    this.checkUp();
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
     } catch (err) {
-      throw unavailable(err);
+      throw this.failed(err);
     }
     let broken = false;
     try {
@@ -67,10 +77,20 @@ export class PostgresPool {
         broken = true;
       });
       // Refusals the work made on purpose (GateErrors) pass unchanged; the driver's become StorageErrors.
-      throw err instanceof GateError ? err : unavailable(err);
+      throw err instanceof GateError ? err : this.failed(err);
     } finally {
       client.release(broken);
     }
+  }
+
+  private checkUp(): void {
+    if (Date.now() < this.downUntil) throw new StorageError('PostgreSQL did not answer a moment ago; trying again shortly');
+  }
+
+  /** The error to throw; one the server did not send itself (no answer) starts the fail-fast second. */
+  private failed(err: unknown): StorageError {
+    if (!(err instanceof pg.DatabaseError) && !(err instanceof StorageError)) this.downUntil = Date.now() + FAIL_FAST_MS;
+    return unavailable(err);
   }
 
   /** Closes every connection. */
