@@ -1,6 +1,7 @@
 /** `sasl-gate app-passwords create|list|revoke`: the admin's command line for app passwords. */
 import { AppPasswordError, type AppPasswordRecord } from './auth/app-passwords.js';
-import { openConfiguredAppPasswords, type AppPasswordHistoryRecord, type SqliteAppPasswordService } from './auth/app-passwords-sqlite.js';
+import type { AppPasswordHistoryRecord } from './auth/app-passwords-sqlite.js';
+import { appPasswordStoreConfigured, openAdminAppPasswords, type AdminAppPasswords } from './login/shared-state.js';
 import { PROTOCOLS, type Config, type MailProtocol } from './config/schema.js';
 import { GateError } from './errors.js';
 import { checkUsername } from './sasl/username.js';
@@ -63,14 +64,14 @@ export async function appPasswordsCommand(action: string | undefined, values: Va
 
   const loaded = config();
   if (!loaded) return 1;
-  if (loaded.storage.dir === undefined) {
-    err('sasl-gate app-passwords: app passwords are kept in a database: set storage.dir in the configuration\n');
+  if (!appPasswordStoreConfigured(loaded.storage)) {
+    err('sasl-gate app-passwords: app passwords are kept in a database: set storage.dir (or storage.postgres) in the configuration\n');
     return 1;
   }
   if (!loaded.appPasswords.enabled) err('warning: appPasswords.enabled is false: serve does not accept app passwords until it is true\n');
-  let service: SqliteAppPasswordService;
+  let service: AdminAppPasswords;
   try {
-    service = openConfiguredAppPasswords(loaded, { flushTimer: false });
+    service = await openAdminAppPasswords(loaded);
   } catch (e) {
     err(`sasl-gate app-passwords: ${(e as Error).message}\n`);
     return 1;
@@ -99,7 +100,7 @@ export async function appPasswordsCommand(action: string | undefined, values: Va
   }
 }
 
-async function create(service: SqliteAppPasswordService, user: string, label: string, protocols: MailProtocol[] | undefined, days: number | undefined): Promise<number> {
+async function create(service: AdminAppPasswords, user: string, label: string, protocols: MailProtocol[] | undefined, days: number | undefined): Promise<number> {
   try {
     const { password, record } = await service.create({
       user,
@@ -131,8 +132,8 @@ function asJson(r: AppPasswordRecord | AppPasswordHistoryRecord): Record<string,
   };
 }
 
-async function list(service: SqliteAppPasswordService, user: string | undefined, json: boolean, all: boolean): Promise<number> {
-  const records: Array<AppPasswordRecord | AppPasswordHistoryRecord> = all ? service.history(user) : await service.list(user);
+async function list(service: AdminAppPasswords, user: string | undefined, json: boolean, all: boolean): Promise<number> {
+  const records: Array<AppPasswordRecord | AppPasswordHistoryRecord> = all ? await service.history(user) : await service.list(user);
   if (json) {
     out(`${JSON.stringify(records.map(asJson), null, 2)}\n`);
     return 0;

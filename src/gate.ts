@@ -16,7 +16,7 @@ import type { BackendSettings, ProtocolFront, Session } from './login/protocol.j
 import type { Protocol } from './observe/metrics.js';
 import { CapabilityCache } from './login/capability-cache.js';
 import { CertificateStore } from './tls/certificates.js';
-import { FailureTracker, type FailureStore } from './login/failures.js';
+import type { FailureStore } from './login/failures.js';
 import { ConnectionLimiter, type Admission } from './net/limits.js';
 import { adminHandler } from './observe/admin.js';
 import { metricsAuthorizer } from './observe/metrics-auth.js';
@@ -29,7 +29,7 @@ import type { ConnectionParameters, DirectoryVerdict, SessionOptions } from './l
 import type { AppPasswordService } from './auth/app-passwords.js';
 import { startPortal, type RunningPortal } from './portal/server.js';
 import type { SignInClient } from './portal/signin.js';
-import { openConfiguredAppPasswords } from './auth/app-passwords-sqlite.js';
+import { openSharedState } from './login/shared-state.js';
 
 /** Seams a caller (tests, the demo) may replace. */
 export interface GateDependencies {
@@ -37,7 +37,7 @@ export interface GateDependencies {
   validator?: TokenValidator;
   /** Backend connectors by protocol, in place of TCP to the configured backend. */
   connectors?: Partial<Record<Protocol, BackendConnector>>;
-  /** In place of the SQLite store in storage.dir (with `appPasswords.enabled`); the self-service page manages it too. */
+  /** In place of the store in storage.dir or storage.postgres (with `appPasswords.enabled`); the self-service page manages it too. */
   appPasswords?: AppPasswordService;
   /** In place of the provider for the self-service page's sign-in. */
   portalSignIn?: SignInClient;
@@ -155,9 +155,10 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
 
   // App passwords: one store for logins, the directory's revocations and the page; closed last
   // when the gate opened it (an injected one is its owner's to close).
-  const ownAppPasswords = config.appPasswords.enabled && !deps.appPasswords ? openConfiguredAppPasswords(config, { flushTimer: true }) : undefined;
-  const appPasswords = config.appPasswords.enabled ? (deps.appPasswords ?? ownAppPasswords) : undefined;
-  const directory = config.directory ? await startDirectory(config.directory, { log, certificates, appPasswords }) : undefined;
+  // The failure counts and app passwords: this process and storage.dir, or PostgreSQL every replica shares.
+  const sharedState = await openSharedState(config, { injectedAppPasswords: deps.appPasswords });
+  const appPasswords = config.appPasswords.enabled ? (deps.appPasswords ?? sharedState.appPasswords) : undefined;
+  const directory = config.directory ? await startDirectory(config.directory, { log, certificates, appPasswords, postgres: sharedState.postgres }) : undefined;
 
   const servers: NetServer[] = [];
   const sessions = new Set<Closable>();
@@ -168,7 +169,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const connections: Admission = deps.admission ?? new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
   /** Connections being refused (handshake, then the refusal): bounded like the admitted ones. */
   const refusing = new ConnectionLimiter(MAX_REFUSALS_IN_PROGRESS, config.limits.maxConnectionsPerAddress);
-  const failures = deps.failures ?? new FailureTracker({ baseDelayMs: Math.round(config.limits.authFailureDelaySeconds * 1000), maxDelayMs: Math.round(config.limits.authFailureMaxDelaySeconds * 1000) });
+  const failures = deps.failures ?? sharedState.failures;
 
   /** The options every session shares; typed, so a renamed or forgotten field does not compile. */
   const shared: Omit<SessionOptions, keyof ConnectionParameters> = {
@@ -452,7 +453,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
         closing.push(new Promise<void>((resolve) => admin!.close(() => resolve())));
       }
       await Promise.all(closing);
-      await ownAppPasswords?.close();
+      await sharedState.close();
     },
   };
 }

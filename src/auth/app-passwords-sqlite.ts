@@ -300,12 +300,12 @@ export class SqliteAppPasswordService implements AppPasswordService {
 }
 
 /** Whether `user` is written as logins may name it: no surrounding space, unchanged by NFKC. */
-function isCanonicalSpelling(user: string): boolean {
+export function isCanonicalSpelling(user: string): boolean {
   return user !== '' && user === user.trim() && user === user.normalize('NFKC');
 }
 
 /** The label as stored: trimmed, 1 to 64 printable characters. */
-function checkLabel(label: string): string {
+export function checkLabel(label: string): string {
   const trimmed = label.trim();
   const length = [...trimmed].length;
   if (length === 0 || length > MAX_LABEL || /\p{C}/u.test(trimmed)) {
@@ -315,7 +315,7 @@ function checkLabel(label: string): string {
 }
 
 /** The protocols, each once, in the usual order; at least one, each one sasl-gate speaks. */
-function checkProtocols(protocols: readonly string[]): MailProtocol[] {
+export function checkProtocols(protocols: readonly string[]): MailProtocol[] {
   const known: readonly string[] = PROTOCOLS;
   if (protocols.length === 0 || protocols.some((p) => !known.includes(p))) {
     throw new AppPasswordError('bad_protocols', `protocols are one or more of ${PROTOCOLS.join(', ')}`);

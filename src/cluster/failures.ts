@@ -1,4 +1,4 @@
-import type { FailureStore, FailureTracker } from '../login/failures.js';
+import type { FailureStore } from '../login/failures.js';
 import { isClusterMessage, RequestClient, type Channel, type StartTimer } from './channel.js';
 
 /**
@@ -32,16 +32,14 @@ function isDelay(value: unknown): value is number {
   return typeof value === 'number' && Number.isFinite(value) && value >= 0;
 }
 
-/** Answers one worker's failure requests from the supervisor's tracker; returns the unsubscribe. */
-export function answerFailures(channel: Channel, tracker: FailureTracker): () => void {
+/** Answers one worker's failure requests from the supervisor's store (which never rejects); returns the unsubscribe. */
+export function answerFailures(channel: Channel, store: FailureStore): () => void {
   return channel.onMessage((message) => {
     if (!isClusterMessage(message)) return;
     if (message.saslGate === 'failed') {
-      tracker.recordFailure(String(message.address), optionalString(message.user));
-      channel.send({ saslGate: 'answer', id: message.id, value: tracker.delayFor(String(message.address), optionalString(message.user)) });
+      void store.failed(String(message.address), optionalString(message.user)).then((delay) => channel.send({ saslGate: 'answer', id: message.id, value: delay }));
     } else if (message.saslGate === 'succeeded') {
-      tracker.recordSuccess(String(message.address), optionalString(message.user));
-      channel.send({ saslGate: 'answer', id: message.id, value: true });
+      void store.succeeded(String(message.address), optionalString(message.user)).then(() => channel.send({ saslGate: 'answer', id: message.id, value: true }));
     }
   });
 }

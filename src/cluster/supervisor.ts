@@ -3,10 +3,9 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, Counter, Gauge, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import { openConfiguredAppPasswords } from '../auth/app-passwords-sqlite.js';
+import { openSharedState } from '../login/shared-state.js';
 import type { GateConfig } from '../config/load.js';
 import { startDirectory } from '../directory/service.js';
-import { FailureTracker } from '../login/failures.js';
 import { adminHandler } from '../observe/admin.js';
 import { metricsAuthorizer } from '../observe/metrics-auth.js';
 import { Metrics } from '../observe/metrics.js';
@@ -62,13 +61,11 @@ export async function runSupervisor(config: GateConfig, log: Logger, count: numb
   const certificates = new CertificateStore(config, log);
   await certificates.load();
   certificates.watch();
-  // Opened (and its key made) before any worker opens the same database.
-  const appPasswords = config.appPasswords.enabled ? openConfiguredAppPasswords(config, { flushTimer: true }) : undefined;
-  const directory = config.directory ? await startDirectory(config.directory, { log, certificates, appPasswords }) : undefined;
-  const tracker = new FailureTracker({
-    baseDelayMs: Math.round(config.limits.authFailureDelaySeconds * 1000),
-    maxDelayMs: Math.round(config.limits.authFailureMaxDelaySeconds * 1000),
-  });
+  // Opened (and its key made, its schema migrated) before any worker opens the same store. The
+  // failure counts are the instance's (memory) or, with storage.postgres, every replica's.
+  const shared = await openSharedState(config);
+  const appPasswords = config.appPasswords.enabled ? shared.appPasswords : undefined;
+  const directory = config.directory ? await startDirectory(config.directory, { log, certificates, appPasswords, postgres: shared.postgres }) : undefined;
   const limits = new InstanceLimits(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
   const metrics = new Metrics({ certificateExpiry: () => certificates.expiresAt() });
   const restarts = new Counter({ name: 'sasl_gate_worker_restarts_total', help: 'Workers started again after they died.', registers: [metrics.registry] });
@@ -113,7 +110,7 @@ export async function runSupervisor(config: GateConfig, log: Logger, count: numb
     slot.ready = false;
     slot.startedAt = Date.now();
     const channel = workerChannel(worker);
-    answerFailures(channel, tracker);
+    answerFailures(channel, shared.failures);
     limits.serve(String(worker.id), channel);
     worker.on('message', (message: unknown) => {
       if (isClusterMessage(message) && message.saslGate === 'ready') {
@@ -254,6 +251,6 @@ export async function runSupervisor(config: GateConfig, log: Logger, count: numb
     admin.closeAllConnections();
     await new Promise<void>((resolve) => admin!.close(() => resolve()));
   }
-  await appPasswords?.close();
+  await shared.close();
   return exitCode;
 }

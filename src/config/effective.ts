@@ -6,7 +6,7 @@
 import { Document, isMap, isScalar, isSeq, type Node } from 'yaml';
 import { formatKey } from './env.js';
 import type { GateConfig } from './load.js';
-import { isSecretKey } from './problems.js';
+import { isSecretPath } from './problems.js';
 import { configKeys } from './reference.js';
 
 const MASK = '********';
@@ -30,7 +30,7 @@ export function writtenForm(config: GateConfig): unknown {
   const addresses = hostPortKeys();
   const visit = (value: unknown, path: Array<string | number>): unknown => {
     const last = path.at(-1);
-    if (typeof last === 'string' && isSecretKey(last) && typeof value === 'string') return MASK;
+    if (typeof last === 'string' && isSecretPath(path) && typeof value === 'string') return MASK;
     if (addresses.has(referenceKey(path)) && value !== null && typeof value === 'object') {
       return hostPort(value as { host: string; port: number });
     }
@@ -74,7 +74,7 @@ export function effectiveYaml(config: GateConfig, fromEnv: ReadonlyMap<string, s
     const notes: string[] = [];
     const variable = fromEnv.get(formatKey(path));
     if (variable) notes.push(`from ${variable}`);
-    if (typeof last === 'string' && isSecretKey(last) && isScalar(node)) {
+    if (typeof last === 'string' && isSecretPath(path) && isScalar(node)) {
       const parent = path.slice(0, -1).reduce<unknown>((n, p) => (n as Record<string | number, unknown>)?.[p], written);
       const file = (parent as Record<string, unknown> | undefined)?.[fileKeyOf(last)];
       if (typeof file === 'string') notes.push(`read from ${file} (${formatKey([...path.slice(0, -1), fileKeyOf(last)])})`);

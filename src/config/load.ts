@@ -56,6 +56,7 @@ const FILES_READ_AT_START: ReadonlyArray<{ path: ReadonlyArray<string>; secret?:
   { path: ['directory', 'scim', 'tokenFile'], secret: {} },
   { path: ['admin', 'metricsTokenFile'], secret: { minLength: 16, what: 'token' } },
   { path: ['oauth', 'clientSecretFile'], secret: {} },
+  { path: ['storage', 'postgres', 'urlFile'], secret: {} },
 ];
 
 function stringAt(root: unknown, path: ReadonlyArray<string>): string | undefined {
@@ -181,5 +182,12 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
 
   const clientSecret = readSecret(config.oauth.clientSecret, config.oauth.clientSecretFile, 'oauth.clientSecret');
   const oauth = clientSecret === undefined ? config.oauth : { ...config.oauth, clientSecret };
-  return { config: deepFreeze({ ...config, master: { ...config.master, password }, oauth }), warnings, fromEnv };
+  const postgres = config.storage.postgres;
+  const postgresUrl = postgres ? readSecret(postgres.url, postgres.urlFile, 'storage.postgres.url') : undefined;
+  if (postgresUrl !== undefined && !/^postgres(ql)?:\/\//.test(postgresUrl)) {
+    // The value is never shown: it holds a password.
+    throw new ConfigError('storage.postgres.urlFile', 'the file must hold a postgres:// URL');
+  }
+  const storage = postgres && postgresUrl !== undefined ? { ...config.storage, postgres: { ...postgres, url: postgresUrl } } : config.storage;
+  return { config: deepFreeze({ ...config, master: { ...config.master, password }, oauth, storage }), warnings, fromEnv };
 }

@@ -99,9 +99,18 @@ export function isSecretKey(name: string): boolean {
   return SECRET_KEY.test(name) && !/File$/.test(name);
 }
 
+/** Keys holding a secret though their name does not say so: a database URL carries its password. */
+const SECRET_PATHS = new Set(['storage.postgres.url']);
+
+/** Whether the key at `path` holds a secret, by its name or as one of SECRET_PATHS. */
+export function isSecretPath(path: ReadonlyArray<PropertyKey>): boolean {
+  const last = path.at(-1);
+  return (typeof last === 'string' && isSecretKey(last)) || SECRET_PATHS.has(path.filter((p) => typeof p === 'string').join('.'));
+}
+
 /** A value for a message: strings quoted and shortened, secrets never shown. */
 function shown(value: unknown, path: ReadonlyArray<PropertyKey>): string {
-  if (path.some((p) => typeof p === 'string' && isSecretKey(p))) return 'a value of another type';
+  if (path.some((p) => typeof p === 'string' && isSecretKey(p)) || isSecretPath(path)) return 'a value of another type';
   if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
   if (typeof value === 'number') return `the number ${value}`;
   if (typeof value === 'boolean') return `${value}`;

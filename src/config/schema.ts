@@ -642,9 +642,36 @@ const storageSchema = z
       .describe(
         "The directory where sasl-gate keeps its state (the app-password database and, unless `appPasswords.keyFile` is set, the key their hashes are made with); created with mode 0700; a directory every local user may write to is refused. Required when `appPasswords.enabled` is true.",
       ),
+    postgres: z
+      .strictObject({
+        url: z
+          .string()
+          .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+          .optional()
+          .describe(
+            'The PostgreSQL database every replica shares (`postgres://user:password@host:5432/sasl_gate`, with `?sslmode=verify-full` across a network): app passwords, failure delays and the directory live there, and the schema is brought up to date at start. It holds a password: better set from the environment or `storage.postgres.urlFile`.',
+          ),
+        urlFile: text().optional().describe('A file holding `storage.postgres.url` (one line end at its end is dropped, nothing else is trimmed), read once at start.'),
+        maxConnections: integer(1, 1000).default(10).describe('Connections this process keeps open to PostgreSQL at most.'),
+        timeoutSeconds: seconds(600)
+          .refine((v) => v >= 0.1, 'must be at least 0.1')
+          .default(3)
+          .describe(
+            'How long a connection attempt or a query may take; after that the database counts as unreachable: app-password logins fail temporarily and failed logins get the longest delay.',
+          ),
+      })
+      .optional()
+      .superRefine((p, ctx) => {
+        if (p && (p.url === undefined) === (p.urlFile === undefined)) {
+          ctx.addIssue({ code: 'custom', path: ['url'], message: 'set one of storage.postgres.url and storage.postgres.urlFile' });
+        }
+      })
+      .describe(
+        'Shared state in PostgreSQL, for several replicas behind a load balancer; unset, each instance keeps its own (the embedded database in `storage.dir`, failure delays in memory).',
+      ),
   })
   .default({})
-  .describe('Where sasl-gate keeps state that outlives a restart: an embedded database in `storage.dir`.');
+  .describe('Where sasl-gate keeps state that outlives a restart: an embedded database in `storage.dir`, or PostgreSQL that several replicas share.');
 
 const appPasswordsSchema = z
   .strictObject({
@@ -892,7 +919,15 @@ export const configSchema = z
         });
       }
     });
-    if (c.appPasswords.enabled && c.storage.dir === undefined) {
+    if (c.appPasswords.enabled && c.storage.postgres && c.appPasswords.keyFile === undefined) {
+      // A key generated per replica would make every other replica's passwords fail.
+      ctx.addIssue({
+        code: 'custom',
+        path: ['appPasswords', 'keyFile'],
+        message: 'with storage.postgres every replica needs the same key: set appPasswords.keyFile',
+      });
+    }
+    if (c.appPasswords.enabled && c.storage.dir === undefined && !c.storage.postgres) {
       ctx.addIssue({
         code: 'custom',
         path: ['storage', 'dir'],

@@ -5,6 +5,7 @@ import type { AppPasswordService } from '../auth/app-passwords.js';
 import type { DirectoryConfig } from '../config/schema.js';
 import { readSecret } from '../config/secrets.js';
 import { ConfigError } from '../errors.js';
+import type { PostgresPool } from '../storage/postgres.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { revokeAppPasswordsOnDeparture } from './app-passwords.js';
 import { Directory, type DirectoryEvent } from './directory.js';
@@ -12,8 +13,12 @@ import { PasswdFileWriter } from './dovecot.js';
 import { createScimHandler } from './scim.js';
 import { startSocketmapServer } from './socketmap.js';
 import { createDirectorySource } from './sources/index.js';
+import { DirectoryLease, followSharedDirectory, PostgresDirectoryStore } from './shared.js';
 import { DirectoryStore } from './store.js';
 import { DirectorySync } from './sync.js';
+
+/** How often a replica looks for a newer shared directory (storage.postgres). */
+const SHARED_POLL_MS = 2000;
 
 /** The directory as the rest of sasl-gate uses it once it runs. */
 export interface RunningDirectory {
@@ -49,7 +54,7 @@ function describe(event: DirectoryEvent): Record<string, unknown> {
  */
 export async function startDirectory(
   config: DirectoryConfig,
-  deps: { log: Logger; certificates: CertificateStore; appPasswords?: AppPasswordService | undefined },
+  deps: { log: Logger; certificates: CertificateStore; appPasswords?: AppPasswordService | undefined; postgres?: PostgresPool | undefined },
 ): Promise<RunningDirectory> {
   const log = deps.log.child({ component: 'directory' });
   const directory = new Directory({
@@ -62,8 +67,12 @@ export async function startDirectory(
   });
   // Subscribed before the first sync, so no departure goes by unrevoked.
   const stopRevoking = deps.appPasswords ? revokeAppPasswordsOnDeparture(directory, deps.appPasswords, log) : () => {};
-  const store = config.stateFile ? new DirectoryStore(config.stateFile) : undefined;
   const source = createDirectorySource(config);
+  // With storage.postgres the last good set lives in the database every replica serves from, and
+  // only the replica holding the lease syncs from the provider.
+  const shared = deps.postgres ? new PostgresDirectoryStore(deps.postgres) : undefined;
+  const lease = deps.postgres && source ? new DirectoryLease(deps.postgres, config.syncIntervalSeconds * 1500 + 30_000) : undefined;
+  const store = shared ?? (config.stateFile ? new DirectoryStore(config.stateFile) : undefined);
   const persist = () => {
     if (store && directory.isLoaded()) store.save(directory.exportState()).catch((err: Error) => log.error({ err: err.message }, 'could not save the directory'));
   };
@@ -78,6 +87,7 @@ export async function startDirectory(
       jitter: config.syncJitter,
       retrySeconds: config.retrySeconds,
       logger: log,
+      ...(lease ? { lease } : {}),
     });
     // The first sync may wait for a provider that is down: the saved set serves meanwhile.
     await sync.loadStored();
@@ -89,6 +99,8 @@ export async function startDirectory(
     });
     if (state) directory.restore(state);
   }
+
+  const stopFollowing = shared ? followSharedDirectory(directory, shared, SHARED_POLL_MS, log) : () => {};
 
   let writer: PasswdFileWriter | undefined;
   if (config.dovecot) {
@@ -153,6 +165,8 @@ export async function startDirectory(
     },
     async close() {
       sync?.stop();
+      stopFollowing();
+      await lease?.release();
       unsubscribe();
       stopRevoking();
       await writer?.stop();

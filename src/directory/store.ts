@@ -42,7 +42,7 @@ function checkUser(value: unknown, where: string): DirectoryUser {
 }
 
 /** Checks the parsed file, so a hand-edited or truncated file is refused rather than half-used. */
-function parseState(value: unknown): DirectoryState {
+export function parseState(value: unknown): DirectoryState {
   const file = value as Record<string, unknown> | null;
   if (typeof file !== 'object' || file === null || file['format'] !== FORMAT) {
     throw new DirectoryStoreError(`not a ${FORMAT} file`);
@@ -76,8 +76,21 @@ function parseState(value: unknown): DirectoryState {
   };
 }
 
+/** The state as it is saved (the file's JSON, or a database's document): format and version stamped. */
+export function stateDocument(state: DirectoryState): Record<string, unknown> {
+  return { format: FORMAT, version: VERSION, savedAt: new Date().toISOString(), ...state };
+}
+
+/** Where the directory's last good state is kept: a file, or the database replicas share. */
+export interface DirectoryPersistence {
+  /** What it is, for logs. */
+  readonly file: string;
+  load(): Promise<DirectoryState | undefined>;
+  save(state: DirectoryState): Promise<void>;
+}
+
 /** Persists and loads the directory's state as one JSON file. */
-export class DirectoryStore {
+export class DirectoryStore implements DirectoryPersistence {
   private writing: Promise<void> | undefined;
   private pending: DirectoryState | undefined;
   private pendingWaiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];

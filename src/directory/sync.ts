@@ -7,7 +7,7 @@
 import type { Directory, ReplaceResult } from './directory.js';
 import type { DirectorySource } from './model.js';
 import { DirectorySourceError } from './sources/common.js';
-import type { DirectoryStore } from './store.js';
+import type { DirectoryPersistence } from './store.js';
 
 /** The part of a pino logger the sync uses. */
 export interface DirectoryLogger {
@@ -21,7 +21,7 @@ export interface DirectorySyncOptions {
   directory: Directory;
   source: DirectorySource;
   /** Where applied sets are saved and loaded from at start; unset, nothing is persisted. */
-  store?: DirectoryStore;
+  store?: DirectoryPersistence;
   /** Seconds between full syncs. */
   intervalSeconds: number;
   /**
@@ -34,6 +34,11 @@ export interface DirectorySyncOptions {
   logger?: DirectoryLogger;
   /** Default Math.random; tests fix it. */
   random?: () => number;
+  /**
+   * With several replicas: a sync runs only while this replica holds the lease (taken or renewed
+   * at each attempt); otherwise another replica syncs, and this one tries again after `retrySeconds`.
+   */
+  lease?: { acquire(): Promise<boolean> };
 }
 
 /** The outcome of one sync. A held-back set is `ok` (the source answered) with `result.applied` false. */
@@ -160,6 +165,11 @@ export class DirectorySync {
   private async runOnce(force: boolean): Promise<SyncOutcome> {
     const { directory, source, store } = this.options;
     const started = Date.now();
+    if (this.options.lease && !(await this.options.lease.acquire())) {
+      // Another replica syncs (or the shared database cannot say): this one serves the shared copy.
+      this.schedule(this.retryMs);
+      return { ok: false, error: 'another replica holds the directory lease', durationMs: Date.now() - started };
+    }
     this.lastAttemptAt = started;
     let outcome: SyncOutcome;
     try {

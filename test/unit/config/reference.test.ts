@@ -79,7 +79,7 @@ describe('configuration reference', () => {
         dovecot: { passwdFile: '/var/lib/sasl-gate/users' },
         scim: { bind: '127.0.0.1:8443', token: 'x'.repeat(32) },
       },
-      storage: { dir: '/var/lib/sasl-gate' },
+      storage: { dir: '/var/lib/sasl-gate', postgres: { url: 'postgres://sasl_gate:x@db.example.com/sasl_gate' } },
       portal: { bind: '0.0.0.0:443', publicUrl: 'https://mail.example.com' },
     }) as unknown as Record<string, unknown>;
     const at = (path: Array<string | number>) =>

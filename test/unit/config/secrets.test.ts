@@ -92,6 +92,30 @@ oauth: { issuer: https://idp.example.com, audience: [mail], clientId: mail, clie
     expect(() => loadConfig({ file: file(both), env: {} })).toThrow(/oauth\.clientSecret: set one of oauth\.clientSecret and oauth\.clientSecretFile/);
   });
 
+  it('storage.postgres.urlFile, whose URL holds a password: check-config and problems never show it', () => {
+    const url = 'postgres://sasl_gate:pg-pass-7c1e9a@db.example.com:5432/sasl_gate';
+    const urlFile = file(`${url}\n`);
+    const config = `
+listeners: [{ protocol: imap, bind: "127.0.0.1:993" }]
+tls: { development: true }
+backends: { imap: { host: 127.0.0.1 } }
+master: { user: sasl-gate, password: pw }
+oauth: { issuer: https://idp.example.com, audience: [mail] }
+storage: { postgres: { urlFile: ${urlFile} } }
+`;
+    const loaded = loadConfig({ file: file(config), env: {} });
+    expect(loaded.config.storage.postgres?.url).toBe(url);
+    const printed = effectiveYaml(loaded.config, loaded.fromEnv);
+    expect(printed).not.toContain('pg-pass-7c1e9a');
+    expect(printed).toContain(`url: "********" # read from ${urlFile} (storage.postgres.urlFile)`);
+    // Given inline, it is masked too; a file that is no URL is refused without showing it.
+    const inline = loadConfig({ file: file(config.replace(`urlFile: ${urlFile}`, `url: "${url}"`)), env: {} });
+    expect(effectiveYaml(inline.config)).not.toContain('pg-pass-7c1e9a');
+    expect(() => loadConfig({ file: file(config.replace(urlFile, file('mysql://u:pg-pass-7c1e9a@x\n'))), env: {} })).toThrow(/must hold a postgres:\/\/ URL/);
+    // App passwords across replicas need one key file, not a key generated per replica.
+    expect(() => loadConfig({ file: file(`${config}appPasswords: { enabled: true }\n`), env: {} })).toThrow(/appPasswords\.keyFile: with storage\.postgres every replica needs the same key/);
+  });
+
   it('admin.metricsTokenFile', () => {
     const allowed = metricsAuthorizer({ metricsTokenFile: file(text) });
     expect(allowed(`Bearer ${secret.trim()}`)).toBe(false);
