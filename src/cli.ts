@@ -201,9 +201,9 @@ Examples:
 
 App passwords are per-device passwords for mail clients without OAuth: a PLAIN or LOGIN login
 with one logs in as its user through the master user (appPasswords.enabled). They are kept in
-the database in storage.dir, hashed with the server key (appPasswords.keyFile, or the key
-generated in storage.dir). These commands work while serve runs; serve sees each change at its
-next login.
+the database in storage.dir, or in PostgreSQL with storage.postgres, hashed with the server key
+(appPasswords.keyFile, the same file on every replica; or the key generated in storage.dir).
+These commands work while serve runs; serve sees each change at its next login.
 
   create   makes a password for USER named LABEL (unique among USER's live passwords) and prints
            it alone on the last line of standard output. It is shown this once: it is not
