@@ -1,12 +1,19 @@
 /**
  * The app-password rules every store follows, whatever its database: canonical user spellings,
  * label and protocol checks, the new password's row, the record built from a row, keyed hashes
- * compared in constant time, and the throttled last use. Pure but for the random password and id.
+ * compared in constant time, and the throttled last use. No database here: each store keeps its SQL
+ * and its transactions.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { PROTOCOLS, type MailProtocol } from '../config/schema.js';
 import { GateError } from '../errors.js';
-import { AppPasswordError, type AppPasswordRecord, type AppPasswordUse, type CreatedAppPassword } from './app-passwords.js';
+import {
+  AppPasswordError,
+  type AppPasswordRecord,
+  type AppPasswordRequest,
+  type AppPasswordUse,
+  type CreatedAppPassword,
+} from './app-passwords.js';
 import { generateAppPassword, hashAppPassword, normalizeAppPassword } from './app-passwords-format.js';
 
 const MAX_LABEL = 64;
@@ -20,15 +27,6 @@ export interface AppPasswordHistoryRecord extends AppPasswordRecord {
   createdBy: string;
   revokedAt: Date | undefined;
   revokedBy: string | undefined;
-}
-
-/** What a caller asks for when creating an app password. */
-export interface AppPasswordRequest {
-  user: string;
-  label: string;
-  protocols?: MailProtocol[];
-  expiresAt?: Date;
-  createdBy?: 'user' | 'admin';
 }
 
 /**
@@ -232,7 +230,7 @@ export class LastUseBuffer {
   }
 
   /** A timer that calls `write` every `writeSeconds`, not keeping the process alive; none when `enabled` is false. */
-  timer(enabled: boolean | undefined, write: () => void): NodeJS.Timeout | undefined {
+  startTimer(enabled: boolean | undefined, write: () => void): NodeJS.Timeout | undefined {
     if (!enabled || this.writeSeconds <= 0) return undefined;
     const timer = setInterval(write, this.writeSeconds * 1000);
     timer.unref();

@@ -16,10 +16,9 @@ import {
   recordFromRow,
   userKey,
   type AppPasswordHistoryRecord,
-  type AppPasswordRequest,
   type AppPasswordRow,
 } from './app-password-rules.js';
-import type { AppPasswordRecord, AppPasswordService, CreatedAppPassword } from './app-passwords.js';
+import type { AppPasswordRecord, AppPasswordRequest, AppPasswordService, CreatedAppPassword } from './app-passwords.js';
 
 /** What the service is built from, beside the pool and the key. */
 export interface PostgresAppPasswordOptions {
@@ -53,7 +52,7 @@ export class PostgresAppPasswordService implements AppPasswordService {
   ) {
     this.now = options.now ?? (() => new Date());
     this.lastUses = new LastUseBuffer(options.lastUseWriteSeconds, this.now);
-    this.timer = this.lastUses.timer(options.flushTimer, () => void this.writePendingUses().catch(() => undefined));
+    this.timer = this.lastUses.startTimer(options.flushTimer, () => void this.writePendingUses().catch(() => undefined));
   }
 
   async create(input: AppPasswordRequest): Promise<CreatedAppPassword> {

@@ -13,10 +13,9 @@ import {
   recordFromRow,
   userKey,
   type AppPasswordHistoryRecord,
-  type AppPasswordRequest,
   type AppPasswordRow,
 } from './app-password-rules.js';
-import type { AppPasswordRecord, AppPasswordService, CreatedAppPassword } from './app-passwords.js';
+import type { AppPasswordRecord, AppPasswordRequest, AppPasswordService, CreatedAppPassword } from './app-passwords.js';
 
 /** The database file in `storage.dir`. */
 export const DATABASE_FILE = 'sasl-gate.db';
@@ -108,7 +107,7 @@ export class SqliteAppPasswordService implements AppPasswordService {
       'UPDATE app_passwords SET last_used_at = ?, last_used_address = ?, last_used_protocol = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)',
     );
     this.lastUses = new LastUseBuffer(options.lastUseWriteSeconds, this.now);
-    this.timer = this.lastUses.timer(options.flushTimer, () => this.writePendingUses());
+    this.timer = this.lastUses.startTimer(options.flushTimer, () => this.writePendingUses());
   }
 
   async create(input: AppPasswordRequest): Promise<CreatedAppPassword> {
