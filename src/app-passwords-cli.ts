@@ -1,6 +1,6 @@
 /** `sasl-gate app-passwords create|list|revoke`: the admin's command line for app passwords. */
 import { AppPasswordError, type AppPasswordRecord } from './auth/app-passwords.js';
-import type { AppPasswordHistoryRecord } from './auth/app-passwords-sqlite.js';
+import type { AppPasswordHistoryRecord } from './auth/app-password-rules.js';
 import { appPasswordStoreConfigured, openAdminAppPasswords, type AdminAppPasswords } from './login/shared-state.js';
 import { PROTOCOLS, type Config, type MailProtocol } from './config/schema.js';
 import { GateError } from './errors.js';

@@ -29,6 +29,15 @@ export interface CreatedAppPassword {
   record: AppPasswordRecord;
 }
 
+/** What a caller asks for when creating an app password. */
+export interface AppPasswordRequest {
+  user: string;
+  label: string;
+  protocols?: MailProtocol[];
+  expiresAt?: Date;
+  createdBy?: 'user' | 'admin';
+}
+
 /** Why an app password was not created. */
 export type AppPasswordRefusal = 'duplicate_label' | 'too_many' | 'bad_label' | 'bad_protocols';
 
@@ -39,7 +48,7 @@ export type AppPasswordRefusal = 'duplicate_label' | 'too_many' | 'bad_label' | 
  */
 export interface AppPasswordService {
   /** Creates a password for `user`; rejects with an `AppPasswordError` naming an {@link AppPasswordRefusal}. */
-  create(input: { user: string; label: string; protocols?: MailProtocol[]; expiresAt?: Date; createdBy?: 'user' | 'admin' }): Promise<CreatedAppPassword>;
+  create(input: AppPasswordRequest): Promise<CreatedAppPassword>;
   /** The live (unrevoked, unexpired) passwords of `user`, or of every user; newest first. */
   list(user?: string): Promise<AppPasswordRecord[]>;
   /** Revokes one of `user`'s passwords by id; false when `user` has no such live password. */

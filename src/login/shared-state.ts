@@ -3,9 +3,10 @@
  * (the default, for one replica), or in PostgreSQL that every replica shares (`storage.postgres`).
  * The one place that chooses.
  */
+import type { AppPasswordHistoryRecord } from '../auth/app-password-rules.js';
 import type { AppPasswordService } from '../auth/app-passwords.js';
 import { PostgresAppPasswordService } from '../auth/app-passwords-postgres.js';
-import { openConfiguredAppPasswords, type AppPasswordHistoryRecord } from '../auth/app-passwords-sqlite.js';
+import { openConfiguredAppPasswords } from '../auth/app-passwords-sqlite.js';
 import type { AppPasswordsConfig, Config, StorageConfig } from '../config/schema.js';
 import { StorageError } from '../storage/database.js';
 import { loadOrCreateKey } from '../storage/key-file.js';

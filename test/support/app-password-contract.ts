@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AppPasswordError, type AppPasswordService } from '../../src/auth/app-passwords.js';
-import type { AppPasswordHistoryRecord } from '../../src/auth/app-passwords-sqlite.js';
+import type { AppPasswordHistoryRecord } from '../../src/auth/app-password-rules.js';
 import { userNameKey } from '../../src/login/failures.js';
 
 /** A store's service as the tests drive it. */

@@ -107,8 +107,32 @@ export function stepClock(recorder: Recorder): Lap {
   return lap;
 }
 
-/** Connects, secures, reads the greeting and logs in over IMAP. */
-export async function openImap(ctx: ScenarioContext, credential: Credential, lap: Lap): Promise<ImapClient> {
+/** What every mail client of the harness does to log in. */
+interface LoginClient {
+  greeting(): Promise<void>;
+  startTls(settings: TlsSettings): Promise<void>;
+  authenticate(mech: Mech, credential: Credential, host: string, port: number): Promise<void>;
+}
+
+/** A protocol's own steps around the common ones; each records its own lap. */
+interface LoginSteps<C> {
+  afterGreeting?(client: C): Promise<void>;
+  /** Runs before the `starttls` lap is recorded. */
+  afterStartTls?(client: C): Promise<void>;
+  beforeAuth?(client: C): Promise<void>;
+}
+
+/**
+ * Connects, secures (TLS, or STARTTLS when `ctx.starttls`), reads the greeting and logs in,
+ * recording a lap a step; the connection is closed when any step fails.
+ */
+async function openSession<C extends LoginClient>(
+  ctx: ScenarioContext,
+  credential: Credential,
+  lap: Lap,
+  newClient: (wire: Wire) => C,
+  steps: LoginSteps<C> = {},
+): Promise<C> {
   const wire = await Wire.connect(ctx.target.host, ctx.target.port, ctx.timeoutMs);
   lap('connect');
   try {
@@ -116,24 +140,34 @@ export async function openImap(ctx: ScenarioContext, credential: Credential, lap
       await wire.secure(ctx.tls);
       lap('tls');
     }
-    const imap = new ImapClient(wire);
-    await imap.greeting();
+    const client = newClient(wire);
+    await client.greeting();
     lap('greeting');
+    await steps.afterGreeting?.(client);
     if (ctx.starttls) {
-      await imap.startTls(ctx.tls);
+      await client.startTls(ctx.tls);
+      await steps.afterStartTls?.(client);
       lap('starttls');
     }
-    if (imap.capabilities.size === 0) {
-      await imap.ensureCapabilities();
-      lap('capability');
-    }
-    await imap.authenticate(ctx.mech, credential, ctx.target.host, ctx.target.port);
+    await steps.beforeAuth?.(client);
+    await client.authenticate(ctx.mech, credential, ctx.target.host, ctx.target.port);
     lap('auth');
-    return imap;
+    return client;
   } catch (err) {
     wire.close();
     throw err;
   }
+}
+
+/** Connects, secures, reads the greeting and logs in over IMAP. */
+export async function openImap(ctx: ScenarioContext, credential: Credential, lap: Lap): Promise<ImapClient> {
+  return openSession(ctx, credential, lap, (wire) => new ImapClient(wire), {
+    async beforeAuth(imap) {
+      if (imap.capabilities.size > 0) return;
+      await imap.ensureCapabilities();
+      lap('capability');
+    },
+  });
 }
 
 /** The EHLO name the harness uses. */
@@ -141,53 +175,18 @@ export const EHLO_NAME = 'load.sasl-gate.invalid';
 
 /** Connects, secures, reads the greeting, EHLO and logs in over SMTP. */
 export async function openSmtp(ctx: ScenarioContext, credential: Credential, lap: Lap): Promise<SmtpClient> {
-  const wire = await Wire.connect(ctx.target.host, ctx.target.port, ctx.timeoutMs);
-  lap('connect');
-  try {
-    if (ctx.target.implicitTls) {
-      await wire.secure(ctx.tls);
-      lap('tls');
-    }
-    const smtp = new SmtpClient(wire);
-    await smtp.greeting();
-    lap('greeting');
-    await smtp.ehlo(EHLO_NAME);
-    lap('ehlo');
-    if (ctx.starttls) {
-      await smtp.startTls(ctx.tls);
+  return openSession(ctx, credential, lap, (wire) => new SmtpClient(wire), {
+    async afterGreeting(smtp) {
       await smtp.ehlo(EHLO_NAME);
-      lap('starttls');
-    }
-    await smtp.authenticate(ctx.mech, credential, ctx.target.host, ctx.target.port);
-    lap('auth');
-    return smtp;
-  } catch (err) {
-    wire.close();
-    throw err;
-  }
+      lap('ehlo');
+    },
+    async afterStartTls(smtp) {
+      await smtp.ehlo(EHLO_NAME);
+    },
+  });
 }
 
 /** Connects, secures (TLS, or STLS), reads the greeting and logs in over POP3. */
 export async function openPop3(ctx: ScenarioContext, credential: Credential, lap: Lap): Promise<Pop3Client> {
-  const wire = await Wire.connect(ctx.target.host, ctx.target.port, ctx.timeoutMs);
-  lap('connect');
-  try {
-    if (ctx.target.implicitTls) {
-      await wire.secure(ctx.tls);
-      lap('tls');
-    }
-    const pop3 = new Pop3Client(wire);
-    await pop3.greeting();
-    lap('greeting');
-    if (ctx.starttls) {
-      await pop3.startTls(ctx.tls);
-      lap('starttls');
-    }
-    await pop3.authenticate(ctx.mech, credential, ctx.target.host, ctx.target.port);
-    lap('auth');
-    return pop3;
-  } catch (err) {
-    wire.close();
-    throw err;
-  }
+  return openSession(ctx, credential, lap, (wire) => new Pop3Client(wire));
 }
