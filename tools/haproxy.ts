@@ -127,8 +127,10 @@ export function haproxyConfig(options: HaproxyOptions & { host: string; ports: R
     '  log global',
     '  option tcplog',
     '  timeout connect 1s',
-    '  timeout client 5m',
-    '  timeout server 5m',
+    // Longer than sasl-gate's own idle limit (limits.idleTimeoutSeconds, 31 minutes by default), so
+    // an IMAP IDLE is ended by sasl-gate with a proper goodbye, never cut by HAProxy.
+    '  timeout client 32m',
+    '  timeout server 32m',
     '  timeout check 1s',
     // A replica that refuses the connection (stopped, or gone before its check failed) costs a
     // retry on another one, not the client's connection.
