@@ -57,6 +57,8 @@ export interface LoggedSession {
   server: string;
   /** When HAProxy accepted it (ms since the epoch, from the log's local time). */
   acceptedAt: number;
+  /** Whether HAProxy connected to the server (`Tc` is not -1). */
+  connected: boolean;
   /** Its whole life in ms (`Tt`). */
   totalMs: number;
   /** Bytes sent to the client. */
@@ -66,7 +68,7 @@ export interface LoggedSession {
 }
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-const TCPLOG = /^\S+ \[(\d{2})\/(\w{3})\/(\d{4}):(\d{2}):(\d{2}):(\d{2})\.(\d{3})\] (\S+) ([^/\s]+)\/(\S+) -?\d+\/-?\d+\/\+?(\d+) \+?(\d+) (\S\S) /;
+const TCPLOG = /^\S+ \[(\d{2})\/(\w{3})\/(\d{4}):(\d{2}):(\d{2}):(\d{2})\.(\d{3})\] (\S+) ([^/\s]+)\/(\S+) -?\d+\/(-?\d+)\/\+?(\d+) \+?(\d+) (\S\S) /;
 
 /** The sessions in HAProxy's TCP log, in the order they ended. */
 export function parseTcpLog(log: string): LoggedSession[] {
@@ -74,9 +76,9 @@ export function parseTcpLog(log: string): LoggedSession[] {
   for (const line of log.split('\n')) {
     const m = TCPLOG.exec(line);
     if (!m) continue;
-    const [, day, month, year, hour, minute, second, ms, , service, server, total, bytes, termination] = m;
+    const [, day, month, year, hour, minute, second, ms, , service, server, connect, total, bytes, termination] = m;
     const acceptedAt = new Date(Number(year), MONTHS.indexOf(month!), Number(day), Number(hour), Number(minute), Number(second), Number(ms)).getTime();
-    sessions.push({ service: service!, server: server!, acceptedAt, totalMs: Number(total), bytes: Number(bytes), termination: termination! });
+    sessions.push({ service: service!, server: server!, acceptedAt, connected: Number(connect) >= 0, totalMs: Number(total), bytes: Number(bytes), termination: termination! });
   }
   return sessions;
 }
