@@ -364,6 +364,12 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   let adminAddress: RunningGate['admin'];
   let probeTimer: NodeJS.Timeout | undefined;
   const readiness = new Readiness();
+  // After SIGTERM, /readyz says so first, so a load balancer stops sending before the listeners close.
+  let stopping = false;
+  const readyz = (): { ready: boolean; body: string } => {
+    const report = readiness.report();
+    return stopping ? { ready: false, body: `shutting down\n${report.body}` } : report;
+  };
   if (config.admin.bind) {
     for (const { name, health } of backendHealth) readiness.add(name, () => health.check());
     if (provider) {
@@ -400,7 +406,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   }
   if (config.admin.bind && deps.adminEndpoint !== false) {
     admin = createHttpServer(
-      adminHandler({ metricsAllowed, metrics: () => metrics.render(), readiness: () => readiness.report() }),
+      adminHandler({ metricsAllowed, metrics: () => metrics.render(), readiness: readyz }),
     );
     const address = await listen(admin, config.admin.bind.host, config.admin.bind.port);
     adminAddress = { host: address.address, port: address.port };
@@ -427,10 +433,16 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     listeners: bound,
     admin: adminAddress,
     metrics,
-    readiness: () => readiness.report(),
+    readiness: readyz,
     portal: portal ? { host: portal.host, port: portal.port } : undefined,
     reloadCertificates: () => certificates.reload('reload requested'),
     async close(graceMs = config.limits.shutdownGraceSeconds * 1000) {
+      stopping = true;
+      const delayMs = config.limits.shutdownDelaySeconds * 1000;
+      if (graceMs > 0 && delayMs > 0) {
+        log.info({ delayMs }, 'unready: listeners close after the delay');
+        await new Promise((r) => setTimeout(r, delayMs));
+      }
       for (const cache of caches) cache.stop();
       clearInterval(probeTimer);
       certificates.stop();

@@ -92,6 +92,8 @@ export interface GateOptions {
   config: Record<string, unknown>;
   /** The listener's protocol: `imap` (IMAPS) by default, or `smtp` (SMTPS). */
   protocol?: 'imap' | 'smtp';
+  /** More keys of the listener (e.g. `proxyProtocol`, `trustedProxies`). */
+  listener?: Record<string, unknown>;
   /** Write a V8 CPU profile (`node --cpu-prof`) into this directory at exit. */
   cpuProfileDir?: string;
   /** Open-file limit of the process (`ulimit -n`). */
@@ -110,7 +112,7 @@ export async function startGateProcess(opts: GateOptions): Promise<GateProcess> 
   const configPath = join(dir, 'sasl-gate.yaml');
   writeFileSync(
     configPath,
-    stringify({ ...opts.config, listeners: [{ protocol: opts.protocol ?? 'imap', bind: `${host}:${port}`, tls: 'implicit' }] }),
+    stringify({ ...opts.config, listeners: [{ protocol: opts.protocol ?? 'imap', bind: `${host}:${port}`, tls: 'implicit', ...opts.listener }] }),
   );
   const logPath = join(dir, 'sasl-gate.log');
   const logFd = openSync(logPath, 'a');

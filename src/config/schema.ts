@@ -189,6 +189,9 @@ const limitsSchema = z
     shutdownGraceSeconds: integer(0, 3600).default(8).describe(
       'Seconds open sessions may go on after SIGTERM before the remaining connections are closed (with `* BYE` or `421` where the client has not logged in).',
     ),
+    shutdownDelaySeconds: seconds(300).default(0).describe(
+      "Seconds after SIGTERM during which `/readyz` answers 503 while the listeners still accept, before they close and `limits.shutdownGraceSeconds` begins: at least a load balancer's health-check interval times its fall count, so it stops sending new connections first (under Kubernetes a `preStop` sleep does the same).",
+    ),
   })
   .superRefine((l, ctx) => {
     for (const [seconds, ms] of DEPRECATED_MS_KEYS) {
@@ -219,6 +222,7 @@ const limitsSchema = z
     authFailureDelaySeconds: 0.5,
     authFailureMaxDelaySeconds: 15,
     shutdownGraceSeconds: 8,
+    shutdownDelaySeconds: 0,
   });
 
 /** Keys in milliseconds kept for old configurations, each beside its replacement in seconds. */

@@ -7,13 +7,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureDovecotInstalled } from '../../tools/dovecot.js';
+import { haproxyBin } from '../../tools/haproxy.js';
 import { ensurePostfixInstalled } from '../../tools/postfix.js';
 import { postgresBin } from '../../tools/postgres.js';
 import { EVIDENCE_ENV, evidenceCounts, findLeaks } from './evidence.js';
 
 /** Prepares the machine for the integration tests; the returned teardown runs the secret scan. */
 export default async function setup(): Promise<() => void> {
-  const steps: Array<() => Promise<unknown>> = [ensureDovecotInstalled, ensurePostfixInstalled, postgresBin];
+  const steps: Array<() => Promise<unknown>> = [ensureDovecotInstalled, ensurePostfixInstalled, postgresBin, haproxyBin];
   for (const step of steps) await step();
   const evidence = mkdtempSync(join(tmpdir(), 'sasl-gate-evidence-'));
   process.env[EVIDENCE_ENV] = evidence;
