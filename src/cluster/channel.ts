@@ -15,7 +15,7 @@ export interface Channel {
 /** Requests a worker sends the supervisor, each answered with an {@link Answer} of the same id. */
 export type Request =
   | { saslGate: 'failed'; id: number; address: string; user?: string | undefined }
-  | { saslGate: 'succeeded'; id: number; address: string; user?: string | undefined }
+  | { saslGate: 'succeeded'; address: string; user?: string | undefined }
   | { saslGate: 'admit'; id: number; address: string };
 
 /** Every message either end sends. */

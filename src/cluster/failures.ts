@@ -10,7 +10,7 @@ export class IpcFailureStore implements FailureStore {
   private readonly client: RequestClient;
 
   constructor(
-    channel: Channel,
+    private readonly channel: Channel,
     private readonly maxDelayMs: number,
     options: { timeoutMs?: number; startTimer?: StartTimer } = {},
   ) {
@@ -22,9 +22,10 @@ export class IpcFailureStore implements FailureStore {
     return this.client.request({ saslGate: 'failed', address, user }, this.maxDelayMs, isDelay);
   }
 
-  /** {@link FailureStore.succeeded}, counted by the supervisor. */
-  async succeeded(address: string, user?: string): Promise<void> {
-    await this.client.request({ saslGate: 'succeeded', address, user }, true, (v): v is true => v === true);
+  /** {@link FailureStore.succeeded}, counted by the supervisor: one message, no answer to wait for. */
+  succeeded(address: string, user?: string): Promise<void> {
+    this.channel.send({ saslGate: 'succeeded', address, user });
+    return Promise.resolve();
   }
 }
 
@@ -39,7 +40,7 @@ export function answerFailures(channel: Channel, store: FailureStore): () => voi
     if (message.saslGate === 'failed') {
       void store.failed(String(message.address), optionalString(message.user)).then((delay) => channel.send({ saslGate: 'answer', id: message.id, value: delay }));
     } else if (message.saslGate === 'succeeded') {
-      void store.succeeded(String(message.address), optionalString(message.user)).then(() => channel.send({ saslGate: 'answer', id: message.id, value: true }));
+      void store.succeeded(String(message.address), optionalString(message.user));
     }
   });
 }
