@@ -521,7 +521,7 @@ const scimSection = z
     {
       bind: hostPort().describe('Where the SCIM 2.0 endpoint listens (HTTPS with the `tls` certificate); an address other than loopback needs `allowFrom`.'),
       allowFrom: list(text()).optional().describe('Addresses or CIDR blocks allowed to connect (the provider that pushes users); required unless `bind` is a loopback address.'),
-      token: z.string().min(32).optional().describe('The bearer token the provider sends (at least 32 characters); better set from the environment.'),
+      token: z.string().min(32, 'must be at least 32 characters').optional().describe('The bearer token the provider sends (at least 32 characters); better set from the environment.'),
       tokenFile: text().optional().describe('A file holding that token (one line end at its end is dropped, nothing else is trimmed), read once at start.'),
       basePath: z.string().regex(/^\/[\w/.-]*$/).default('/scim/v2').describe('The path the endpoint lives under.'),
       maxBodyBytes: integer(1024, 64 * 1024 * 1024).default(1_048_576).describe('The largest request body accepted.'),
