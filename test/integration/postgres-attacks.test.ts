@@ -6,7 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { PostgresAppPasswordService } from '../../src/auth/app-passwords-postgres.js';
 import { Directory } from '../../src/directory/directory.js';
 import type { DirectoryUser } from '../../src/directory/model.js';
@@ -67,6 +67,23 @@ describe('failure keys', () => {
       { kind: 'a', key: '192.0.2.9', failures: 3 },
       { kind: 'a', key: '2001:db8:0:1::/64', failures: 7 },
     ]);
+  });
+  it('a replica whose clock runs ahead neither restarts the counts nor prunes every replica’s rows', async () => {
+    await admin.query('TRUNCATE auth_failures');
+    // As serve opens them: no injected clock.
+    const replicaA = new PostgresFailureStore(admin, { baseDelayMs: 500, maxDelayMs: 60_000 });
+    for (const expected of [500, 1000, 2000]) expect(await replicaA.failed('203.0.113.5', 'dave')).toBe(expected);
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      // Replica B's clock is twenty minutes ahead (more than the fifteen a count lasts).
+      vi.setSystemTime(Date.now() + 20 * 60_000);
+      const replicaB = new PostgresFailureStore(admin, { baseDelayMs: 500, maxDelayMs: 60_000 });
+      expect(await replicaB.failed('203.0.113.5', 'dave')).toBe(4000);
+      await replicaB.prune();
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(await replicaA.failed('203.0.113.5', 'dave')).toBe(8000);
   });
 });
 
