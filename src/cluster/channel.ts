@@ -6,7 +6,11 @@
 
 /** One end of an IPC channel: what the stores need, so tests can pass an in-process fake. */
 export interface Channel {
-  /** Sends a message; false when the channel is closed (the message is dropped). */
+  /**
+   * Sends a message; false only when the channel is closed (the message is dropped). node's own
+   * `send` also answers false when its queue is long, yet that message still arrives: a caller
+   * that took it as dropped would undo an admission the other end goes on to use.
+   */
   send(message: ClusterMessage): boolean;
   /** Calls `listener` for every message received; returns the function that stops it. */
   onMessage(listener: (message: unknown) => void): () => void;
@@ -102,11 +106,35 @@ export function processChannel(): Channel {
   return {
     send(message) {
       if (!process.send || !process.connected) return false;
-      return process.send(message);
+      process.send(message);
+      return true;
     },
     onMessage(listener) {
       process.on('message', listener);
       return () => process.off('message', listener);
+    },
+  };
+}
+
+/** The part of a node:cluster Worker a channel needs (a child process with IPC fits too). */
+export interface IpcPeer {
+  send(message: ClusterMessage): boolean;
+  isConnected(): boolean;
+  on(event: 'message', listener: (message: unknown) => void): unknown;
+  off(event: 'message', listener: (message: unknown) => void): unknown;
+}
+
+/** The supervisor's channel to one worker. */
+export function workerChannel(worker: IpcPeer): Channel {
+  return {
+    send(message) {
+      if (!worker.isConnected()) return false;
+      worker.send(message);
+      return true;
+    },
+    onMessage(listener) {
+      worker.on('message', listener);
+      return () => worker.off('message', listener);
     },
   };
 }

@@ -36,11 +36,12 @@ function isDelay(value: unknown): value is number {
 /** Answers one worker's failure requests from the supervisor's store (which never rejects); returns the unsubscribe. */
 export function answerFailures(channel: Channel, store: FailureStore): () => void {
   return channel.onMessage((message) => {
-    if (!isClusterMessage(message)) return;
+    // A throw here would end the supervisor: a malformed request is dropped (the worker's wait ends in the longest delay).
+    if (!isClusterMessage(message) || !('address' in message) || typeof message.address !== 'string') return;
     if (message.saslGate === 'failed') {
-      void store.failed(String(message.address), optionalString(message.user)).then((delay) => channel.send({ saslGate: 'answer', id: message.id, value: delay }));
+      void store.failed(message.address, optionalString(message.user)).then((delay) => channel.send({ saslGate: 'answer', id: message.id, value: delay }));
     } else if (message.saslGate === 'succeeded') {
-      void store.succeeded(String(message.address), optionalString(message.user));
+      void store.succeeded(message.address, optionalString(message.user));
     }
   });
 }

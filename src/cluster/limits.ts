@@ -49,14 +49,15 @@ export class InstanceLimits {
   /** Answers the admissions and releases of the worker `worker`; returns the unsubscribe. */
   serve(worker: string, channel: Channel): () => void {
     return channel.onMessage((message) => {
-      if (!isClusterMessage(message)) return;
+      // A throw here would end the supervisor, and every worker with it: a malformed request is dropped.
+      if (!isClusterMessage(message) || !('address' in message) || typeof message.address !== 'string') return;
       if (message.saslGate === 'admit') {
-        const verdict = this.admit(worker, String(message.address));
+        const verdict = this.admit(worker, message.address);
         if (!channel.send({ saslGate: 'answer', id: message.id, value: verdict ?? null }) && verdict === undefined) {
-          this.release(worker, String(message.address));
+          this.release(worker, message.address);
         }
       } else if (message.saslGate === 'release') {
-        this.release(worker, String(message.address));
+        this.release(worker, message.address);
       }
     });
   }

@@ -12,7 +12,7 @@ import { Metrics } from '../observe/metrics.js';
 import { startPortal } from '../portal/server.js';
 import { CertificateStore } from '../tls/certificates.js';
 import { packageVersion } from '../version.js';
-import { isClusterMessage, type Channel } from './channel.js';
+import { isClusterMessage, workerChannel } from './channel.js';
 import { answerFailures } from './failures.js';
 import { InstanceLimits } from './limits.js';
 
@@ -37,17 +37,6 @@ interface Report {
   metrics: Array<MetricObjectWithValues<MetricValue<string>>>;
   ready: boolean;
   readiness: string;
-}
-
-/** The IPC channel to one worker, as the stores see it. */
-function workerChannel(worker: Worker): Channel {
-  return {
-    send: (message) => (worker.isConnected() ? worker.send(message) : false),
-    onMessage(listener) {
-      worker.on('message', listener);
-      return () => worker.off('message', listener);
-    },
-  };
 }
 
 /**

@@ -70,8 +70,8 @@ export async function startDirectory(
   const source = createDirectorySource(config);
   // With storage.postgres the last good set lives in the database every replica serves from, and
   // only the replica holding the lease syncs from the provider.
-  const shared = deps.postgres ? new PostgresDirectoryStore(deps.postgres) : undefined;
   const lease = deps.postgres && source ? new DirectoryLease(deps.postgres, config.syncIntervalSeconds * 1500 + 30_000) : undefined;
+  const shared = deps.postgres ? new PostgresDirectoryStore(deps.postgres, lease) : undefined;
   const store = shared ?? (config.stateFile ? new DirectoryStore(config.stateFile) : undefined);
   const persist = () => {
     if (store && directory.isLoaded()) store.save(directory.exportState()).catch((err: Error) => log.error({ err: err.message }, 'could not save the directory'));

@@ -19,7 +19,11 @@ export class PostgresDirectoryStore implements DirectoryPersistence {
   /** The version this replica last loaded or saved. */
   private knownVersion = 0;
 
-  constructor(private readonly db: PostgresPool) {}
+  /** `lease`: the lease of the replica that syncs; a save is then refused unless it holds it. */
+  constructor(
+    private readonly db: PostgresPool,
+    private readonly lease?: DirectoryLease,
+  ) {}
 
   async load(): Promise<DirectoryState | undefined> {
     const { rows } = await this.db.query<{ state: unknown; version: string }>('SELECT state, version FROM directory_state WHERE id = 1');
@@ -31,13 +35,29 @@ export class PostgresDirectoryStore implements DirectoryPersistence {
   }
 
   async save(state: DirectoryState): Promise<void> {
-    const { rows } = await this.db.query<{ version: string }>(
-      `INSERT INTO directory_state (id, state, version, saved_at) VALUES (1, $1, 1, ${DB_NOW_MS})
-       ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, version = directory_state.version + 1, saved_at = EXCLUDED.saved_at
-       RETURNING version`,
-      [JSON.stringify(stateDocument(state))],
-    );
-    this.knownVersion = Number(rows[0]!.version);
+    const document = JSON.stringify(stateDocument(state));
+    // With a lease, only its holder writes: a replica that froze after it took the lease and woke
+    // up after another replica synced must not put its older set back over the newer one.
+    const { rows } = this.lease
+      ? await this.db.query<{ version: string }>(
+          `INSERT INTO directory_state (id, state, version, saved_at)
+           SELECT 1, $1, 1, ${DB_NOW_MS} WHERE EXISTS (SELECT 1 FROM directory_lease WHERE holder = $2 AND expires_at > ${DB_NOW_MS})
+           ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, version = directory_state.version + 1, saved_at = EXCLUDED.saved_at
+           RETURNING version`,
+          [document, this.lease.holder],
+        )
+      : await this.db.query<{ version: string }>(
+          `INSERT INTO directory_state (id, state, version, saved_at) VALUES (1, $1, 1, ${DB_NOW_MS})
+           ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, version = directory_state.version + 1, saved_at = EXCLUDED.saved_at
+           RETURNING version`,
+          [document],
+        );
+    if (!rows[0]) {
+      // The shared set wins; the follower restores it over the one this replica just applied.
+      this.knownVersion = 0;
+      throw new DirectoryStoreError('the directory lease passed to another replica during this sync; its shared set is kept');
+    }
+    this.knownVersion = Number(rows[0].version);
   }
 
   /** The saved state when another replica saved a newer one than this replica knows; else undefined. */

@@ -19,10 +19,18 @@ export interface PostgresFailureOptions {
   /** Failures between two prunings (a timer prunes too, when `pruneEveryMs` is set). */
   pruneEveryFailures?: number;
   pruneEveryMs?: number;
+  /** The time, injected for tests; by default the database's own clock, the same for every replica. */
   now?: () => number;
 }
 
 const MAX_EXPONENT = 60;
+
+/**
+ * The time in the parameter `param`, or the database's clock when that is null: judged by each
+ * replica's own clock, one running ahead would restart every count it touches and prune every
+ * replica's rows as stale.
+ */
+const nowMs = (param: string) => `COALESCE(${param}::bigint, (extract(epoch from statement_timestamp()) * 1000)::bigint)`;
 
 /**
  * Counts a failure for the address (`a`) and the user (`u`) in one UPSERT and returns the counts
@@ -30,19 +38,19 @@ const MAX_EXPONENT = 60;
  */
 const FAILED = `
   INSERT INTO auth_failures AS f (kind, key, failures, last_at)
-  SELECT kind, key, 1, $3::bigint FROM unnest($1::text[], $2::text[]) AS e(kind, key)
+  SELECT kind, key, 1, ${nowMs('$3')} FROM unnest($1::text[], $2::text[]) AS e(kind, key)
   ON CONFLICT (kind, key) DO UPDATE
-    SET failures = CASE WHEN f.last_at <= $3::bigint - $4::bigint THEN 1 ELSE f.failures + 1 END, last_at = $3::bigint
+    SET failures = CASE WHEN f.last_at <= ${nowMs('$3')} - $4::bigint THEN 1 ELSE f.failures + 1 END, last_at = ${nowMs('$3')}
   RETURNING failures`;
 
 /** Clears the user's row and halves the address's count (a stale one drops to zero), in one statement. */
 const SUCCEEDED = `
   WITH cleared AS (DELETE FROM auth_failures WHERE kind = 'u' AND key = $2)
-  UPDATE auth_failures SET failures = CASE WHEN last_at <= $3::bigint - $4::bigint THEN 0 ELSE failures / 2 END
+  UPDATE auth_failures SET failures = CASE WHEN last_at <= ${nowMs('$3')} - $4::bigint THEN 0 ELSE failures / 2 END
   WHERE kind = 'a' AND key = $1`;
 
 /** Rows past their time, or counted down to zero, and the oldest beyond `maxEntries` per kind. */
-const PRUNE_STALE = 'DELETE FROM auth_failures WHERE last_at <= $1 OR failures = 0';
+const PRUNE_STALE = `DELETE FROM auth_failures WHERE last_at <= ${nowMs('$2')} - $1::bigint OR failures = 0`;
 const PRUNE_OLDEST = `
   DELETE FROM auth_failures WHERE kind = $1 AND last_at < (
     SELECT last_at FROM auth_failures WHERE kind = $1 ORDER BY last_at DESC OFFSET $2 LIMIT 1)`;
@@ -54,7 +62,7 @@ export class PostgresFailureStore implements FailureStore {
   private readonly forgetAfterMs: number;
   private readonly maxEntries: number;
   private readonly pruneEveryFailures: number;
-  private readonly now: () => number;
+  private readonly now: () => number | null;
   private failuresSincePrune = 0;
   private pruning: Promise<void> | undefined;
   private readonly timer: NodeJS.Timeout | undefined;
@@ -68,7 +76,7 @@ export class PostgresFailureStore implements FailureStore {
     this.forgetAfterMs = options.forgetAfterMs ?? 15 * 60_000;
     this.maxEntries = options.maxEntries ?? 100_000;
     this.pruneEveryFailures = options.pruneEveryFailures ?? 1000;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? (() => null);
     if (options.pruneEveryMs !== undefined) {
       this.timer = setInterval(() => void this.prune(), options.pruneEveryMs);
       this.timer.unref();
@@ -101,7 +109,7 @@ export class PostgresFailureStore implements FailureStore {
     this.failuresSincePrune = 0;
     this.pruning ??= (async () => {
       try {
-        await this.db.query(PRUNE_STALE, [this.now() - this.forgetAfterMs]);
+        await this.db.query(PRUNE_STALE, [this.forgetAfterMs, this.now()]);
         for (const kind of ['a', 'u']) await this.db.query(PRUNE_OLDEST, [kind, this.maxEntries - 1]);
       } catch {
         // The next pruning tries again.
