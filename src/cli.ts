@@ -471,12 +471,11 @@ async function doctor(file: string | undefined, user: string | undefined): Promi
 async function thunderbirdAddon(file: string | undefined, target: string): Promise<number> {
   const config = loadOrReport(file)?.config;
   if (!config) return 1;
-  const { autoconfigSettings } = await import('./autoconfig/documents.js');
+  const { autoconfigSettings, listenerServers } = await import('./autoconfig/documents.js');
   const { OAuthEndpointSource } = await import('./autoconfig/endpoints.js');
   const { addonManifest, addonXpi, writeAddonFile } = await import('./thunderbird/addon.js');
   const { acceptedDomains } = await import('./config/schema.js');
-  const servers = config.listeners.map((l) => ({ protocol: l.protocol, port: l.bind.port, tls: l.tls }));
-  const settings = autoconfigSettings(config, acceptedDomains(config), servers);
+  const settings = autoconfigSettings(config, acceptedDomains(config), listenerServers(config.listeners));
   if (settings.clientId === undefined) {
     err('sasl-gate thunderbird-addon: autoconfig.clientId is not set: the add-on registers a public OAuth client (no secret, PKCE) for Thunderbird\n');
     return 1;

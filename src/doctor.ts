@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { ChainValidator, type StrategyReport } from './auth/chain.js';
-import { autoconfigSettings, dnsRecords, paccDocument, PACC_PROTOCOLS } from './autoconfig/documents.js';
+import { autoconfigSettings, dnsRecords, listenerServers, paccDocument, PACC_PROTOCOLS } from './autoconfig/documents.js';
 import { openidConfigurationUrl, ProviderClient, type ProviderEndpoints } from './auth/provider.js';
 import { ValidationError } from './auth/validation-error.js';
 import type { TokenIdentity } from './auth/validator.js';
@@ -136,7 +136,7 @@ export async function runDoctor(config: GateConfig, options: DoctorOptions = {})
  * them find it: printed for the admin to publish, from the configuration alone.
  */
 export function autoconfigReport(config: GateConfig): { checks: DoctorCheck[]; lines: string[] } {
-  const servers = config.listeners.map((l) => ({ protocol: l.protocol, port: l.bind.port, tls: l.tls }));
+  const servers = listenerServers(config.listeners);
   const domains = acceptedDomains(config);
   const settings = autoconfigSettings(config, domains, servers);
   const publicUrl = new URL(config.portal!.publicUrl);

@@ -7,13 +7,18 @@
  * DNS record carries the SHA-256 of the exact bytes served.
  */
 import { createHash } from 'node:crypto';
-import type { AutoconfigConfig, MailProtocol } from '../config/schema.js';
+import type { AutoconfigConfig, ListenerConfig, MailProtocol } from '../config/schema.js';
 
 /** One listener as a mail app sees it. */
 export interface PublishedServer {
   protocol: MailProtocol;
   port: number;
   tls: 'implicit' | 'starttls';
+}
+
+/** The configured listeners as mail apps see them (their configured ports). */
+export function listenerServers(listeners: readonly ListenerConfig[]): PublishedServer[] {
+  return listeners.map((l) => ({ protocol: l.protocol, port: l.bind.port, tls: l.tls }));
 }
 
 /** The provider's endpoints mail apps sign in at. */
