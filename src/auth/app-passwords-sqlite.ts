@@ -48,6 +48,9 @@ export const MIGRATIONS: readonly Migration[] = [
   },
 ];
 
+const LIVE = 'revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)';
+const NEWEST_FIRST = 'ORDER BY created_at DESC, rowid DESC';
+
 /** What the service is built from. */
 export interface SqliteAppPasswordOptions {
   /** `storage.dir`. */
@@ -100,9 +103,7 @@ export class SqliteAppPasswordService implements AppPasswordService {
     private readonly options: SqliteAppPasswordOptions,
   ) {
     this.now = options.now ?? (() => new Date());
-    this.liveOfUser = db.prepare(
-      'SELECT * FROM app_passwords WHERE user_key = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at DESC, rowid DESC',
-    );
+    this.liveOfUser = db.prepare(`SELECT * FROM app_passwords WHERE user_key = ? AND ${LIVE} ${NEWEST_FIRST}`);
     this.writeUse = db.prepare(
       'UPDATE app_passwords SET last_used_at = ?, last_used_address = ?, last_used_protocol = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)',
     );
@@ -132,7 +133,7 @@ export class SqliteAppPasswordService implements AppPasswordService {
     const now = this.now().getTime();
     const rows = (
       user === undefined
-        ? this.db.prepare('SELECT * FROM app_passwords WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at DESC, rowid DESC').all(now)
+        ? this.db.prepare(`SELECT * FROM app_passwords WHERE ${LIVE} ${NEWEST_FIRST}`).all(now)
         : this.liveOfUser.all(userKey(user), now)
     ) as unknown as AppPasswordRow[];
     return rows.map((row) => this.record(row));
@@ -142,8 +143,8 @@ export class SqliteAppPasswordService implements AppPasswordService {
   history(user?: string): AppPasswordHistoryRecord[] {
     const rows = (
       user === undefined
-        ? this.db.prepare('SELECT * FROM app_passwords ORDER BY created_at DESC, rowid DESC').all()
-        : this.db.prepare('SELECT * FROM app_passwords WHERE user_key = ? ORDER BY created_at DESC, rowid DESC').all(userKey(user))
+        ? this.db.prepare(`SELECT * FROM app_passwords ${NEWEST_FIRST}`).all()
+        : this.db.prepare(`SELECT * FROM app_passwords WHERE user_key = ? ${NEWEST_FIRST}`).all(userKey(user))
     ) as unknown as AppPasswordRow[];
     const now = this.now().getTime();
     return rows.map((row) => historyRecord(row, this.record(row), now));
@@ -190,9 +191,10 @@ export class SqliteAppPasswordService implements AppPasswordService {
   }
 
   private revokeWhere(condition: string, values: string[], user: string, by: string): number {
+    const now = this.now().getTime();
     const result = this.db
-      .prepare(`UPDATE app_passwords SET revoked_at = ?, revoked_by = ? WHERE user_key = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) AND ${condition}`)
-      .run(this.now().getTime(), by, userKey(user), this.now().getTime(), ...values);
+      .prepare(`UPDATE app_passwords SET revoked_at = ?, revoked_by = ? WHERE user_key = ? AND ${LIVE} AND ${condition}`)
+      .run(now, by, userKey(user), now, ...values);
     return Number(result.changes);
   }
 

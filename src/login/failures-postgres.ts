@@ -7,7 +7,7 @@
  */
 import { clientAddressKey } from '../net/networks.js';
 import type { PostgresPool } from '../storage/postgres.js';
-import { userNameKey, type FailureStore } from './failures.js';
+import { failureDelay, userNameKey, type FailureStore } from './failures.js';
 
 /** Settings; the delays and the forgetting time as FailureTracker's. */
 export interface PostgresFailureOptions {
@@ -22,8 +22,6 @@ export interface PostgresFailureOptions {
   /** The time, injected for tests; by default the database's own clock, the same for every replica. */
   now?: () => number;
 }
-
-const MAX_EXPONENT = 60;
 
 /**
  * The time in the parameter `param`, or the database's clock when that is null: judged by each
@@ -90,7 +88,7 @@ export class PostgresFailureStore implements FailureStore {
     try {
       const { rows } = await this.db.query<{ failures: number }>(FAILED, [kinds, keys, this.now(), this.forgetAfterMs]);
       if (++this.failuresSincePrune >= this.pruneEveryFailures) void this.prune();
-      return this.delayAfter(Math.max(0, ...rows.map((r) => r.failures)));
+      return failureDelay(Math.max(0, ...rows.map((r) => r.failures)), this.baseDelayMs, this.maxDelayMs);
     } catch {
       return this.maxDelayMs;
     }
@@ -123,10 +121,5 @@ export class PostgresFailureStore implements FailureStore {
   /** Stops the pruning timer (the pool is its owner's to close). */
   close(): void {
     clearInterval(this.timer);
-  }
-
-  private delayAfter(failures: number): number {
-    if (failures <= 0) return 0;
-    return Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** Math.min(failures - 1, MAX_EXPONENT));
   }
 }

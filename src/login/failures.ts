@@ -103,6 +103,12 @@ export function userNameKey(user: string | undefined): string | undefined {
   return key === '' ? undefined : key;
 }
 
+/** The delay after `failures` recent failures: none for 0, else `baseDelayMs * 2^(failures-1)` capped at `maxDelayMs`. */
+export function failureDelay(failures: number, baseDelayMs: number, maxDelayMs: number): number {
+  if (failures <= 0) return 0;
+  return Math.min(maxDelayMs, baseDelayMs * 2 ** Math.min(failures - 1, MAX_EXPONENT));
+}
+
 /**
  * Where authentication failures are counted: this process's memory ({@link FailureTracker}), or a
  * store that every worker of an instance, or every replica, shares.
@@ -189,7 +195,7 @@ export class FailureTracker implements FailureStore {
     const byAddress = this.live(this.addresses, clientAddressKey(address), now)?.failures ?? 0;
     const userKey = userNameKey(user);
     const byUser = userKey === undefined ? 0 : (this.live(this.users, userKey, now)?.failures ?? 0);
-    return this.delayAfter(Math.max(byAddress, byUser));
+    return failureDelay(Math.max(byAddress, byUser), this.baseDelayMs, this.maxDelayMs);
   }
 
   /** {@link FailureStore.failed}: counts the failure and answers its delay. */
@@ -210,11 +216,6 @@ export class FailureTracker implements FailureStore {
     this.sweep(this.addresses, now);
     this.sweep(this.users, now);
     return { addresses: this.addresses.size, users: this.users.size };
-  }
-
-  private delayAfter(failures: number): number {
-    if (failures <= 0) return 0;
-    return Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** Math.min(failures - 1, MAX_EXPONENT));
   }
 
   private expired(entry: Entry, now: number): boolean {

@@ -2,8 +2,9 @@ import type { Logger } from 'pino';
 import type { AppPasswordRefusal, AppPasswordService } from '../auth/app-passwords.js';
 import { checkRequirements } from '../auth/claims.js';
 import { identityFromClaims, type IdentityRules } from '../auth/identity.js';
-import type { MailProtocol, OAuthConfig } from '../config/schema.js';
+import { PROTOCOLS, type MailProtocol, type OAuthConfig } from '../config/schema.js';
 import { GateError } from '../errors.js';
+import type { DirectoryVerdict } from '../login/options.js';
 import {
   createdPage,
   passwordsPage,
@@ -48,9 +49,6 @@ export interface PortalResponse {
   body: string;
 }
 
-/** The directory's word on a user; only `allowed` may use the page when there is a directory. */
-export type DirectoryVerdict = (identity: string) => 'allowed' | 'disabled' | 'unknown' | 'not_loaded';
-
 /** What the page is configured with. */
 export interface PortalSettings {
   /** `portal.publicUrl`. */
@@ -74,6 +72,7 @@ export interface PortalDependencies {
   signIn: SignInClient;
   signer: CookieSigner;
   log: Logger;
+  /** The directory's word on a user; only `allowed` may use the page when there is a directory. */
   directoryVerdict?: DirectoryVerdict | undefined;
   /** Milliseconds since the epoch; injected for tests. */
   now?: () => number;
@@ -84,7 +83,6 @@ export interface PortalApp {
   handle(request: PortalRequest): Promise<PortalResponse>;
 }
 
-const PROTOCOL_ORDER: readonly MailProtocol[] = ['imap', 'smtp', 'pop3', 'sieve'];
 const MAX_LABEL_LENGTH = 64;
 const MAX_EXPIRY_DAYS = 3650;
 const REFUSALS: readonly AppPasswordRefusal[] = ['duplicate_label', 'too_many', 'bad_label', 'bad_protocols'];
@@ -162,7 +160,7 @@ export function createPortalApp(settings: PortalSettings, deps: PortalDependenci
   const base = publicUrl.pathname.replace(/\/+$/, '');
   const page: PageContext = { base, providerName: settings.providerName };
   const host = publicUrl.hostname.replace(/^\[|\]$/g, '');
-  const offered = PROTOCOL_ORDER.filter((p) => settings.servers.some((s) => s.protocol === p));
+  const offered = PROTOCOLS.filter((p) => settings.servers.some((s) => s.protocol === p));
   const offeredProtocols = offered.length > 0 ? offered : [...settings.defaultProtocols];
   const defaultChecked = settings.defaultProtocols.filter((p) => offeredProtocols.includes(p));
   const emptyForm = (): CreateForm => ({ label: '', protocols: defaultChecked.length > 0 ? defaultChecked : [...offeredProtocols], expiresDays: '' });
@@ -261,7 +259,7 @@ export function createPortalApp(settings: PortalSettings, deps: PortalDependenci
 
   const readForm = (form: URLSearchParams): CreateForm => ({
     label: (form.get('label') ?? '').trim().slice(0, 200),
-    protocols: PROTOCOL_ORDER.filter((p) => form.getAll('protocols').includes(p)),
+    protocols: PROTOCOLS.filter((p) => form.getAll('protocols').includes(p)),
     expiresDays: (form.get('expires') ?? '').trim().slice(0, 10),
   });
 
