@@ -108,7 +108,7 @@ export class SqliteAppPasswordService implements AppPasswordService {
       'UPDATE app_passwords SET last_used_at = ?, last_used_address = ?, last_used_protocol = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)',
     );
     this.lastUses = new LastUseBuffer(options.lastUseWriteSeconds, this.now);
-    this.timer = this.lastUses.startTimer(options.flushTimer, () => this.writePendingUses());
+    this.timer = this.lastUses.startTimer(options.flushTimer, () => this.writePendingUsesQuietly());
   }
 
   async create(input: AppPasswordRequest): Promise<CreatedAppPassword> {
@@ -168,14 +168,15 @@ export class SqliteAppPasswordService implements AppPasswordService {
     const now = this.now();
     const found = matchLiveRow(this.liveOfUser.all(userKey(user), now.getTime()) as unknown as AppPasswordRow[], hash, protocol);
     if (found === undefined) return undefined;
-    if (this.lastUses.note(found.id, { at: now, address, protocol })) this.writePendingUses();
+    // A last use that cannot be written now is kept for the next write; the login stands.
+    if (this.lastUses.note(found.id, { at: now, address, protocol })) this.writePendingUsesQuietly();
     return this.record(found);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     clearInterval(this.timer);
-    this.writePendingUses();
+    this.writePendingUsesQuietly();
     this.closed = true;
     this.db.close();
   }
@@ -185,9 +186,23 @@ export class SqliteAppPasswordService implements AppPasswordService {
     if (this.closed) return;
     const pending = this.lastUses.take();
     if (pending.length === 0) return;
-    this.transaction(() => {
-      for (const [id, use] of pending) this.writeUse.run(use.at.getTime(), use.address, use.protocol, id, use.at.getTime());
-    });
+    try {
+      this.transaction(() => {
+        for (const [id, use] of pending) this.writeUse.run(use.at.getTime(), use.address, use.protocol, id, use.at.getTime());
+      });
+    } catch (err) {
+      this.lastUses.restore(pending);
+      throw err;
+    }
+  }
+
+  /** {@link writePendingUses} where a failure must not escape (a timer, a login that matched, close). */
+  private writePendingUsesQuietly(): void {
+    try {
+      this.writePendingUses();
+    } catch {
+      // Kept in memory (restored) for the next write.
+    }
   }
 
   private revokeWhere(condition: string, values: string[], user: string, by: string): number {

@@ -91,4 +91,20 @@ describe('SqliteAppPasswordService', () => {
     expect(statSync(join(dir, DATABASE_FILE)).mode & 0o777).toBe(0o600);
     expect(statSync(join(dir, 'app-passwords.key')).mode & 0o777).toBe(0o600);
   });
+
+  it('lets a matched login stand when its last use cannot be written, and writes it once it can', async () => {
+    const s = service({ lastUseWriteSeconds: 0 });
+    const { password, record } = await s.create({ user: 'alice@example.com', label: 'phone' });
+    // Another process breaks the column the last use goes to, as a failing write would.
+    const other = new DatabaseSync(join(dir, DATABASE_FILE));
+    other.exec('ALTER TABLE app_passwords RENAME COLUMN last_used_address TO broken_address');
+    expect((await s.verify('alice@example.com', password, 'imap', '192.0.2.1'))?.id).toBe(record.id);
+    other.exec('ALTER TABLE app_passwords RENAME COLUMN broken_address TO last_used_address');
+    other.close();
+    clock.now += 1000;
+    expect((await s.verify('alice@example.com', password, 'smtp', '192.0.2.2'))?.id).toBe(record.id);
+    await s.close();
+    const [listed] = await service().list('alice@example.com');
+    expect(listed?.lastUse).toMatchObject({ address: '192.0.2.2', protocol: 'smtp' });
+  });
 });
