@@ -16,11 +16,13 @@ export interface Channel {
   onMessage(listener: (message: unknown) => void): () => void;
 }
 
-/** Requests a worker sends the supervisor, each answered with an {@link Answer} of the same id. */
+/** Requests one end sends the other; each with an id is answered by an `answer` of the same id. */
 export type Request =
   | { saslGate: 'failed'; id: number; address: string; user?: string | undefined }
   | { saslGate: 'succeeded'; address: string; user?: string | undefined }
-  | { saslGate: 'admit'; id: number; address: string };
+  | { saslGate: 'admit'; id: number; address: string }
+  /** From the supervisor: the worker's metrics and readiness, for `/metrics` and `/readyz`. */
+  | { saslGate: 'report'; id: number };
 
 /** Every message either end sends. */
 export type ClusterMessage =
@@ -30,9 +32,7 @@ export type ClusterMessage =
   | { saslGate: 'ready' }
   | { saslGate: 'directory'; state: unknown }
   | { saslGate: 'reload' }
-  | { saslGate: 'stop'; now: boolean }
-  | { saslGate: 'report'; id: number }
-  | { saslGate: 'reported'; id: number; metrics: unknown; ready: boolean; readiness: string };
+  | { saslGate: 'stop'; now: boolean };
 
 /** Whether `message` is one of ours (and so has a `saslGate` tag). */
 export function isClusterMessage(message: unknown): message is ClusterMessage {
