@@ -16,11 +16,13 @@ export interface Channel {
   onMessage(listener: (message: unknown) => void): () => void;
 }
 
-/** Requests a worker sends the supervisor, each answered with an {@link Answer} of the same id. */
+/** Requests one end sends the other; each with an id is answered by an `answer` of the same id. */
 export type Request =
   | { saslGate: 'failed'; id: number; address: string; user?: string | undefined }
   | { saslGate: 'succeeded'; address: string; user?: string | undefined }
-  | { saslGate: 'admit'; id: number; address: string };
+  | { saslGate: 'admit'; id: number; address: string }
+  /** From the supervisor: the worker's metrics and readiness, for `/metrics` and `/readyz`. */
+  | { saslGate: 'report'; id: number };
 
 /** Every message either end sends. */
 export type ClusterMessage =
@@ -30,9 +32,7 @@ export type ClusterMessage =
   | { saslGate: 'ready' }
   | { saslGate: 'directory'; state: unknown }
   | { saslGate: 'reload' }
-  | { saslGate: 'stop'; now: boolean }
-  | { saslGate: 'report'; id: number }
-  | { saslGate: 'reported'; id: number; metrics: unknown; ready: boolean; readiness: string };
+  | { saslGate: 'stop'; now: boolean };
 
 /** Whether `message` is one of ours (and so has a `saslGate` tag). */
 export function isClusterMessage(message: unknown): message is ClusterMessage {
@@ -52,11 +52,16 @@ export const realTimer: StartTimer = (callback, ms) => {
 type RequestBody = Request extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
 /**
+ * Request ids, counted over the whole process: several clients share one channel (a worker's
+ * failure store and its admission), and each takes every answer whose id it waits for.
+ */
+let nextRequestId = 1;
+
+/**
  * Sends requests over a channel and resolves each with its answer, or with `fallback` when the
  * channel is closed or no answer comes within `timeoutMs`: callers never see a rejection.
  */
 export class RequestClient {
-  private nextId = 1;
   private readonly pending = new Map<number, { resolve: (value: unknown) => void; cancel: () => void }>();
 
   constructor(
@@ -79,7 +84,7 @@ export class RequestClient {
    * that comes after the timeout goes to `late`, when given (to undo what the fallback assumed).
    */
   request<T>(body: RequestBody, fallback: T, accept: (value: unknown) => value is T, late?: (value: unknown) => void): Promise<T> {
-    const id = this.nextId++;
+    const id = nextRequestId++;
     return new Promise<T>((resolve) => {
       const cancel = this.startTimer(() => {
         if (late) this.pending.set(id, { resolve: late, cancel: () => undefined });

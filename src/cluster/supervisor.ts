@@ -12,7 +12,7 @@ import { Metrics } from '../observe/metrics.js';
 import { startPortal } from '../portal/server.js';
 import { CertificateStore } from '../tls/certificates.js';
 import { packageVersion } from '../version.js';
-import { isClusterMessage, workerChannel } from './channel.js';
+import { isClusterMessage, RequestClient, workerChannel } from './channel.js';
 import { answerFailures } from './failures.js';
 import { InstanceLimits } from './limits.js';
 
@@ -27,16 +27,27 @@ const REPORT_TIMEOUT_MS = 2000;
 interface Slot {
   index: number;
   worker: Worker | undefined;
+  /** Asks the worker for its report. */
+  requests: RequestClient | undefined;
   ready: boolean;
   startedAt: number;
   crashes: number;
 }
 
-interface Report {
-  pid: number;
+/** What a worker answers a `report` request with. */
+interface WorkerReport {
   metrics: Array<MetricObjectWithValues<MetricValue<string>>>;
   ready: boolean;
   readiness: string;
+}
+
+interface Report extends WorkerReport {
+  pid: number;
+}
+
+function isWorkerReport(value: unknown): value is WorkerReport {
+  const report = value as Partial<WorkerReport> | null;
+  return typeof report === 'object' && report !== null && Array.isArray(report.metrics) && typeof report.ready === 'boolean' && typeof report.readiness === 'string';
 }
 
 /**
@@ -58,7 +69,7 @@ export async function runSupervisor(config: GateConfig, log: Logger, count: numb
   const limits = new InstanceLimits(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
   const metrics = new Metrics({ certificateExpiry: () => certificates.expiresAt() });
   const restarts = new Counter({ name: 'sasl_gate_worker_restarts_total', help: 'Workers started again after they died.', registers: [metrics.registry] });
-  const slots: Slot[] = Array.from({ length: count }, (_, index) => ({ index, worker: undefined, ready: false, startedAt: 0, crashes: 0 }));
+  const slots: Slot[] = Array.from({ length: count }, (_, index) => ({ index, worker: undefined, requests: undefined, ready: false, startedAt: 0, crashes: 0 }));
   new Gauge({
     name: 'sasl_gate_workers_ready',
     help: 'Worker processes serving the listeners now.',
@@ -99,6 +110,7 @@ export async function runSupervisor(config: GateConfig, log: Logger, count: numb
     slot.ready = false;
     slot.startedAt = Date.now();
     const channel = workerChannel(worker);
+    slot.requests = new RequestClient(channel, REPORT_TIMEOUT_MS);
     answerFailures(channel, shared.failures);
     limits.serve(String(worker.id), channel);
     worker.on('message', (message: unknown) => {
@@ -115,6 +127,7 @@ export async function runSupervisor(config: GateConfig, log: Logger, count: numb
       limits.forget(String(worker.id));
       const wasReady = slot.ready;
       slot.worker = undefined;
+      slot.requests = undefined;
       slot.ready = false;
       if (stopping) {
         checkFinished();
@@ -142,26 +155,11 @@ export async function runSupervisor(config: GateConfig, log: Logger, count: numb
   /** Each live worker's report, or none from a worker that does not answer in time. */
   const reports = (): Promise<Report[]> =>
     Promise.all(
-      slots.map(
-        (slot) =>
-          new Promise<Report | undefined>((resolve) => {
-            const worker = slot.worker;
-            if (!worker?.isConnected() || !slot.ready) return resolve(undefined);
-            const id = Math.floor(Math.random() * 2 ** 31);
-            const listener = (message: unknown) => {
-              if (!isClusterMessage(message) || message.saslGate !== 'reported' || message.id !== id) return;
-              clearTimeout(timer);
-              worker.off('message', listener);
-              resolve({ pid: worker.process.pid ?? 0, metrics: message.metrics as Report['metrics'], ready: message.ready, readiness: message.readiness });
-            };
-            const timer = setTimeout(() => {
-              worker.off('message', listener);
-              resolve(undefined);
-            }, REPORT_TIMEOUT_MS);
-            worker.on('message', listener);
-            worker.send({ saslGate: 'report', id });
-          }),
-      ),
+      slots.map(async ({ worker, requests, ready }): Promise<Report | undefined> => {
+        if (!worker || !requests || !ready) return undefined;
+        const report = await requests.request<WorkerReport | undefined>({ saslGate: 'report' }, undefined, isWorkerReport);
+        return report && { pid: worker.process.pid ?? 0, ...report };
+      }),
     ).then((all) => all.filter((r): r is Report => r !== undefined));
 
   let admin: HttpServer | undefined;

@@ -65,8 +65,8 @@ export async function runWorker(config: GateConfig, log: Logger): Promise<number
         const { id } = message;
         const { ready, body } = gate.readiness();
         gate.metrics.registry.getMetricsAsJSON().then(
-          (metrics) => channel.send({ saslGate: 'reported', id, metrics, ready, readiness: body }),
-          () => channel.send({ saslGate: 'reported', id, metrics: [], ready, readiness: body }),
+          (metrics) => channel.send({ saslGate: 'answer', id, value: { metrics, ready, readiness: body } }),
+          () => channel.send({ saslGate: 'answer', id, value: { metrics: [], ready, readiness: body } }),
         );
         break;
       }

@@ -106,9 +106,12 @@ export const ASYMMETRIC_ALGORITHMS = [
 const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'] as const;
 const ALGORITHMS = [...ASYMMETRIC_ALGORITHMS, ...HMAC_ALGORITHMS] as const;
 
+/** The protocols a listener, and an app password, may speak. */
+export const PROTOCOLS = ['imap', 'smtp', 'pop3', 'sieve'] as const;
+
 const listenerSchema = z
   .strictObject({
-    protocol: z.enum(['imap', 'smtp', 'pop3', 'sieve']).describe(
+    protocol: z.enum(PROTOCOLS).describe(
       'The protocol spoken on this port: `imap`, `pop3` or `sieve` (ManageSieve) in front of Dovecot, or `smtp` (submission) in front of Postfix; the matching `backends` entry must be set.',
     ),
     bind: hostPort().describe(
@@ -635,9 +638,6 @@ const directorySchema = z
       }
     }
   });
-
-/** The protocols a listener, and an app password, may speak. */
-export const PROTOCOLS = ['imap', 'smtp', 'pop3', 'sieve'] as const;
 
 const storageSchema = z
   .strictObject({

@@ -480,8 +480,10 @@ export class Directory {
     if (!old) return;
     this.unindex(old);
     this.users.delete(id);
-    if (old.active) this.setDeparture(id, { user: old, since: this.now() });
-    if (old.active) this.emit({ type: 'departed', user: old, how: 'removed' });
+    if (old.active) {
+      this.setDeparture(id, { user: old, since: this.now() });
+      this.emit({ type: 'departed', user: old, how: 'removed' });
+    }
     this.emit({ type: 'removed', id, mailbox: old.mailbox });
   }
 

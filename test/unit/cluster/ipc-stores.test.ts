@@ -141,3 +141,22 @@ describe('IpcAdmission and InstanceLimits', () => {
     expect(limits.open).toBe(0);
   });
 });
+
+describe('a worker with both stores on its one channel', () => {
+  it('gets each answer to its own request: a login failure beside a new connection neither refuses it nor takes the longest delay', async () => {
+    const channel = pipe();
+    answerFailures(channel.supervisor, new FailureTracker({ baseDelayMs: 100, maxDelayMs: 10_000, now: () => 0 }));
+    const limits = new InstanceLimits(10, 10);
+    limits.serve('1', channel.supervisor);
+    const failures = new IpcFailureStore(channel.worker, 10_000);
+    const admission = new IpcAdmission(channel.worker);
+    // Both orders: the first request of each store is in flight at the same time as the other's.
+    const [verdict, delay] = await Promise.all([admission.admit('192.0.2.7'), failures.failed('198.51.100.1')]);
+    expect(verdict).toBeUndefined();
+    expect(delay).toBe(100);
+    const [secondDelay, secondVerdict] = await Promise.all([failures.failed('198.51.100.1'), admission.admit('192.0.2.8')]);
+    expect(secondDelay).toBe(200);
+    expect(secondVerdict).toBeUndefined();
+    expect(limits.open).toBe(2);
+  });
+});
