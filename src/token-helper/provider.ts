@@ -6,7 +6,6 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as client from 'openid-client';
-import { escapeHtml } from '../portal/html.js';
 import { TokenHelperError, type DevicePrompt, type TokenEndpoints, type TokenSet } from './flow.js';
 
 /** Options of {@link openidEndpoints}. */
@@ -233,4 +232,8 @@ function describeCause(err: unknown): string {
 /** Provider-chosen text, kept to one printable line. */
 function printable(text: string): string {
   return text.replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
