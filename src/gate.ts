@@ -153,10 +153,10 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
     );
   }
 
-  // App passwords: one store for logins, the directory's revocations and the page; closed last
-  // when the gate opened it (an injected one is its owner's to close).
-  // The failure counts and app passwords: this process and storage.dir, or PostgreSQL every replica shares.
-  const sharedState = await openSharedState(config, { injectedAppPasswords: deps.appPasswords });
+  // The failure counts and app passwords (one store for logins, the directory's revocations and the
+  // page): this process and storage.dir, or PostgreSQL every replica shares. What was injected is
+  // used as it is, and is its owner's to close.
+  const sharedState = await openSharedState(config, { injectedAppPasswords: deps.appPasswords, injectedFailures: deps.failures });
   const appPasswords = config.appPasswords.enabled ? (deps.appPasswords ?? sharedState.appPasswords) : undefined;
   const directory = config.directory ? await startDirectory(config.directory, { log, certificates, appPasswords, postgres: sharedState.postgres }) : undefined;
 
@@ -169,7 +169,7 @@ export async function startGate(config: GateConfig, deps: GateDependencies): Pro
   const connections: Admission = deps.admission ?? new ConnectionLimiter(config.limits.maxConnections, config.limits.maxConnectionsPerAddress);
   /** Connections being refused (handshake, then the refusal): bounded like the admitted ones. */
   const refusing = new ConnectionLimiter(MAX_REFUSALS_IN_PROGRESS, config.limits.maxConnectionsPerAddress);
-  const failures = deps.failures ?? sharedState.failures;
+  const failures = sharedState.failures;
 
   /** The options every session shares; typed, so a renamed or forgotten field does not compile. */
   const shared: Omit<SessionOptions, keyof ConnectionParameters> = {

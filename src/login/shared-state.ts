@@ -34,10 +34,14 @@ type StateConfig = Pick<Config, 'storage' | 'appPasswords' | 'limits'>;
 
 /**
  * Opens the shared state the configuration asks for: PostgreSQL (pool, migrations) with
- * `storage.postgres`, else memory and `storage.dir`. `appPasswords`: an injected service, opened
- * here only when none is given. Throws StorageError when the store cannot be opened.
+ * `storage.postgres`, else memory and `storage.dir`. An injected app-password service or failure
+ * store (a worker's, counted by its supervisor) is used as it is, and none is opened here in its
+ * place. Throws StorageError when the store cannot be opened.
  */
-export async function openSharedState(config: StateConfig, options: { injectedAppPasswords?: AppPasswordService | undefined } = {}): Promise<SharedState> {
+export async function openSharedState(
+  config: StateConfig,
+  options: { injectedAppPasswords?: AppPasswordService | undefined; injectedFailures?: FailureStore | undefined } = {},
+): Promise<SharedState> {
   const delays = {
     baseDelayMs: Math.round(config.limits.authFailureDelaySeconds * 1000),
     maxDelayMs: Math.round(config.limits.authFailureMaxDelaySeconds * 1000),
@@ -45,19 +49,19 @@ export async function openSharedState(config: StateConfig, options: { injectedAp
   const wantAppPasswords = config.appPasswords.enabled && !options.injectedAppPasswords;
   if (!config.storage.postgres) {
     const appPasswords = wantAppPasswords ? openConfiguredAppPasswords(config, { flushTimer: true }) : undefined;
-    return { where: 'local', failures: new FailureTracker(delays), appPasswords, postgres: undefined, close: async () => appPasswords?.close() };
+    return { where: 'local', failures: options.injectedFailures ?? new FailureTracker(delays), appPasswords, postgres: undefined, close: async () => appPasswords?.close() };
   }
   const key = wantAppPasswords ? sharedKey(config) : undefined;
   const db = await openPostgres(postgresSettings(config.storage));
-  const failures = new PostgresFailureStore(db, { ...delays, pruneEveryMs: PRUNE_EVERY_MS });
+  const ownFailures = options.injectedFailures ? undefined : new PostgresFailureStore(db, { ...delays, pruneEveryMs: PRUNE_EVERY_MS });
   const appPasswords = key ? new PostgresAppPasswordService(db, key, { ...appPasswordOptions(config.appPasswords), flushTimer: true }) : undefined;
   return {
     where: 'postgres',
-    failures,
+    failures: options.injectedFailures ?? ownFailures!,
     appPasswords,
     postgres: db,
     async close() {
-      failures.close();
+      ownFailures?.close();
       await appPasswords?.close();
       await db.close();
     },
