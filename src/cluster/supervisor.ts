@@ -1,3 +1,4 @@
+import { listenerServers } from '../autoconfig/documents.js';
 import cluster, { type Worker } from 'node:cluster';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -198,7 +199,7 @@ export async function runSupervisor(config: GateConfig, log: Logger, count: numb
         log,
         certificates,
         service: appPasswords,
-        servers: config.listeners.map((l) => ({ protocol: l.protocol, port: l.bind.port, tls: l.tls })),
+        servers: listenerServers(config.listeners),
         directoryVerdict: directory ? (identity: string) => directory.loginVerdict(identity) : undefined,
       })
     : undefined;
