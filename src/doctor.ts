@@ -5,6 +5,7 @@
  * behalf), the TLS certificate, and optionally a token. Every network step has a deadline, and
  * no secret (the token, the master password, the client secret) is ever printed.
  */
+import { masterCredentials } from './login/connection.js';
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
@@ -705,7 +706,7 @@ async function checkImap(config: GateConfig, backend: ImapBackendConfig, user: s
         connect,
         responseTimeoutMs: backend.responseTimeoutSeconds * 1000,
         origin,
-        credentials: { kind: 'master', user, masterUser: config.master.user, masterPassword: config.master.password },
+        credentials: masterCredentials(user, config.master),
       }),
     );
     if (!result.ok) {
@@ -858,7 +859,7 @@ async function checkSmtp(config: GateConfig, backend: SmtpBackendConfig, user: s
         credentials:
           backend.login === 'xclient'
             ? { kind: 'xclient', user }
-            : { kind: 'master', user, masterUser: config.master.user, masterPassword: config.master.password },
+            : masterCredentials(user, config.master),
       }),
     );
     if (result.ok) {
@@ -903,7 +904,7 @@ interface DovecotLoginDialect<B extends Pop3BackendConfig | SieveBackendConfig> 
   farewell: string;
 }
 
-type MasterCredentials = { kind: 'master'; user: string; masterUser: string; masterPassword: string };
+type MasterCredentials = ReturnType<typeof masterCredentials>;
 
 const POP3_CHECKS: DovecotLoginDialect<Pop3BackendConfig> = {
   key: 'pop3',
@@ -990,7 +991,7 @@ async function checkDovecotLogin<B extends Pop3BackendConfig | SieveBackendConfi
     Object.assign(origin, connection.origin);
     return socket;
   };
-  const credentials: MasterCredentials = { kind: 'master', user, masterUser: config.master.user, masterPassword: config.master.password };
+  const credentials: MasterCredentials = masterCredentials(user, config.master);
   try {
     const result = await within(
       conversationMs(backend, 3),

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { ClientConnection } from '../login/connection.js';
+import { ClientConnection, masterCredentials } from '../login/connection.js';
 import { attemptLogin, connectionLoginFlow } from '../login/connection-flow.js';
 import type { BackendAnswer, BackendCredentials, FlowClock, LoginFlow } from '../login/flow.js';
 import type { SessionOptions } from '../login/options.js';
@@ -129,24 +129,14 @@ export class ImapSession {
     const { master } = this.ctx;
     const imapCredentials: ImapCredentials =
       credentials.kind === 'token'
-        ? { kind: 'master', user: credentials.user, masterUser: master.user, masterPassword: master.password }
+        ? masterCredentials(credentials.user, master)
         : credentials.kind === 'password'
           ? { kind: 'login', user: credentials.user, password: credentials.password, literals: credentials.literals }
           : credentials;
-    const connection = this.connection;
-    const local = connection.local;
     const result = await loginToBackend({
       connect: this.ctx.connectBackend,
       responseTimeoutMs: this.ctx.backendResponseTimeoutMs,
-      origin: {
-        address: connection.client.address,
-        port: connection.client.port,
-        localAddress: local.address,
-        localPort: local.port,
-        sessionId: connection.id,
-        clientId: this.clientId,
-        tls: connection.tlsActive,
-      },
+      origin: { ...this.connection.origin, clientId: this.clientId },
       credentials: imapCredentials,
     });
     if (result.ok) return { ok: true, socket: result.socket, rest: result.rest, extras: result.text };

@@ -122,6 +122,24 @@ function connectionClosed(record: ClosingRecord, outcome: Outcome, stats: RelayS
   );
 }
 
+
+/** The client's side of a connection, for a backend login to pass on. */
+export interface ClientOrigin {
+  address: string;
+  port: number;
+  localAddress: string;
+  localPort: number;
+  /** sasl-gate's session id, so the backend's log line names the same session. */
+  sessionId: string;
+  /** Whether the client reached sasl-gate over TLS. */
+  tls: boolean;
+}
+
+/** The master-user login as `user`, the way every backend login takes it for a verified user. */
+export function masterCredentials(user: string, master: { user: string; password: string }): { kind: 'master'; user: string; masterUser: string; masterPassword: string } {
+  return { kind: 'master', user, masterUser: master.user, masterPassword: master.password };
+}
+
 /**
  * One client connection before login, whatever the protocol: reading frames with bounded input
  * and output buffers, the pre-login timer, STARTTLS, a half-closed client whose last commands are
@@ -183,6 +201,19 @@ export class ClientConnection<F extends LineFramer> {
   /** The address and port the client connected to. */
   get local(): { address: string; port: number } {
     return { address: this.socket.localAddress ?? '', port: this.socket.localPort ?? 0 };
+  }
+
+  /** Where the client is and what it reached, as a backend login passes it on (XCLIENT, ID, PROXY). */
+  get origin(): ClientOrigin {
+    const local = this.local;
+    return {
+      address: this.client.address,
+      port: this.client.port,
+      localAddress: local.address,
+      localPort: local.port,
+      sessionId: this.id,
+      tls: this.encrypted,
+    };
   }
 
   /**

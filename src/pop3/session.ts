@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { ClientConnection } from '../login/connection.js';
+import { ClientConnection, masterCredentials } from '../login/connection.js';
 import { attemptLogin, connectionLoginFlow } from '../login/connection-flow.js';
 import type { BackendAnswer, BackendCredentials, FlowClock, LoginFlow } from '../login/flow.js';
 import type { SessionOptions } from '../login/options.js';
@@ -121,22 +121,14 @@ export class Pop3Session {
     const { master } = this.ctx;
     const pop3Credentials: Pop3Credentials =
       credentials.kind === 'token'
-        ? { kind: 'master', user: credentials.user, masterUser: master.user, masterPassword: master.password }
+        ? masterCredentials(credentials.user, master)
         : credentials.kind === 'password'
           ? { kind: 'user-pass', user: credentials.user, password: credentials.password }
           : credentials;
-    const connection = this.connection;
-    const local = connection.local;
     const result = await loginToBackend({
       connect: this.ctx.connectBackend,
       responseTimeoutMs: this.ctx.backendResponseTimeoutMs,
-      origin: {
-        address: connection.client.address,
-        port: connection.client.port,
-        localAddress: local.address,
-        localPort: local.port,
-        tls: connection.tlsActive,
-      },
+      origin: this.connection.origin,
       credentials: pop3Credentials,
       xclient: this.ctx.xclient,
     });

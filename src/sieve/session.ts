@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { InternalError } from '../errors.js';
-import { ClientConnection } from '../login/connection.js';
+import { ClientConnection, masterCredentials } from '../login/connection.js';
 import { attemptLogin, connectionLoginFlow } from '../login/connection-flow.js';
 import type { BackendAnswer, BackendCredentials, FlowClock, LoginFlow } from '../login/flow.js';
 import type { SessionOptions } from '../login/options.js';
@@ -136,25 +136,16 @@ export class SieveSession {
     const { master } = this.ctx;
     let sieveCredentials: SieveBackendCredentials;
     if (credentials.kind === 'token') {
-      sieveCredentials = { kind: 'master', user: credentials.user, masterUser: master.user, masterPassword: master.password };
+      sieveCredentials = masterCredentials(credentials.user, master);
     } else if (credentials.kind === 'password') {
       throw new InternalError('ManageSieve has no LOGIN command');
     } else {
       sieveCredentials = credentials;
     }
-    const connection = this.connection;
-    const local = connection.local;
     const result = await loginToSieveBackend({
       connect: this.ctx.connectBackend,
       responseTimeoutMs: this.ctx.backendResponseTimeoutMs,
-      origin: {
-        address: connection.client.address,
-        port: connection.client.port,
-        localAddress: local.address,
-        localPort: local.port,
-        sessionId: connection.id,
-        tls: connection.tlsActive,
-      },
+      origin: this.connection.origin,
       credentials: sieveCredentials,
     });
     if (result.ok) return { ok: true, socket: result.socket, rest: result.rest, extras: result.line };

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { ClientConnection } from '../login/connection.js';
+import { ClientConnection, masterCredentials } from '../login/connection.js';
 import { attemptLogin, connectionLoginFlow } from '../login/connection-flow.js';
 import type { BackendAnswer, BackendCredentials, FlowClock, LoginFlow } from '../login/flow.js';
 import type { SessionOptions } from '../login/options.js';
@@ -129,7 +129,7 @@ export class SmtpSession {
       smtpCredentials =
         this.ctx.login === 'xclient'
           ? { kind: 'xclient', user: credentials.user }
-          : { kind: 'master', user: credentials.user, masterUser: master.user, masterPassword: master.password };
+          : masterCredentials(credentials.user, master);
     } else if (credentials.kind === 'password') {
       throw new InternalError('SMTP has no LOGIN command');
     } else {
